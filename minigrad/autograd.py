@@ -1,0 +1,93 @@
+"""The reverse-mode engine: grad mode, topological order, the backward pass.
+
+Every op records its inputs (`_parents`) and a `_backward(grad)` closure that
+turns the gradient of its output into one gradient per input. `backward()`
+walks the graph once, in reverse topological order, applying the chain rule.
+"""
+import contextlib
+
+import numpy as np
+
+_grad_enabled = True
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Inside `with mg.no_grad():` (or a function decorated with it) no graph is built."""
+
+    def __enter__(self):
+        global _grad_enabled
+        self._previous, _grad_enabled = _grad_enabled, False
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._previous
+        return False
+
+
+class enable_grad(contextlib.ContextDecorator):
+    """Turns graph building back on inside a `no_grad` region."""
+
+    def __enter__(self):
+        global _grad_enabled
+        self._previous, _grad_enabled = _grad_enabled, True
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._previous
+        return False
+
+
+def _released(grad):
+    raise RuntimeError("Trying to backward through the graph a second time: its intermediate values were "
+                       "freed after the first backward(). Call backward(retain_graph=True) the first time "
+                       "if you need to go through it again.")
+
+
+def topological_order(root):
+    """Nodes that need a gradient, each after all of its inputs (iterative DFS, so deep graphs are fine)."""
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        for parent in node._parents:
+            if parent._requires_grad and id(parent) not in visited:
+                stack.append((parent, False))
+    return order
+
+
+def run_backward(root, gradient, retain_graph=False):
+    """Chain rule over the graph: d(root)/d(leaf) accumulated into every leaf's `.grad`."""
+    grads = {id(root): gradient}
+    for node in reversed(topological_order(root)):
+        grad = grads.pop(id(node), None)
+        if grad is None:
+            continue
+        if node._backward is None:  # a leaf: keep the gradient, in the leaf's own dtype
+            if node.grad is None:
+                node.grad = np.array(grad, dtype=node.data.dtype, copy=True)
+            else:
+                node.grad += grad
+            continue
+        parent_grads = node._backward(grad)
+        for parent, parent_grad in zip(node._parents, parent_grads):
+            if parent_grad is None or not parent._requires_grad:
+                continue
+            if parent_grad.shape != parent.data.shape:
+                raise RuntimeError(f"internal error in the backward rule of {node._op or 'an op'}: it returned a "
+                                   f"gradient of shape {parent_grad.shape} for an input of shape {parent.data.shape}")
+            key = id(parent)
+            grads[key] = grads[key] + parent_grad if key in grads else parent_grad
+        if not retain_graph:
+            node._parents = ()
+            node._backward = _released
