@@ -1,0 +1,172 @@
+"""Convolution (lesson `02_convolution`): the true convolution sum and the NCHW conv layer.
+
+conv2d gathers every receptive field into one matrix (im2col, a strided view
+copied once) so the whole layer is a single matmul; its backward is two more
+matmuls and a scatter of the columns back onto the image (col2im).
+"""
+import math
+
+import numpy as np
+
+from ..tensor import Tensor, as_tensor
+from .linear import uniform_parameter
+from .module import Module
+
+
+def as_pair(value, name, op):
+    """An int or a pair of ints → (vertical, horizontal)."""
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair):
+        raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def sliding_windows(xp, kh, kw, stride):
+    """Strided view (N, C, Ho, Wo, kh, kw) of every kh×kw window of xp (N, C, Hp, Wp); no copy."""
+    N, C, Hp, Wp = xp.shape
+    sh, sw = stride
+    Ho, Wo = (Hp - kh) // sh + 1, (Wp - kw) // sw + 1
+    sN, sC, sH, sW = xp.strides
+    return np.lib.stride_tricks.as_strided(
+        xp, (N, C, Ho, Wo, kh, kw), (sN, sC, sH * sh, sW * sw, sH, sW), writeable=False)
+
+
+def im2col(xp, kh, kw, stride):
+    """Receptive fields as rows: (N·Ho·Wo, C·kh·kw), row (n, i, j) = xp[n, :, i·s:i·s+kh, j·s:j·s+kw] flattened."""
+    win = sliding_windows(xp, kh, kw, stride)                          # (N, C, Ho, Wo, kh, kw)
+    N, C, Ho, Wo = win.shape[:4]
+    return win.transpose(0, 2, 3, 1, 4, 5).reshape(N * Ho * Wo, C * kh * kw), (Ho, Wo)
+
+
+def col2im(cols, xp_shape, kh, kw, stride, out_hw):
+    """The adjoint of im2col: add each row's values back onto the pixels it was read from."""
+    N, C, Hp, Wp = xp_shape
+    Ho, Wo = out_hw
+    sh, sw = stride
+    cols = cols.reshape(N, Ho, Wo, C, kh, kw)
+    dxp = np.zeros(xp_shape, dtype=cols.dtype)
+    # Only kh·kw slice-adds: each kernel offset (i, j) touches a strided grid of pixels exactly once.
+    for i in range(kh):
+        for j in range(kw):
+            dxp[:, :, i:i + sh * Ho:sh, j:j + sw * Wo:sw] += cols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+    return dxp
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    """y[n, o, i, j] = b[o] + Σ_c Σ_p Σ_q W[o, c, p, q] · x_pad[n, c, i·s + p, j·s + q]   (lesson 02_convolution)
+
+    Cross-correlation on NCHW like PyTorch's conv2d: x (N, C, H, W), W (O, C, kh, kw),
+    b (O,) → y (N, O, Ho, Wo), Ho = (H + 2·pad − kh)//s + 1. As matrices, Y = cols(x) Wᵀ,
+    so dW = dYᵀ cols(x), dcols = dY W, dx = col2im(dcols), db = Σ dY.
+    """
+    x, weight = as_tensor(x), as_tensor(weight)
+    stride, padding = as_pair(stride, "stride", "conv2d"), as_pair(padding, "padding", "conv2d")
+    _check_conv_args(x, weight, bias, stride, padding)
+    N, C, H, W = x.shape
+    O, _, kh, kw = weight.shape
+    ph, pw = padding
+    xp = np.pad(x.data, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x.data
+    cols, (Ho, Wo) = im2col(xp, kh, kw, stride)                        # (N·Ho·Wo, C·kh·kw)
+    wmat = weight.data.reshape(O, C * kh * kw)                         # (O, C·kh·kw)
+    y = cols @ wmat.T                                                  # (N·Ho·Wo, O)
+    if bias is not None:
+        y += bias.data
+    out = y.reshape(N, Ho, Wo, O).transpose(0, 3, 1, 2)                # (N, O, Ho, Wo)
+    parents = (x, weight) if bias is None else (x, weight, bias)
+
+    def backward(grad):                                                # grad: (N, O, Ho, Wo)
+        g = grad.transpose(0, 2, 3, 1).reshape(N * Ho * Wo, O)         # (N·Ho·Wo, O)
+        dx = dw = None
+        if x.requires_grad:
+            dxp = col2im(g @ wmat, xp.shape, kh, kw, stride, (Ho, Wo))  # (N, C, Hp, Wp)
+            dx = dxp[:, :, ph:ph + H, pw:pw + W]
+        if weight.requires_grad:
+            dw = (g.T @ cols).reshape(weight.shape)                    # (O, C, kh, kw)
+        if bias is None:
+            return dx, dw
+        return dx, dw, g.sum(axis=0)
+
+    return Tensor.from_op(out, parents, backward, "conv2d")
+
+
+def _check_conv_args(x, weight, bias, stride, padding):
+    if weight.ndim != 4:
+        raise ValueError(f"conv2d expected a 4-D weight (out_channels, in_channels, kH, kW), got shape {weight.shape}")
+    O, C, kh, kw = weight.shape
+    if x.ndim != 4 or x.shape[1] != C:
+        raise ValueError(f"conv2d expected input with {C} channels (N, {C}, H, W), got shape {x.shape}")
+    if bias is not None and tuple(bias.shape) != (O,):
+        raise ValueError(f"conv2d expected a bias of shape ({O},), got {tuple(bias.shape)}")
+    if min(stride) < 1 or min(padding) < 0:
+        raise ValueError(f"conv2d expected stride >= 1 and padding >= 0, got stride={stride}, padding={padding}")
+    Hp, Wp = x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1]
+    if Hp < kh or Wp < kw:
+        raise ValueError(f"conv2d: the {kh}x{kw} kernel is larger than the padded input {Hp}x{Wp} "
+                         f"(input shape {x.shape}, padding {padding})")
+    if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
+        raise TypeError(f"conv2d expected input, weight and bias of one dtype, got {x.dtype}, {weight.dtype}"
+                        + (f", {bias.dtype}" if bias is not None else ""))
+
+
+def _flip2d(k):
+    """k[::-1, ::-1] on the last two dims, as an op (its gradient is flipped back)."""
+    return Tensor.from_op(np.ascontiguousarray(k.data[..., ::-1, ::-1]), (k,),
+                          lambda grad: (grad[..., ::-1, ::-1],), "flip2d")
+
+
+def convolve2d(x, k, mode="valid"):
+    """y(m, n) = Σ_i Σ_j k(i, j) · x(m − i, n − j)   (lesson 02_convolution)
+
+    The true convolution sum: the kernel is flipped, which is what makes it
+    commutative and associative (unlike the cross-correlation that conv2d computes).
+    x: (H, W) or a batch (N, H, W); k: (kh, kw).
+    mode="full": every (m, n) where kernel and image overlap, (H + kh − 1, W + kw − 1);
+    mode="valid": only where the kernel fits inside the image, (H − kh + 1, W − kw + 1).
+    Computed as conv2d with the flipped kernel (and kh−1, kw−1 zero padding for "full").
+    """
+    x, k = as_tensor(x), as_tensor(k)
+    if mode not in ("valid", "full"):
+        raise ValueError(f"convolve2d: mode must be 'valid' or 'full', got {mode!r}")
+    if x.ndim not in (2, 3):
+        raise ValueError(f"convolve2d expected an image (H, W) or a batch (N, H, W), got shape {x.shape}")
+    if k.ndim != 2:
+        raise ValueError(f"convolve2d expected a 2-D kernel (kh, kw), got shape {k.shape}")
+    kh, kw = k.shape
+    if mode == "valid" and (x.shape[-2] < kh or x.shape[-1] < kw):
+        raise ValueError(f"convolve2d: mode='valid' needs the kernel {k.shape} to fit inside the image "
+                         f"{x.shape[-2:]}; use mode='full'")
+    if x.dtype != k.dtype:
+        raise TypeError(f"convolve2d expected image and kernel of one dtype, got {x.dtype} and {k.dtype}")
+    padding = (kh - 1, kw - 1) if mode == "full" else (0, 0)
+    images = x.reshape(-1, 1, *x.shape[-2:])                           # (N, 1, H, W)
+    y = conv2d(images, _flip2d(k).reshape(1, 1, kh, kw), padding=padding)  # (N, 1, Ho, Wo)
+    return y.reshape(*x.shape[:-2], *y.shape[-2:])
+
+
+class Conv2d(Module):
+    """2-D convolution layer, NCHW: weight (out_channels, in_channels, kH, kW), bias (out_channels,).
+
+    Both start U(−1/√fan_in, 1/√fan_in), fan_in = in_channels·kH·kW, like PyTorch.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+        super().__init__()
+        kh, kw = as_pair(kernel_size, "kernel_size", "Conv2d")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = (kh, kw)
+        self.stride = as_pair(stride, "stride", "Conv2d")
+        self.padding = as_pair(padding, "padding", "Conv2d")
+        bound = 1 / math.sqrt(in_channels * kh * kw)
+        self.weight = uniform_parameter((out_channels, in_channels, kh, kw), bound)
+        self.bias = uniform_parameter((out_channels,), bound) if bias else None
+
+    def forward(self, x):
+        x = as_tensor(x)
+        C = self.in_channels
+        if x.ndim != 4 or x.shape[1] != C:
+            raise ValueError(f"Conv2d expected input with {C} channels (N, {C}, H, W), got shape {x.shape}")
+        return conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}")

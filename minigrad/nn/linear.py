@@ -1,0 +1,76 @@
+"""The affine layer y = x Wᵀ + b, and the shape-only layers Flatten and Identity."""
+import math
+
+import numpy as np
+
+from ..random import generator
+from ..tensor import as_tensor
+from .module import Module, Parameter
+
+
+def uniform_parameter(shape, bound):
+    """A float32 Parameter drawn from U(−bound, bound): PyTorch's default init for Linear, Conv2d and RNNs."""
+    return Parameter(generator().uniform(-bound, bound, size=shape).astype(np.float32))
+
+
+def linear(x, weight, bias=None):
+    """y = x Wᵀ + b, with x: (…, in), W: (out, in), b: (out,) → y: (…, out).
+
+    The leading dims are folded into one so the product is a single 2-D matmul
+    (one GEMM each way in the backward pass, on whichever backend is active).
+    """
+    x, weight = as_tensor(x), as_tensor(weight)
+    if weight.ndim != 2:
+        raise ValueError(f"linear expected a 2-D weight (out_features, in_features), got shape {weight.shape}")
+    if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear expected input with last dim in_features={weight.shape[1]} (…, {weight.shape[1]}), "
+                         f"got shape {x.shape}")
+    out_features = weight.shape[0]
+    y = x.reshape(-1, weight.shape[1]) @ weight.T                      # (prod(…), out)
+    y = y.reshape(*x.shape[:-1], out_features)                         # (…, out)
+    if bias is not None:
+        bias = as_tensor(bias)
+        if bias.shape != (out_features,):
+            raise ValueError(f"linear expected a bias of shape ({out_features},), got {bias.shape}")
+        y = y + bias
+    return y
+
+
+class Linear(Module):
+    """y = x Wᵀ + b with W: (out_features, in_features), b: (out_features,), both U(−1/√in, 1/√in) like PyTorch."""
+
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        bound = 1 / math.sqrt(in_features) if in_features > 0 else 0.0
+        self.weight = uniform_parameter((out_features, in_features), bound)
+        self.bias = uniform_parameter((out_features,), bound) if bias else None
+
+    def forward(self, x):
+        x = as_tensor(x)
+        if x.ndim == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"Linear expected input with {self.in_features} features (…, {self.in_features}), "
+                             f"got shape {x.shape}")
+        return linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class Flatten(Module):
+    """Merges dims start_dim…end_dim into one: (N, C, H, W) → (N, C·H·W) with the defaults, like PyTorch."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x):
+        return as_tensor(x).flatten(self.start_dim, self.end_dim)
+
+
+class Identity(Module):
+    """Returns its input unchanged (a placeholder where a layer is optional)."""
+
+    def forward(self, x):
+        return x

@@ -1,0 +1,105 @@
+"""Loss functions (lesson `01_gradient_descent`): each one number to minimise, averaged over the batch."""
+import numpy as np
+
+from ..tensor import Tensor, as_tensor
+
+
+def _same_shape(op, a, b, a_name, b_name):
+    if a.shape != b.shape:
+        raise ValueError(f"{op} expected {b_name} of the same shape as {a_name} {a.shape}, got {b.shape}")
+
+
+def mse_loss(input, target):
+    """L = (1/n) Σᵢ (inputᵢ − targetᵢ)²   (lesson 01_gradient_descent)"""
+    input, target = as_tensor(input), as_tensor(target)
+    _same_shape("mse_loss", input, target, "input", "target")
+    diff = input - target
+    return (diff * diff).mean()
+
+
+def cross_entropy(logits, target):
+    """L = −(1/M) Σₘ log softmax(zₘ)[yₘ] = (1/M) Σₘ (log Σ_c e^{zₘ,c} − zₘ,yₘ)   (lesson 01_gradient_descent)
+
+    logits (N, C) with integer targets (N,), or (N, C, d₁, …) with targets (N, d₁, …)
+    like PyTorch (for a sequence model pass logits.reshape(B·T, C), targets.reshape(B·T)).
+    The log-sum-exp subtracts the row max, so logits of ±1e4 stay finite.
+    Backward: dz = (softmax(z) − onehot(y)) / M.
+    """
+    logits = as_tensor(logits)
+    y = np.asarray(target.data if isinstance(target, Tensor) else target)
+    if logits.ndim < 2:
+        raise ValueError(f"cross_entropy expected logits (N, C) or (N, C, d1, ...), got shape {logits.shape}")
+    C = logits.shape[1]
+    expected = logits.shape[:1] + logits.shape[2:]
+    if y.shape != expected:
+        raise ValueError(f"cross_entropy expected targets of shape {expected} for logits of shape {logits.shape}, "
+                         f"got {y.shape}")
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy expected integer class targets, got dtype {y.dtype}")
+    if y.size and (y.min() < 0 or y.max() >= C):
+        bad = y.min() if y.min() < 0 else y.max()
+        raise IndexError(f"cross_entropy: target {bad} is out of range for {C} classes (expected 0 <= target < {C})")
+    z = np.moveaxis(logits.data, 1, -1).reshape(-1, C)                # (M, C)
+    rows, yflat = np.arange(z.shape[0]), y.reshape(-1)
+    shifted = z - z.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # (M, C)
+    M = z.shape[0]
+    loss = -log_probs[rows, yflat].sum() / M
+
+    def backward(grad):
+        dz = np.exp(log_probs)
+        dz[rows, yflat] -= 1
+        dz *= grad / M
+        moved = dz.reshape(logits.shape[:1] + logits.shape[2:] + (C,))
+        return (np.moveaxis(moved, -1, 1),)
+
+    return Tensor.from_op(np.asarray(loss, dtype=logits.dtype), (logits,), backward, "cross_entropy")
+
+
+def binary_cross_entropy(input, target):
+    """L = −(1/n) Σᵢ [yᵢ·log pᵢ + (1 − yᵢ)·log(1 − pᵢ)], each log clamped to ≥ −100 like PyTorch   (lesson 01_gradient_descent)
+
+    The clamp keeps L finite when p is exactly 0 or 1. Backward, as PyTorch:
+    dp = (p − y) / max(p(1 − p), 1e-12) / n (the clamp bounds it where p(1 − p) → 0);
+    dy = (log(1 − p) − log p) / n with the clamped logs.
+    """
+    p, y = as_tensor(input), as_tensor(target)
+    _same_shape("binary_cross_entropy", p, y, "input", "target")
+    y = y.to(p.dtype)
+    if p.data.size and (p.data.min() < 0 or p.data.max() > 1):
+        raise ValueError(f"binary_cross_entropy expected probabilities in [0, 1], got values from "
+                         f"{p.data.min()} to {p.data.max()} (use binary_cross_entropy_with_logits for raw scores)")
+    n = p.data.size
+    with np.errstate(divide="ignore"):
+        log_p = np.maximum(np.log(p.data), -100)
+        log_1mp = np.maximum(np.log1p(-p.data), -100)
+    loss = -(y.data * log_p + (1 - y.data) * log_1mp).sum() / n
+
+    def backward(grad):
+        dp = grad * (p.data - y.data) / np.maximum(p.data * (1 - p.data), 1e-12) / n
+        dy = grad * (log_1mp - log_p) / n
+        return dp, dy
+
+    return Tensor.from_op(np.asarray(loss, dtype=p.dtype), (p, y), backward, "binary_cross_entropy")
+
+
+def binary_cross_entropy_with_logits(input, target):
+    """L = (1/n) Σᵢ [max(zᵢ, 0) − zᵢyᵢ + log(1 + e^{−|zᵢ|})]   (lesson 01_gradient_descent)
+
+    The same value as binary_cross_entropy(σ(z), y), rewritten so no exp can
+    overflow and no log sees 0: finite for logits of ±1e4.
+    Backward: dz = (σ(z) − y) / n, dy = −z / n.
+    """
+    z, y = as_tensor(input), as_tensor(target)
+    _same_shape("binary_cross_entropy_with_logits", z, y, "input", "target")
+    y = y.to(z.dtype)
+    zd, yd = z.data, y.data
+    n = zd.size
+    e = np.exp(-np.abs(zd))                                            # in (0, 1]: never overflows
+    loss = (np.maximum(zd, 0) - zd * yd + np.log1p(e)).sum() / n
+
+    def backward(grad):
+        sig = np.where(zd >= 0, 1 / (1 + e), e / (1 + e))              # σ(z) without overflow
+        return grad * (sig - yd) / n, grad * -zd / n
+
+    return Tensor.from_op(np.asarray(loss, dtype=z.dtype), (z, y), backward, "binary_cross_entropy_with_logits")
