@@ -121,6 +121,15 @@ def _operands(a, b):
     return a.to(dtype), b.to(dtype)
 
 
+def _elementwise(name, ufunc, a, b):
+    """ufunc(a, b) on the data, with a broadcasting failure reported in the op's own terms."""
+    try:
+        return ufunc(a.data, b.data)
+    except ValueError:
+        raise ValueError(f"{name}: shapes {a.shape} and {b.shape} do not broadcast (dims must be equal or 1, "
+                         f"compared from the right)") from None
+
+
 def _shape_args(shape):
     """reshape(2, 3), reshape((2, 3)) and reshape([2, 3]) all mean the same."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
@@ -366,14 +375,14 @@ class Tensor:
 
         def backward(grad):
             return unbroadcast(grad, a.data.shape), unbroadcast(grad, b.data.shape)
-        return Tensor.from_op(a.data + b.data, (a, b), backward, "add")
+        return Tensor.from_op(_elementwise("add", np.add, a, b), (a, b), backward, "add")
 
     def __sub__(self, other):
         a, b = _operands(self, other)
 
         def backward(grad):
             return unbroadcast(grad, a.data.shape), unbroadcast(-grad, b.data.shape)
-        return Tensor.from_op(a.data - b.data, (a, b), backward, "sub")
+        return Tensor.from_op(_elementwise("sub", np.subtract, a, b), (a, b), backward, "sub")
 
     def __mul__(self, other):
         a, b = _operands(self, other)
@@ -381,13 +390,13 @@ class Tensor:
         def backward(grad):
             return (unbroadcast(grad * b.data, a.data.shape) if a._requires_grad else None,
                     unbroadcast(grad * a.data, b.data.shape) if b._requires_grad else None)
-        return Tensor.from_op(a.data * b.data, (a, b), backward, "mul")
+        return Tensor.from_op(_elementwise("mul", np.multiply, a, b), (a, b), backward, "mul")
 
     def __truediv__(self, other):
         a, b = _operands(self, other)
         if a.data.dtype.kind != "f":
             a, b = a.to(float32), b.to(float32)  # true division of integers gives floats, like PyTorch
-        out = a.data / b.data
+        out = _elementwise("div", np.true_divide, a, b)
 
         def backward(grad):
             return (unbroadcast(grad / b.data, a.data.shape) if a._requires_grad else None,
@@ -396,7 +405,7 @@ class Tensor:
 
     def __pow__(self, exponent):
         a, b = _operands(self, exponent)
-        out = a.data ** b.data
+        out = _elementwise("pow", np.power, a, b)
 
         def backward(grad):
             grad_a = grad_b = None
@@ -436,7 +445,7 @@ class Tensor:
     # ----- comparisons (no gradient) ------------------------------------------------------
     def _compare(self, other, compare):
         a, b = _operands(self, other)
-        return Tensor.from_op(compare(a.data, b.data), (), None, "compare")
+        return Tensor.from_op(_elementwise(compare.__name__, compare, a, b), (), None, "compare")
 
     def __lt__(self, other):
         return self._compare(other, np.less)
