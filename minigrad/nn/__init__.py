@@ -9,3 +9,6 @@ from .module import Module, ModuleList, Parameter, Sequential
 from .normalization import LayerNorm
 from .pooling import MaxPool2d
 from .recurrent import LSTM, RNN, RNNCell
+from .attention import MultiheadAttention
+from .positional import PositionalEncoding
+from .transformer import GPT, TransformerBlock

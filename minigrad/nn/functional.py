@@ -11,3 +11,5 @@ from .loss import binary_cross_entropy, binary_cross_entropy_with_logits, cross_
 from .normalization import layer_norm
 from .pooling import max_pool2d
 from .recurrent import lstm_cell, rnn_tanh_cell
+from .attention import scaled_dot_product_attention
+from .positional import positional_encoding

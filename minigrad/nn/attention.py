@@ -1,0 +1,235 @@
+"""Softmax attention (lesson `04_attention`): the function and the multi-head module.
+
+    Attention(Q, K, V) = softmax(Q Kᵀ / √d_k + M) V
+
+`scaled_dot_product_attention` is one op with its backward written beside it.
+On the "numpy" backend it runs the formula above; on "c", "cuda" and
+"cuda-sim" (without a mask or dropout) the same op calls the fused kernels
+`minigrad.kernels.attention` / `attention_backward`, so every model built on
+it (MultiheadAttention, TransformerBlock, GPT) is accelerated by them.
+"""
+import functools
+import math
+
+import numpy as np
+
+from ..backend import get_backend
+from ..random import generator
+from ..tensor import Tensor, as_tensor, unbroadcast
+from .module import Module, Parameter
+
+
+@functools.lru_cache(maxsize=32)
+def causal_bias(L, S, dtype):
+    """The additive causal mask (L, S): 0 where key j ≤ query i (top-left aligned, like PyTorch), −∞ above."""
+    bias = np.zeros((L, S), dtype=dtype)
+    bias[np.triu_indices(L, 1, S)] = -np.inf
+    bias.flags.writeable = False  # shared by every call through the cache
+    return bias
+
+
+def attention_mask_bias(attn_mask, shape, dtype):
+    """An attn_mask as an additive bias: boolean True = take part (0), False = masked out (−∞); float as given."""
+    mask = attn_mask.data if isinstance(attn_mask, Tensor) else np.asarray(attn_mask)
+    try:
+        np.broadcast_shapes(mask.shape, shape)
+    except ValueError:
+        raise ValueError(f"scaled_dot_product_attention: attn_mask of shape {tuple(mask.shape)} does not broadcast "
+                         f"to the attention scores of shape {shape} (…, L, S)") from None
+    if mask.dtype == np.bool_:
+        return np.where(mask, dtype.type(0), dtype.type(-np.inf))
+    if mask.dtype.kind != "f":
+        raise TypeError(f"scaled_dot_product_attention: attn_mask must be boolean (True = take part) or float "
+                        f"(added to the scores), got dtype {mask.dtype}")
+    return mask.astype(dtype, copy=False)
+
+
+def masked_softmax(s):
+    """softmax over the last axis, p_ij = exp(s_ij − max_j s) / Σ_j exp(s_ij − max_j s).
+
+    Subtracting the row max keeps exp from overflowing; a row masked out entirely (all −∞) gets p = 0
+    instead of 0/0, so its output and gradients are 0 (what PyTorch's SDPA returns too).
+    """
+    m = s.max(axis=-1, keepdims=True)
+    m[~np.isfinite(m)] = 0
+    p = np.exp(s - m)
+    total = p.sum(axis=-1, keepdims=True)
+    total[total == 0] = 1
+    p /= total
+    return p
+
+
+def softmax_backward(p, dp):
+    """ds = p ∘ (dp − Σ_j dp_j p_j), the softmax Jacobian-vector product (J = diag(p) − p pᵀ)."""
+    return p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+
+
+def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+    """softmax(Q Kᵀ · scale + M) V over the last two axes, like `torch.nn.functional.scaled_dot_product_attention`.
+
+    q: (…, L, E), k: (…, S, E), v: (…, S, Ev) → (…, L, Ev); leading dims broadcast. scale defaults to
+    1/√E. attn_mask broadcasts to (…, L, S): boolean True = the query may attend to that key, or a float
+    bias added to the scores. is_causal masks keys after the query (j > i). dropout_p drops attention
+    weights (call with 0 in eval mode; this function does not know the mode). Lesson `04_attention`.
+    """
+    q, k, v = as_tensor(q), as_tensor(k), as_tensor(v)
+    check_attention_shapes(q, k, v)
+    if is_causal and attn_mask is not None:
+        raise ValueError("scaled_dot_product_attention: pass either attn_mask or is_causal=True, not both "
+                         "(fold the causal mask into attn_mask)")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"scaled_dot_product_attention: dropout_p must lie in [0, 1), got {dropout_p}")
+    default_scale = scale is None or scale == 1.0 / math.sqrt(q.shape[-1])
+    if (get_backend() != "numpy" and attn_mask is None and dropout_p == 0.0 and default_scale
+            and q.shape == k.shape == v.shape and q.ndim >= 2):
+        return kernel_attention(q, k, v, is_causal)
+    return numpy_attention(q, k, v, attn_mask, dropout_p, is_causal,
+                           1.0 / math.sqrt(q.shape[-1]) if scale is None else scale)
+
+
+def check_attention_shapes(q, k, v):
+    if q.ndim < 2 or k.ndim < 2 or v.ndim < 2:
+        raise ValueError(f"scaled_dot_product_attention needs q, k, v of at least 2 dims (…, T, d), got shapes "
+                         f"{q.shape}, {k.shape}, {v.shape}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"scaled_dot_product_attention: q and k need the same last dim E, got q {q.shape} and "
+                         f"k {k.shape}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"scaled_dot_product_attention: k and v need the same sequence length S, got k "
+                         f"{k.shape} and v {v.shape}")
+    if q.dtype.kind != "f" or not q.dtype == k.dtype == v.dtype:
+        raise TypeError(f"scaled_dot_product_attention needs q, k, v of one float dtype, got {q.dtype}, "
+                        f"{k.dtype}, {v.dtype}")
+    try:
+        np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except ValueError:
+        raise ValueError(f"scaled_dot_product_attention: batch dims of q {q.shape}, k {k.shape}, v {v.shape} "
+                         "do not broadcast") from None
+
+
+def numpy_attention(q, k, v, attn_mask, dropout_p, is_causal, scale):
+    """The formula in NumPy, forward and backward in one op (the reference the kernels are tested against)."""
+    dtype = q.dtype
+    qd, kd, vd = q.data, k.data, v.data
+    s = qd @ np.swapaxes(kd, -1, -2)  # (…, L, S)
+    s *= dtype.type(scale)
+    if is_causal:
+        s += causal_bias(s.shape[-2], s.shape[-1], dtype)
+    if attn_mask is not None:
+        s = s + attention_mask_bias(attn_mask, s.shape, dtype)
+    p = masked_softmax(s)  # (…, L, S)
+    p_used = p
+    if dropout_p > 0.0:
+        keep = generator().random(p.shape, dtype=np.float32) >= dropout_p
+        p_used = p * keep * dtype.type(1.0 / (1.0 - dropout_p))
+    out = p_used @ vd  # (…, L, Ev)
+
+    def backward(grad):
+        dv = unbroadcast(np.swapaxes(p_used, -1, -2) @ grad, vd.shape)
+        dp = grad @ np.swapaxes(vd, -1, -2)  # (…, L, S)
+        if dropout_p > 0.0:
+            dp *= keep * dtype.type(1.0 / (1.0 - dropout_p))
+        ds = softmax_backward(p, dp)  # gradient of the scaled, masked scores = gradient of an additive mask
+        dmask = unbroadcast(ds, mask_tensor.data.shape) if mask_tensor is not None else None
+        ds = ds * dtype.type(scale) if mask_tensor is not None else ds.__imul__(dtype.type(scale))
+        dq = unbroadcast(ds @ kd, qd.shape)
+        dk = unbroadcast(np.swapaxes(ds, -1, -2) @ qd, kd.shape)
+        return (dq, dk, dv) if mask_tensor is None else (dq, dk, dv, dmask)
+
+    mask_tensor = attn_mask if isinstance(attn_mask, Tensor) and attn_mask.dtype.kind == "f" else None
+    parents = (q, k, v) if mask_tensor is None else (q, k, v, mask_tensor)
+    return Tensor.from_op(out, parents, backward, "scaled_dot_product_attention")
+
+
+def kernel_attention(q, k, v, is_causal):
+    """The same op through the backend's fused kernels, on (B·H, T, d) views of (…, T, d) inputs.
+
+    The kernel keeps the row log-sum-exp (lse) instead of the (T, T) weights; its backward recomputes them.
+    """
+    from .. import kernels
+
+    backend = get_backend()
+    shape = q.shape
+    T, d = shape[-2:]
+    q3, k3, v3 = (np.ascontiguousarray(t.data.reshape(-1, T, d)) for t in (q, k, v))  # (B·H, T, d)
+    out, lse = kernels.attention(q3, k3, v3, is_causal=is_causal, return_lse=True, backend=backend)
+
+    def backward(grad):
+        dq, dk, dv = kernels.attention_backward(q3, k3, v3, out, lse, np.ascontiguousarray(grad.reshape(-1, T, d)),
+                                                is_causal=is_causal, backend=backend)
+        return dq.reshape(shape), dk.reshape(shape), dv.reshape(shape)
+    return Tensor.from_op(out.reshape(shape), (q, k, v), backward, f"scaled_dot_product_attention[{backend}]")
+
+
+def xavier_uniform(shape, fan_in, fan_out):
+    """U(−a, a) with a = √(6 / (fan_in + fan_out)) (Glorot & Bengio), PyTorch's init for in_proj_weight."""
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    return generator().uniform(-bound, bound, size=shape).astype(np.float32)
+
+
+class MultiheadAttention(Module):
+    """Multi-head self-attention with PyTorch's parameter names (lesson `04_attention`).
+
+        Q, K, V = split(x W_inᵀ + b_in)            one fused projection, W_in: (3E, E) = [W_q; W_k; W_v]
+        head_h  = softmax(Q_h K_hᵀ / √(E/H) + M) V_h   for each of the H heads of width E/H
+        out     = concat(head_1 … head_H) W_outᵀ + b_out
+
+    Parameters: `in_proj_weight` (3E, E), `in_proj_bias` (3E,), `out_proj.weight` (E, E), `out_proj.bias` (E,)
+    — the names and shapes of `torch.nn.MultiheadAttention`, so state dicts move both ways.
+
+    forward(x, attn_mask=None, is_causal=False) takes x (B, T, E) (or (T, B, E) with batch_first=False)
+    and returns the output only, of x's shape; PyTorch returns (output, weights) and takes separate
+    query, key and value. attn_mask follows PyTorch's MultiheadAttention convention, the OPPOSITE of
+    scaled_dot_product_attention's: boolean True = NOT allowed to attend; a float mask is added. Its shape
+    is (T, T) or (B·H, T, T). With an attn_mask, is_causal is only a hint (as in PyTorch) and the mask is
+    used as given; without one, is_causal=True applies the causal mask.
+    """
+
+    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, batch_first=True):
+        super().__init__()
+        if embed_dim % num_heads != 0:
+            raise ValueError(f"MultiheadAttention: embed_dim {embed_dim} must be divisible by num_heads "
+                             f"{num_heads} (each head gets embed_dim / num_heads features)")
+        from .linear import Linear
+
+        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
+        self.dropout, self.batch_first = dropout, batch_first
+        self.in_proj_weight = Parameter(xavier_uniform((3 * embed_dim, embed_dim), embed_dim, 3 * embed_dim))
+        self.in_proj_bias = Parameter(np.zeros(3 * embed_dim, dtype=np.float32)) if bias else None
+        self.out_proj = Linear(embed_dim, embed_dim, bias=bias)
+        if bias:
+            self.out_proj.bias.data[...] = 0  # PyTorch zeroes both projection biases at init
+
+    def forward(self, x, attn_mask=None, is_causal=False):
+        from . import functional as F
+
+        if x.ndim != 3 or x.shape[-1] != self.embed_dim:
+            layout = "(B, T, E)" if self.batch_first else "(T, B, E)"
+            raise ValueError(f"MultiheadAttention expects input {layout} with E = embed_dim {self.embed_dim}, "
+                             f"got shape {x.shape}")
+        if not self.batch_first:
+            x = x.transpose(0, 1)
+        B, T, E = x.shape
+        H, hd = self.num_heads, self.head_dim
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, T, 3E)
+        qkv = qkv.reshape(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)  # (3, B, H, T, hd)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, T, hd) each
+        mask = None if attn_mask is None else self._sdpa_mask(attn_mask, B, T)
+        y = scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
+                                         dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, hd)
+        y = self.out_proj(y.transpose(1, 2).reshape(B, T, E))  # (B, T, E)
+        return y if self.batch_first else y.transpose(0, 1)
+
+    def _sdpa_mask(self, attn_mask, B, T):
+        """PyTorch's MHA mask (True = blocked; (T, T) or (B·H, T, T)) → SDPA's (True = take part; (B, H, T, T))."""
+        mask = attn_mask if isinstance(attn_mask, Tensor) else Tensor(np.asarray(attn_mask))
+        H = self.num_heads
+        if mask.shape not in ((T, T), (B * H, T, T)):
+            raise ValueError(f"MultiheadAttention: attn_mask must have shape (T, T) = {(T, T)} or (B·H, T, T) = "
+                             f"{(B * H, T, T)}, got {mask.shape}")
+        if mask.ndim == 3:
+            mask = mask.reshape(B, H, T, T)
+        return Tensor(~mask.data) if mask.dtype == np.bool_ else mask
+
+    def extra_repr(self):
+        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}"
