@@ -1,0 +1,17 @@
+"""A CUDA simulator: the same .cu kernels that CuPy runs on a GPU, run thread by thread on the CPU.
+
+    from minigrad.cuda import SimModule
+    kernel = SimModule(code=SOURCE).get_function("vec_add")   # like cupy.RawModule
+    kernel((blocks,), (threads,), (x, y, out, np.int32(n)))    # like cupy.RawKernel, on NumPy arrays
+
+The source is compiled as C (cached by content hash); every CUDA thread is a fiber,
+so __syncthreads() and warp shuffles are real barriers. Threads between barriers run
+in forward, reverse or seeded random order (SimModule(order=...), kernel(...,
+order=...) or $MINIGRAD_CUDA_SIM_ORDER) and shared memory starts every block as NaN,
+which together expose a missing __syncthreads(). Nothing is compiled at import.
+"""
+from .errors import BarrierDivergenceError, CompileError, CudaSimError, WarpDivergenceError
+from .simulator import SimKernel, SimModule
+
+__all__ = ["SimModule", "SimKernel", "CudaSimError", "CompileError", "BarrierDivergenceError",
+           "WarpDivergenceError"]

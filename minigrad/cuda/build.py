@@ -1,0 +1,186 @@
+"""CUDA source -> a C shared library the simulator can launch, compiled once and cached.
+
+The user's source is compiled as C after three textual rewrites that C needs
+(`extern "C"` goes, `extern __shared__ T name[];` becomes a pointer to the launch's
+dynamic shared memory), between the CUDA built-ins of sim_runtime.h and the fiber
+scheduler of sim_scheduler.c. Libraries are cached by the hash of source, options and
+simulator sources in $MINIGRAD_CACHE_DIR (default ~/.cache/minigrad)/cuda-sim.
+"""
+import hashlib
+import json
+import os
+import re
+import shlex
+import subprocess
+import sysconfig
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CompileError
+from .signature import Param, parse_kernels
+
+HERE = Path(__file__).resolve().parent
+RUNTIME_FILES = ("sim_runtime.h", "sim_scheduler.c")
+CFLAGS = ["-std=gnu11", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-U_FORTIFY_SOURCE",
+          "-fno-strict-aliasing",  # CUDA code reinterprets float* as float4* freely
+          "-fno-math-errno",  # lets sqrtf be one instruction; CUDA has no errno either
+          "-fstack-usage",  # frame sizes, to size the fiber stacks
+          "-Werror=implicit-function-declaration", "-Werror=incompatible-pointer-types",
+          "-Werror=int-conversion", "-Werror=return-type", "-Wl,-z,defs"]
+BASE_STACK_BYTES = 64 * 1024  # room for libc calls (printf) on top of the kernel's own frames
+
+_EXTERN_C = re.compile(r'\bextern\s+"C"\s*')
+_EXTERN_SHARED = re.compile(r"\bextern\s+__shared__\s+((?:__align__\s*\(\s*\d+\s*\)\s*)?[^;\[\]]*?)\s*"
+                            r"([A-Za-z_]\w*)\s*\[\s*\]\s*;")
+_loaded = {}
+_lock = threading.Lock()
+
+
+@dataclass
+class Library:
+    """A compiled, loaded module: its kernels' parameters and the launch entry point."""
+    lib: object
+    ffi: object
+    kernels: dict  # name -> (index, (Param, ...))
+    stack_bytes: int
+    lock: threading.Lock  # a module's fibers and shared memory serve one launch at a time
+
+
+def cache_dir():
+    root = os.environ.get("MINIGRAD_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "minigrad")
+    path = Path(root) / "cuda-sim"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def compiler():
+    return shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")[:1]
+
+
+def defines(options):
+    """The -D macros among NVRTC-style options; everything else means nothing on a CPU."""
+    options = list(options)
+    found = []
+    for i, opt in enumerate(options):
+        if opt in ("-D", "--define-macro") and i + 1 < len(options):
+            found.append(options[i + 1])
+        elif opt.startswith("--define-macro="):
+            found.append(opt.split("=", 1)[1])
+        elif opt.startswith("-D") and len(opt) > 2:
+            found.append(opt[2:].strip())
+    return ["-D" + d for d in found]
+
+
+def _brace_depth(code, end):
+    return code.count("{", 0, end) - code.count("}", 0, end)
+
+
+def translate(code):
+    """Rewrite the two CUDA-only declarations C cannot compile; the line count stays the same."""
+    code = _EXTERN_C.sub("", code)
+
+    def dynamic_shared(match):
+        ctype, name = match.group(1).strip(), match.group(2)
+        if _brace_depth(code, match.start()) > 0:
+            return f"{ctype} *{name} = ({ctype} *)__sim_dynamic_shared();"
+        # a macro needs a line of its own; C has no file-scope pointer with a run-time value
+        at_line_start = match.start() == 0 or code[match.start() - 1] == "\n"
+        newline = "" if at_line_start else "\n"
+        return f"{newline}#define {name} (({ctype} *)__sim_dynamic_shared())"
+
+    return _EXTERN_SHARED.sub(dynamic_shared, code)
+
+
+def _run(cmd, cwd=None, stdin=None):
+    try:
+        return subprocess.run(cmd, cwd=cwd, input=stdin, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise CompileError(f"the CUDA simulator needs a C compiler and found none ({cmd[0]!r}); install gcc "
+                           "or clang, or set CC") from None
+
+
+def _compile_error(stderr):
+    return CompileError("the kernel source does not compile as C for the CUDA simulator (it accepts the C subset "
+                        "of CUDA: no templates, classes, references or #include). Compiler output, with line "
+                        f"numbers of your source in kernel.cu:\n{stderr.strip()}")
+
+
+def _entries(kernels):
+    lines = []
+    for i, (name, params) in enumerate(kernels.items()):
+        call = ", ".join(p.c_argument(j) for j, p in enumerate(params))
+        lines.append(f"static void __sim_entry_{i}(void **a) {{ (void)a; {name}({call}); }}")
+    table = ", ".join(f"__sim_entry_{i}" for i in range(len(kernels))) or "0"
+    lines.append(f"static const sim_entry __sim_entries[] = {{{table}}};")
+    lines.append(f"static const int __sim_entry_count = {len(kernels)};")
+    return "\n".join(lines) + "\n"
+
+
+def _stack_bytes(build_dir):
+    """Fiber stack size: the sum of all frames (an upper bound for any call chain without recursion)."""
+    frames, unbounded = 0, False
+    for su in Path(build_dir).glob("*.su"):
+        for line in su.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3:
+                frames += int(parts[1])
+                unbounded |= parts[2].strip() == "dynamic"
+    stack = BASE_STACK_BYTES + frames + (BASE_STACK_BYTES if unbounded else 0)
+    return (stack + 4095) // 4096 * 4096
+
+
+def _compile(code, options, so_path, meta_path):
+    translated = translate(code)
+    cc, flags = compiler(), defines(options)
+    pre = _run(cc + ["-E", "-P", "-x", "c", "-DMINIGRAD_CUDA_SIM=1", *flags, "-"], stdin=translated)
+    if pre.returncode:
+        raise _compile_error(pre.stderr)
+    kernels = parse_kernels(pre.stdout)
+    with tempfile.TemporaryDirectory(dir=so_path.parent) as tmp:
+        Path(tmp, "kernel.cu").write_text(translated)
+        Path(tmp, "module.c").write_text(
+            '#include "sim_runtime.h"\n#include "kernel.cu"\n' + _entries(kernels) + '#include "sim_scheduler.c"\n')
+        built = _run(cc + CFLAGS + [f"-I{HERE}", *flags, "-o", "module.so", "module.c", "-lm"], cwd=tmp)
+        if built.returncode:
+            raise _compile_error(built.stderr)
+        meta = {"kernels": {name: [vars(p) for p in params] for name, params in kernels.items()},
+                "stack_bytes": _stack_bytes(tmp)}
+        Path(tmp, "meta.json").write_text(json.dumps(meta))
+        os.replace(Path(tmp, "module.so"), so_path)
+        os.replace(Path(tmp, "meta.json"), meta_path)
+
+
+def source_hash(code, options):
+    h = hashlib.sha256()
+    for name in RUNTIME_FILES + ("build.py", "signature.py"):
+        h.update((HERE / name).read_bytes())
+    h.update(code.encode())
+    h.update(repr(tuple(options)).encode())
+    return h.hexdigest()[:32]
+
+
+def load(code, options=()):
+    """The Library for this source and options: from this process, the disk cache, or a fresh compile."""
+    key = source_hash(code, options)
+    with _lock:
+        if key in _loaded:
+            return _loaded[key]
+        directory = cache_dir()
+        so_path, meta_path = directory / f"{key}.so", directory / f"{key}.json"
+        if not (so_path.exists() and meta_path.exists()):
+            _compile(code, options, so_path, meta_path)
+        meta = json.loads(meta_path.read_text())
+        import cffi
+        ffi = cffi.FFI()
+        ffi.cdef("""
+            int minigrad_sim_launch(int kernel, void **args, const unsigned int *grid, const unsigned int *block,
+                             void *dynamic_shared, size_t dynamic_bytes, int order, uint64_t seed,
+                             size_t stack_bytes, char *error, size_t error_size);
+            size_t minigrad_sim_static_shared_bytes(void);
+        """)
+        kernels = {name: (i, tuple(Param(**p) for p in params)) for i, (name, params) in enumerate(meta["kernels"].items())}
+        library = Library(ffi.dlopen(str(so_path)), ffi, kernels, meta["stack_bytes"], threading.Lock())
+        _loaded[key] = library
+        return library

@@ -1,0 +1,164 @@
+"""SimModule and SimKernel: cupy.RawModule and cupy.RawKernel for the CPU.
+
+    mod = SimModule(code=SOURCE)                     # like cupy.RawModule(code=SOURCE)
+    add = mod.get_function("vec_add")
+    add((blocks,), (256,), (x, y, out, np.int32(n)))  # like a cupy.RawKernel call, on NumPy arrays
+
+Before a launch reaches the compiled kernel, every argument is checked the way a GPU
+would need it and a wrong one raises a TypeError / ValueError that names the kernel,
+the parameter and what to pass instead.
+"""
+import os
+
+import numpy as np
+
+from . import build
+from .errors import BarrierDivergenceError, CudaSimError, WarpDivergenceError
+
+MAX_THREADS_PER_BLOCK = 1024
+MAX_BLOCK_DIMS = (1024, 1024, 64)
+MAX_GRID_DIMS = (2**31 - 1, 65535, 65535)
+MAX_DYNAMIC_SHARED_BYTES = 48 * 1024  # without the opt-in attribute a kernel gets at most 48 KiB
+ORDERS = ("forward", "reverse", "random")
+_STATUS_ERRORS = {1: BarrierDivergenceError, 2: WarpDivergenceError, 3: CudaSimError, 4: MemoryError}
+_ERROR_BYTES = 1024
+
+
+def parse_order(order):
+    """'forward' | 'reverse' | 'random' | 'random:SEED' -> (index into ORDERS, seed)."""
+    kind, _, seed = str(order).partition(":")
+    if kind not in ORDERS or (seed and (kind != "random" or not seed.isdigit())):
+        raise ValueError(f"thread order {order!r} is not one of forward, reverse, random, random:SEED "
+                         "(SEED a non-negative integer)")
+    return ORDERS.index(kind), int(seed or 0)
+
+
+def _dims(what, value, limits, kernel):
+    """grid/block as CuPy takes them (an int or a tuple of 1 to 3 ints) -> a 3-tuple, checked against the limits."""
+    dims = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if not 1 <= len(dims) <= 3 or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
+                                          for d in dims):
+        raise TypeError(f"{kernel}: {what} must be an int or a tuple of 1 to 3 ints, got {value!r}")
+    dims = tuple(int(d) for d in dims) + (1,) * (3 - len(dims))
+    for axis, (d, limit) in enumerate(zip(dims, limits)):
+        if not 1 <= d <= limit:
+            raise ValueError(f"{kernel}: {what} {dims} has {'xyz'[axis]} = {d}; CUDA allows 1 to {limit}")
+    return dims
+
+
+class SimKernel:
+    """One `__global__` function of a SimModule, called as kernel(grid, block, args, shared_mem=0)."""
+
+    max_threads_per_block = MAX_THREADS_PER_BLOCK
+
+    def __init__(self, module, name, index, params):
+        self.module, self.name, self.params = module, name, params
+        self._index = index
+        self.order = None  # thread order for this kernel's launches; None: the module's
+
+    def __repr__(self):
+        return f"<SimKernel {self.name}({', '.join(map(str, self.params))})>"
+
+    def __call__(self, grid, block, args, *, shared_mem=0, order=None):
+        where = f"kernel {self.name}"
+        grid = _dims("grid", grid, MAX_GRID_DIMS, where)
+        block = _dims("block", block, MAX_BLOCK_DIMS, where)
+        threads = block[0] * block[1] * block[2]
+        if threads > MAX_THREADS_PER_BLOCK:
+            raise ValueError(f"{where}: block {block} has {threads} threads; CUDA allows at most "
+                             f"{MAX_THREADS_PER_BLOCK} per block")
+        if not isinstance(shared_mem, (int, np.integer)) or not 0 <= shared_mem <= MAX_DYNAMIC_SHARED_BYTES:
+            raise ValueError(f"{where}: shared_mem={shared_mem!r} bytes of dynamic shared memory; CUDA allows "
+                             f"0 to {MAX_DYNAMIC_SHARED_BYTES} (48 KiB) per block")
+        if not isinstance(args, (tuple, list)):
+            raise TypeError(f"{where}: args must be a tuple of the kernel's arguments, got {type(args).__name__}")
+        if len(args) != len(self.params):
+            raise TypeError(f"{where}({', '.join(map(str, self.params))}) takes {len(self.params)} arguments, "
+                            f"got {len(args)}")
+        lib = self.module._library
+        ffi = lib.ffi
+        keep = [_check_argument(where, i, p, a) for i, (p, a) in enumerate(zip(self.params, args))]
+        pointers = ffi.new("void *[]", max(len(keep), 1))
+        for i, value in enumerate(keep):
+            pointers[i] = ffi.cast("void *", value.ctypes.data)
+        shared = np.empty(int(shared_mem) + 64, np.uint8)
+        shared_ptr = ffi.cast("void *", (shared.ctypes.data + 63) // 64 * 64)
+        kind, seed = parse_order(order or self.order or self.module.order
+                                 or os.environ.get("MINIGRAD_CUDA_SIM_ORDER") or "forward")
+        error = ffi.new("char[]", _ERROR_BYTES)
+        with lib.lock:
+            status = lib.lib.minigrad_sim_launch(self._index, pointers, ffi.new("unsigned int[3]", grid),
+                                          ffi.new("unsigned int[3]", block), shared_ptr, int(shared_mem),
+                                          kind, seed, lib.stack_bytes, error, _ERROR_BYTES)
+        if status:
+            message = ffi.string(error).decode(errors="replace")
+            raise _STATUS_ERRORS.get(status, CudaSimError)(
+                f"{where} (grid {grid}, block {block}, {ORDERS[kind]} order): {message}")
+
+
+def _check_argument(where, i, param, value):
+    """The argument as an array whose bytes the kernel may read, after checking it fits `param`."""
+    expected = param.dtype
+    if param.pointer:
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"{where}: argument {i} `{param}` needs a NumPy array (the simulator's device "
+                            f"memory), got {type(value).__name__}")
+        if expected is not None and value.dtype != expected:
+            raise TypeError(f"{where}: argument {i} `{param}` needs a {expected} array, got {value.dtype}; "
+                            "a GPU would reinterpret the bytes")
+        if not value.flags.c_contiguous:
+            raise ValueError(f"{where}: argument {i} `{param}` got a non-contiguous array (shape {value.shape}, "
+                             f"strides {value.strides}); a kernel sees only a pointer, so pass "
+                             "np.ascontiguousarray(x)")
+        if not param.const and not value.flags.writeable:
+            raise ValueError(f"{where}: argument {i} `{param}` got a read-only array; the parameter is not "
+                             "const, so the kernel may write it (declare it `const` if it only reads)")
+        return value
+    if type(value) is int and expected.itemsize == 8 and expected.kind in "iu":
+        return np.array(value, expected)  # what CuPy sends for a Python int: 64 bits
+    if type(value) is float and expected == np.float64:
+        return np.array(value, expected)
+    if type(value) is bool and expected == np.bool_:
+        return np.array(value, expected)
+    if type(value) in (int, float, bool):
+        raise TypeError(f"{where}: argument {i} `{param}` got a Python {type(value).__name__}, which CuPy "
+                        f"sends as a 64-bit {'double' if type(value) is float else 'integer'}; the kernel "
+                        f"would read garbage on a GPU. Pass np.{expected.name}({value!r})")
+    if not isinstance(value, np.generic) or value.dtype != expected:
+        got = value.dtype if isinstance(value, np.generic) else type(value).__name__
+        raise TypeError(f"{where}: argument {i} `{param}` needs an np.{expected.name} scalar, got {got}")
+    return np.array(value)
+
+
+class SimModule:
+    """A CUDA source compiled for the CPU simulator; mirrors cupy.RawModule.
+
+    code: CUDA C source (CuPy-style `extern "C" __global__` kernels); path: read it
+    from a file instead. options: NVRTC options; -D NAME=VALUE / -DNAME are honoured,
+    the rest (-std=..., -arch=...) mean nothing on a CPU and are ignored. order: the
+    order threads run between barriers ('forward', 'reverse', 'random[:seed]'); None
+    means $MINIGRAD_CUDA_SIM_ORDER, else forward.
+    """
+
+    def __init__(self, code=None, options=(), *, path=None, order=None):
+        if (code is None) == (path is None):
+            raise TypeError("SimModule needs exactly one of code= (CUDA source text) and path= (a .cu file)")
+        if path is not None:
+            with open(path) as f:
+                code = f.read()
+        if order is not None:
+            parse_order(order)
+        self.code, self.options, self.order = code, tuple(options), order
+        self._library = build.load(code, self.options)
+
+    @property
+    def kernel_names(self):
+        return tuple(self._library.kernels)
+
+    def get_function(self, name):
+        """The `__global__` kernel `name` as a SimKernel."""
+        if name not in self._library.kernels:
+            raise ValueError(f"no __global__ kernel named {name!r} in this module; it has: "
+                             f"{', '.join(self._library.kernels) or 'none'}")
+        index, params = self._library.kernels[name]
+        return SimKernel(self, name, index, params)
