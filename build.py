@@ -1,0 +1,137 @@
+"""Build the C kernels into one CFFI extension module, `minigrad._ckernels`.
+
+Every `kernels/NAME.c` that has a `kernels/NAME.h` beside it is compiled into
+the module; the .h holds plain declarations, fed to `ffi.cdef`, so adding a
+kernel family means adding one .c and one .h, nothing here.
+
+    python build.py                  build in place: minigrad/_ckernels*.so
+    python build.py --sanitize DIR   AddressSanitizer + UBSan build into DIR/minigrad/
+                                     (or MINIGRAD_SANITIZE=DIR python build.py)
+
+Flags: -O3 -march=native -fopenmp, each kept only if the compiler accepts it;
+`MINIGRAD_CFLAGS="-O2 -fopenmp"` replaces them. `pip install -e .` (setup.py)
+runs this file too. Importing minigrad never compiles anything.
+"""
+import argparse
+import os
+import shlex
+import shutil
+import tempfile
+from pathlib import Path
+
+import setuptools  # noqa: F401  (provides distutils on Python >= 3.12)
+from cffi import FFI
+from distutils.ccompiler import new_compiler
+from distutils.errors import CompileError, LinkError
+from distutils.sysconfig import customize_compiler
+
+ROOT = Path(__file__).resolve().parent
+KERNELS = "kernels"
+MODULE = "minigrad._ckernels"
+
+OPTIONAL_FLAGS = (["-O3"], ["-march=native"], ["-fopenmp"])
+SANITIZE_FLAGS = ["-O1", "-g", "-fno-omit-frame-pointer",
+                  "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+PROBE_SOURCE = """
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+int main(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads() > 0 ? 0 : 1;
+#else
+    return 0;
+#endif
+}
+"""
+
+
+def kernel_files():
+    """The (NAME.c, NAME.h) pairs under kernels/, as paths relative to the repository root."""
+    pairs = []
+    for source in sorted((ROOT / KERNELS).glob("*.c")):
+        header = source.with_suffix(".h")
+        if not header.exists():
+            raise FileNotFoundError(f"{source.relative_to(ROOT)} has no {header.name} with its "
+                                    "declarations for ffi.cdef")
+        pairs.append((f"{KERNELS}/{source.name}", f"{KERNELS}/{header.name}"))
+    return pairs
+
+
+def compiler_accepts(flags):
+    """Whether the C compiler Python builds extensions with compiles and links a tiny program with `flags`."""
+    compiler = new_compiler()
+    customize_compiler(compiler)
+    with tempfile.TemporaryDirectory() as tmp:
+        source = os.path.join(tmp, "probe.c")
+        with open(source, "w") as f:
+            f.write(PROBE_SOURCE)
+        try:
+            objects = compiler.compile([source], output_dir=tmp, extra_postargs=flags)
+            compiler.link_executable(objects, "probe", output_dir=tmp, extra_postargs=flags)
+        except (CompileError, LinkError, OSError):
+            return False
+    return True
+
+
+def compile_flags(sanitize=False):
+    """(compile flags, link flags): MINIGRAD_CFLAGS if set, else every accepted optional flag."""
+    if os.environ.get("MINIGRAD_CFLAGS"):
+        cflags = shlex.split(os.environ["MINIGRAD_CFLAGS"])
+    else:
+        cflags = [flag for group in OPTIONAL_FLAGS if compiler_accepts(group) for flag in group]
+    if sanitize:
+        cflags = [f for f in cflags if not f.startswith("-O")] + SANITIZE_FLAGS
+    ldflags = [f for f in cflags if f == "-fopenmp" or f.startswith("-fsanitize")]
+    return cflags, ldflags
+
+
+def make_ffibuilder(cflags, ldflags, root=""):
+    """The FFI builder of minigrad._ckernels from every kernels/NAME.c + NAME.h pair.
+
+    Source paths are relative to the repository root (what setup.py needs)
+    unless `root` is given: ffi.compile() runs the compiler from its tmpdir.
+    """
+    pairs = kernel_files()
+    ffibuilder = FFI()
+    ffibuilder.cdef("\n".join((ROOT / header).read_text() for _, header in pairs))
+    preamble = "#include <stdint.h>\n" + "".join(
+        f'#include "{Path(header).name}"\n' for _, header in pairs)
+    ffibuilder.set_source(MODULE, preamble,
+                          sources=[os.path.join(root, source) for source, _ in pairs],
+                          include_dirs=[os.path.join(root, KERNELS)],
+                          extra_compile_args=["-std=c11"] + cflags,
+                          extra_link_args=ldflags)
+    return ffibuilder
+
+
+def build(target_dir=ROOT, sanitize=False, verbose=False):
+    """Compile the extension and copy it to target_dir/minigrad/; returns its path."""
+    cflags, ldflags = compile_flags(sanitize)
+    print(f"building {MODULE} from {', '.join(s for s, _ in kernel_files())} "
+          f"with {' '.join(cflags) or 'no extra flags'}")
+    with tempfile.TemporaryDirectory() as tmp:
+        built = make_ffibuilder(cflags, ldflags, root=str(ROOT)).compile(tmpdir=tmp, verbose=verbose)
+        destination = Path(target_dir) / "minigrad" / Path(built).name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        # Copy then rename: a process that has the old module loaded keeps its (unlinked) file.
+        staging = destination.with_name(destination.name + ".tmp")
+        shutil.copyfile(built, staging)
+        os.replace(staging, destination)
+    print(f"built {destination}")
+    return destination
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sanitize", metavar="DIR", default=os.environ.get("MINIGRAD_SANITIZE"),
+                        help="build with -fsanitize=address,undefined into DIR/minigrad/")
+    parser.add_argument("--verbose", action="store_true", help="show the compiler commands")
+    args = parser.parse_args()
+    if args.sanitize:
+        build(Path(args.sanitize), sanitize=True, verbose=args.verbose)
+    else:
+        build(verbose=args.verbose)
+else:
+    # setup.py's cffi_modules=["build.py:ffibuilder"] reads this builder.
+    ffibuilder = make_ffibuilder(*compile_flags())

@@ -1,0 +1,199 @@
+/* Matrix multiply, float32 and float64: C = alpha * op(A) * op(B) + beta * C.
+ *
+ * Row-major storage with leading dimensions (row strides) and op in
+ * {identity, transpose}, so the backward products dA = dC B^T and
+ * dB = A^T dC, and strided NumPy views, need no copies.
+ *
+ * Algorithm and versions, each kept and callable (lesson material):
+ *   1. naive     triple loop, one dot product per C element. B's columns are
+ *                read with a stride of a whole row: every access misses.
+ *   2. blocked   loop order i-k-j over cache-sized blocks of C, A and B:
+ *                the inner loop streams a row of B and a row of C, so it
+ *                vectorises, and the blocks stay in cache.
+ *   3. packed    the BLIS/GotoBLAS structure. For each (KC x NC) panel of B
+ *                and (MC x KC) block of A, copy them into contiguous, 64-byte
+ *                aligned buffers in the order the micro-kernel reads them
+ *                (slivers of NR columns of B, of MR rows of A, zero-padded).
+ *                The micro-kernel keeps an MR x NR tile of C in registers and
+ *                does a rank-1 update per k: MR*NR FMAs for MR+NR loads.
+ *                This version uses the portable C micro-kernel, written so
+ *                the compiler vectorises it.
+ *   4. simd      the same with a hand-written AVX2/FMA intrinsics
+ *                micro-kernel (6x16 float32, 6x8 float64: 12 accumulator
+ *                registers hide the FMA latency). Chosen at build time: when
+ *                the compiler does not target AVX2+FMA (no -march=native on
+ *                such a CPU), it is the portable micro-kernel again.
+ *   5. parallel  version 4 with OpenMP threads: every thread packs part of
+ *                the shared B panel, then computes its own share of the
+ *                columns (or, for narrow C, of the row blocks). Thread count
+ *                from the caller (Python reads MINIGRAD_NUM_THREADS,
+ *                default all cores).
+ *
+ * Loop nest of versions 3-5 (jc, pc, ic, jr, ir):
+ *   for jc in n step NC:            B panel (KC x NC) lives in L3
+ *     for pc in k step KC:          pack B panel; beta applies at pc == 0 only
+ *       for ic in m step MC:        pack A block (MC x KC), lives in L2
+ *         for jr in NC step NR:     B sliver (KC x NR) lives in L1
+ *           for ir in MC step MR:   micro-kernel: C tile (MR x NR) in registers
+ *
+ * The type-generic code is in matmul_body.inc, included once per type below.
+ *
+ * Build:     python build.py        (or pip install -e .; flags: MINIGRAD_CFLAGS)
+ * Test:      python -m pytest tests/test_kernels_matmul.py tests/test_kernels_fuzz.py -q
+ *            python -m pytest tests/test_kernels_asan.py -q   (AddressSanitizer + UBSan)
+ * Benchmark: env -u OPENBLAS_CORETYPE python benchmarks/bench_matmul.py
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define HAVE_AVX2_KERNEL 1
+#endif
+#include "matmul.h"
+
+/* 64 bytes: one cache line and one AVX-512 register, so packed slivers never
+   straddle cache lines. */
+#define ALIGNMENT 64
+
+static void *aligned_buffer(size_t bytes)
+{
+    size_t rounded = (bytes + ALIGNMENT - 1) / ALIGNMENT * ALIGNMENT;
+    return aligned_alloc(ALIGNMENT, rounded ? rounded : ALIGNMENT);
+}
+
+static int64_t min_i64(int64_t x, int64_t y) { return x < y ? x : y; }
+static int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
+static int64_t round_up(int64_t x, int64_t y) { return ceil_div(x, y) * y; }
+
+static int resolve_threads(int num_threads)
+{
+#ifdef _OPENMP
+    return num_threads > 0 ? num_threads : omp_get_max_threads();
+#else
+    (void)num_threads;
+    return 1;
+#endif
+}
+
+const char *matmul_simd_kernel(void)
+{
+#ifdef HAVE_AVX2_KERNEL
+    return "avx2-fma";
+#else
+    return "portable";
+#endif
+}
+
+int matmul_has_openmp(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+#ifdef HAVE_AVX2_KERNEL
+/* ab (6 x 16) = sum over p of a[:, p] b[p, :]; a is a packed 6-row sliver
+   (a[p*6 + i]), b a packed 16-column sliver (b[p*16 + j], 64-byte aligned). */
+static void micro_kernel_avx2_f32(int64_t kc, const float *restrict a,
+                                  const float *restrict b, float *restrict ab)
+{
+    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+    for (int64_t p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        __m256 ai;
+        ai = _mm256_broadcast_ss(a + 0);
+        c00 = _mm256_fmadd_ps(ai, b0, c00); c01 = _mm256_fmadd_ps(ai, b1, c01);
+        ai = _mm256_broadcast_ss(a + 1);
+        c10 = _mm256_fmadd_ps(ai, b0, c10); c11 = _mm256_fmadd_ps(ai, b1, c11);
+        ai = _mm256_broadcast_ss(a + 2);
+        c20 = _mm256_fmadd_ps(ai, b0, c20); c21 = _mm256_fmadd_ps(ai, b1, c21);
+        ai = _mm256_broadcast_ss(a + 3);
+        c30 = _mm256_fmadd_ps(ai, b0, c30); c31 = _mm256_fmadd_ps(ai, b1, c31);
+        ai = _mm256_broadcast_ss(a + 4);
+        c40 = _mm256_fmadd_ps(ai, b0, c40); c41 = _mm256_fmadd_ps(ai, b1, c41);
+        ai = _mm256_broadcast_ss(a + 5);
+        c50 = _mm256_fmadd_ps(ai, b0, c50); c51 = _mm256_fmadd_ps(ai, b1, c51);
+        a += 6;
+        b += 16;
+    }
+    _mm256_store_ps(ab + 0, c00);  _mm256_store_ps(ab + 8, c01);
+    _mm256_store_ps(ab + 16, c10); _mm256_store_ps(ab + 24, c11);
+    _mm256_store_ps(ab + 32, c20); _mm256_store_ps(ab + 40, c21);
+    _mm256_store_ps(ab + 48, c30); _mm256_store_ps(ab + 56, c31);
+    _mm256_store_ps(ab + 64, c40); _mm256_store_ps(ab + 72, c41);
+    _mm256_store_ps(ab + 80, c50); _mm256_store_ps(ab + 88, c51);
+}
+
+/* ab (6 x 8) = sum over p of a[:, p] b[p, :], the float64 twin of the above. */
+static void micro_kernel_avx2_f64(int64_t kc, const double *restrict a,
+                                  const double *restrict b, double *restrict ab)
+{
+    __m256d c00 = _mm256_setzero_pd(), c01 = _mm256_setzero_pd();
+    __m256d c10 = _mm256_setzero_pd(), c11 = _mm256_setzero_pd();
+    __m256d c20 = _mm256_setzero_pd(), c21 = _mm256_setzero_pd();
+    __m256d c30 = _mm256_setzero_pd(), c31 = _mm256_setzero_pd();
+    __m256d c40 = _mm256_setzero_pd(), c41 = _mm256_setzero_pd();
+    __m256d c50 = _mm256_setzero_pd(), c51 = _mm256_setzero_pd();
+    for (int64_t p = 0; p < kc; p++) {
+        __m256d b0 = _mm256_load_pd(b), b1 = _mm256_load_pd(b + 4);
+        __m256d ai;
+        ai = _mm256_broadcast_sd(a + 0);
+        c00 = _mm256_fmadd_pd(ai, b0, c00); c01 = _mm256_fmadd_pd(ai, b1, c01);
+        ai = _mm256_broadcast_sd(a + 1);
+        c10 = _mm256_fmadd_pd(ai, b0, c10); c11 = _mm256_fmadd_pd(ai, b1, c11);
+        ai = _mm256_broadcast_sd(a + 2);
+        c20 = _mm256_fmadd_pd(ai, b0, c20); c21 = _mm256_fmadd_pd(ai, b1, c21);
+        ai = _mm256_broadcast_sd(a + 3);
+        c30 = _mm256_fmadd_pd(ai, b0, c30); c31 = _mm256_fmadd_pd(ai, b1, c31);
+        ai = _mm256_broadcast_sd(a + 4);
+        c40 = _mm256_fmadd_pd(ai, b0, c40); c41 = _mm256_fmadd_pd(ai, b1, c41);
+        ai = _mm256_broadcast_sd(a + 5);
+        c50 = _mm256_fmadd_pd(ai, b0, c50); c51 = _mm256_fmadd_pd(ai, b1, c51);
+        a += 6;
+        b += 8;
+    }
+    _mm256_store_pd(ab + 0, c00);  _mm256_store_pd(ab + 4, c01);
+    _mm256_store_pd(ab + 8, c10);  _mm256_store_pd(ab + 12, c11);
+    _mm256_store_pd(ab + 16, c20); _mm256_store_pd(ab + 20, c21);
+    _mm256_store_pd(ab + 24, c30); _mm256_store_pd(ab + 28, c31);
+    _mm256_store_pd(ab + 32, c40); _mm256_store_pd(ab + 36, c41);
+    _mm256_store_pd(ab + 40, c50); _mm256_store_pd(ab + 44, c51);
+}
+#endif
+
+/* Block sizes: a B sliver (KC x NR) fits L1 (32 KiB), an A block (MC x KC)
+   about a third of L2 (512 KiB), a B panel (KC x NC) L3. */
+#define real float
+#define SUFFIX f32
+#define MR 6
+#define NR 16
+#define KC 256
+#define MC 144
+#define NC 4096
+#ifdef HAVE_AVX2_KERNEL
+#define SIMD_MICRO_KERNEL micro_kernel_avx2_f32
+#endif
+#include "matmul_body.inc"
+
+#define real double
+#define SUFFIX f64
+#define MR 6
+#define NR 8
+#define KC 256
+#define MC 72
+#define NC 2048
+#ifdef HAVE_AVX2_KERNEL
+#define SIMD_MICRO_KERNEL micro_kernel_avx2_f64
+#endif
+#include "matmul_body.inc"
