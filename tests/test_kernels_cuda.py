@@ -1,0 +1,284 @@
+"""The CUDA kernels (kernels/*.cu) against NumPy references written out here.
+
+- through the CUDA simulator, in several thread orders, on shapes that are not
+  multiples of any tile (1, 15, 17, 33, 37, non-square), causal and not;
+- compiled with NVRTC (the compiler CuPy uses) for sm_80 and sm_90, and with
+  nvcc where it exists, checking that no kernel spills registers;
+- on a real GPU through CuPy (marked gpu, skipped without one).
+"""
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from minigrad.kernels import cuda_backend
+
+ORDERS = ("forward", "reverse", "random:7")
+CU_FILES = ("matmul", "attention")
+
+
+@pytest.fixture(params=ORDERS)
+def order(request, monkeypatch):
+    """Run the test with the simulator's threads scheduled in this order between barriers."""
+    monkeypatch.setenv("MINIGRAD_CUDA_SIM_ORDER", request.param)
+    return request.param
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def close(actual, expected, what, rtol=1e-5, atol=1e-5):
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=what)
+
+
+# ---------------------------------------------------------------- NumPy references (float64)
+
+def reference_attention(q, k, v, causal):
+    """out = softmax(q k^T / sqrt(d)) v and lse = log sum_j exp(S_ij), the naive composition."""
+    Tq, Tk = q.shape[-2], k.shape[-2]
+    s = q @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1])              # (B, Tq, Tk)
+    if causal:
+        s = np.where(np.triu(np.ones((Tq, Tk), bool), 1), -np.inf, s)
+    m = s.max(-1, keepdims=True)
+    p = np.exp(s - m)
+    l = p.sum(-1, keepdims=True)
+    return (p / l) @ v, (m + np.log(l))[..., 0]
+
+
+def reference_attention_backward(q, k, v, grad_out, causal):
+    """dq, dk, dv of sum(grad_out * attention(q, k, v)), by the chain rule through the softmax."""
+    scale = 1 / np.sqrt(q.shape[-1])
+    out, lse = reference_attention(q, k, v, causal)
+    p = np.exp(q @ k.swapaxes(-1, -2) * scale - lse[..., None])     # (B, Tq, Tk)
+    if causal:
+        p = np.where(np.triu(np.ones(p.shape[-2:], bool), 1), 0.0, p)
+    dp = grad_out @ v.swapaxes(-1, -2)
+    ds = p * (dp - (dp * p).sum(-1, keepdims=True))
+    return scale * ds @ k, scale * ds.swapaxes(-1, -2) @ q, p.swapaxes(-1, -2) @ grad_out
+
+
+def attention_inputs(B, Tq, Tk, d, dv, seed=0):
+    g = rng(seed)
+    return (g.standard_normal((B, Tq, d)), g.standard_normal((B, Tk, d)),
+            g.standard_normal((B, Tk, dv)), g.standard_normal((B, Tq, dv)))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_reference_attention_backward_matches_finite_differences(causal):
+    q, k, v, g = attention_inputs(2, 5, 7, 3, 4, seed=1)
+    grads = reference_attention_backward(q, k, v, g, causal)
+    eps = 1e-6
+    for name, x, grad in zip("qkv", (q, k, v), grads):
+        direction = rng(2).standard_normal(x.shape)
+
+        def loss(t):
+            args = {"q": q, "k": k, "v": v}
+            args[name] = x + t * direction
+            return np.sum(g * reference_attention(args["q"], args["k"], args["v"], causal)[0])
+
+        numeric = (loss(eps) - loss(-eps)) / (2 * eps)
+        analytic = np.sum(grad * direction)
+        assert abs(numeric - analytic) < 1e-6 * max(1.0, abs(numeric)), \
+            f"reference d{name}: finite differences {numeric!r}, formula {analytic!r}"
+
+
+# ---------------------------------------------------------------- matmul in the simulator
+
+MATMUL_SHAPES = [(1, 1, 1), (15, 17, 33), (37, 15, 1), (17, 33, 37), (1, 37, 15), (33, 1, 17)]
+
+
+@pytest.mark.parametrize("version", cuda_backend.MATMUL_VERSIONS)
+@pytest.mark.parametrize("M,K,N", MATMUL_SHAPES)
+def test_matmul_sim(version, M, K, N, order):
+    a, b = rng().standard_normal((M, K)), rng(1).standard_normal((K, N))
+    out = cuda_backend.matmul(a.astype(np.float32), b.astype(np.float32), sim=True, version=version)
+    assert out.dtype == np.float32 and out.shape == (M, N)
+    close(out, a @ b, f"matmul {version} {M}x{K} @ {K}x{N}, order {order}")
+
+
+@pytest.mark.parametrize("version", cuda_backend.MATMUL_VERSIONS)
+@pytest.mark.parametrize("a_shape,b_shape", [
+    ((2, 3, 15, 17), (17, 33)),         # one b shared by the batch: passed once, stride 0
+    ((17, 15), (3, 15, 2)),             # one a shared by the batch
+    ((2, 1, 15, 17), (1, 3, 17, 33)),   # both broadcast
+    ((3, 33, 1), (3, 1, 37)),           # K = 1
+])
+def test_matmul_and_backward_batched_sim(version, a_shape, b_shape, order):
+    a, b = rng().standard_normal(a_shape), rng(1).standard_normal(b_shape)
+    out = np.matmul(a, b)
+    g = rng(2).standard_normal(out.shape)
+    close(cuda_backend.matmul(a, b, sim=True, version=version), out, f"matmul {version} {a_shape} @ {b_shape}")
+    grad_a, grad_b = cuda_backend.matmul_backward(a, b, g, sim=True, version=version)
+    # sum out the broadcast batch dims by hand, then compare
+    full_a, full_b = g @ np.swapaxes(b, -1, -2), np.swapaxes(a, -1, -2) @ g
+    ref_a = full_a.reshape((-1,) + a_shape).sum(0) if full_a.ndim > len(a_shape) else full_a
+    ref_b = full_b.reshape((-1,) + b_shape).sum(0) if full_b.ndim > len(b_shape) else full_b
+    ref_a = ref_a.sum(axis=tuple(i for i, s in enumerate(a_shape) if s == 1 and ref_a.shape[i] != 1), keepdims=True)
+    ref_b = ref_b.sum(axis=tuple(i for i, s in enumerate(b_shape) if s == 1 and ref_b.shape[i] != 1), keepdims=True)
+    assert grad_a.shape == a_shape and grad_b.shape == b_shape
+    assert grad_a.dtype == np.float64, "float64 in, float64 out (computed in float32)"
+    close(grad_a, ref_a, f"matmul_backward {version} grad_a {a_shape} @ {b_shape}", rtol=1e-4, atol=1e-4)
+    close(grad_b, ref_b, f"matmul_backward {version} grad_b {a_shape} @ {b_shape}", rtol=1e-4, atol=1e-4)
+
+
+def test_matmul_empty_and_bad_version():
+    a, b = np.ones((3, 0), np.float32), np.ones((0, 4), np.float32)
+    np.testing.assert_array_equal(cuda_backend.matmul(a, b, sim=True), np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="cuda matmul: unknown version 'v9'"):
+        cuda_backend.matmul(np.ones((2, 2)), np.ones((2, 2)), sim=True, version="v9")
+
+
+# ---------------------------------------------------------------- attention in the simulator
+
+ATTENTION_SHAPES = [  # (B, Tq, Tk, d, dv)
+    (1, 1, 1, 16, 16),
+    (2, 15, 15, 16, 16),
+    (1, 17, 33, 64, 64),
+    (2, 40, 40, 16, 16),
+    (1, 33, 17, 16, 64),
+    (1, 37, 37, 64, 16),
+]
+
+
+# every shape in two orders, the largest also in a random one (the simulator is CPU emulation: keep it fast)
+ATTENTION_CASES = [shape + (order,) for shape in ATTENTION_SHAPES for order in ORDERS[:2]] + [
+    (2, 40, 40, 16, 16, ORDERS[2])]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("B,Tq,Tk,d,dv,order", ATTENTION_CASES)
+def test_attention_forward_and_backward_sim(B, Tq, Tk, d, dv, order, causal, monkeypatch):
+    monkeypatch.setenv("MINIGRAD_CUDA_SIM_ORDER", order)
+    q, k, v, g = attention_inputs(B, Tq, Tk, d, dv)
+    f32 = [x.astype(np.float32) for x in (q, k, v, g)]
+    what = f"attention B={B} Tq={Tq} Tk={Tk} d={d} dv={dv} causal={causal} order={order}"
+    out, lse = cuda_backend.attention(*f32[:3], is_causal=causal, return_lse=True, sim=True)
+    ref_out, ref_lse = reference_attention(q, k, v, causal)
+    assert out.dtype == lse.dtype == np.float32 and out.shape == (B, Tq, dv) and lse.shape == (B, Tq)
+    close(out, ref_out, what + ": out")
+    close(lse, ref_lse, what + ": lse")
+    grads = cuda_backend.attention_backward(*f32[:3], out, lse, f32[3], is_causal=causal, sim=True)
+    for name, grad, ref in zip(("dq", "dk", "dv"), grads, reference_attention_backward(q, k, v, g, causal)):
+        assert grad.shape == ref.shape and grad.dtype == np.float32
+        close(grad, ref, f"{what}: {name}", rtol=1e-4, atol=1e-4)
+
+
+def test_attention_float64_in_float64_out_and_head_dim_limit():
+    q, k, v, _ = attention_inputs(1, 3, 5, 16, 16)
+    out = cuda_backend.attention(q, k, v, sim=True)
+    assert out.dtype == np.float64
+    close(out, reference_attention(q, k, v, False)[0], "attention float64 (computed in float32)")
+    wide = np.zeros((1, 3, 129), np.float32)
+    with pytest.raises(ValueError, match=r"attention: the cuda kernels take head dims up to 128.*d=129"):
+        cuda_backend.attention(wide, wide, wide, sim=True)
+
+
+# ---------------------------------------------------------------- compiling for real GPUs
+
+def _nvrtc():
+    nvrtc = pytest.importorskip(
+        "cuda.bindings.nvrtc",
+        reason="NVRTC Python bindings missing: pip install cuda-bindings nvidia-cuda-nvrtc")
+    try:
+        nvrtc.nvrtcVersion()
+    except Exception as exc:  # the bindings import, but libnvrtc is not found
+        pytest.skip(f"libnvrtc not loadable ({exc}): pip install nvidia-cuda-nvrtc")
+    return nvrtc
+
+
+def _nvrtc_check(nvrtc, result, prog, what):
+    if result != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+        raise AssertionError(f"{what}: {result}\n{_nvrtc_log(nvrtc, prog)}")
+
+
+def _nvrtc_log(nvrtc, prog):
+    _, size = nvrtc.nvrtcGetProgramLogSize(prog)
+    log = b" " * size
+    nvrtc.nvrtcGetProgramLog(prog, log)
+    return log.decode(errors="replace").rstrip("\0 \n")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("name", CU_FILES)
+def test_compiles_with_nvrtc(name, arch):
+    nvrtc = _nvrtc()
+    result, prog = nvrtc.nvrtcCreateProgram(cuda_backend.kernel_source(name).encode(), f"{name}.cu".encode(),
+                                            0, [], [])
+    _nvrtc_check(nvrtc, result, prog, "nvrtcCreateProgram")
+    (result,) = nvrtc.nvrtcCompileProgram(prog, 2, [f"--gpu-architecture={arch}".encode(), b"-std=c++11"])
+    _nvrtc_check(nvrtc, result, prog, f"NVRTC compiling {name}.cu for {arch}")
+    log = _nvrtc_log(nvrtc, prog)
+    assert "warning" not in log, f"NVRTC warnings for {name}.cu ({arch}):\n{log}"
+    result, size = nvrtc.nvrtcGetCUBINSize(prog)
+    assert size > 0, f"NVRTC produced no cubin for {name}.cu ({arch})"
+    nvrtc.nvrtcDestroyProgram(prog)
+
+
+# sm_80 only: NVRTC already compiles every file for sm_90, and each nvcc run of attention.cu takes seconds
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["sm_80"])
+@pytest.mark.parametrize("name", CU_FILES)
+def test_compiles_with_nvcc_without_spills(name, arch, tmp_path):
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc not on PATH (the CUDA toolkit is not installed)")
+    source = tmp_path / f"{name}.cu"
+    source.write_text(cuda_backend.kernel_source(name))
+    run = subprocess.run([nvcc, "-cubin", f"-arch={arch}", "-std=c++11", "-Xptxas", "-v", str(source),
+                          "-o", str(tmp_path / f"{name}.cubin")], capture_output=True, text=True)
+    assert run.returncode == 0, f"nvcc failed on {name}.cu for {arch}:\n{run.stderr}"
+    report = run.stderr
+    kernels = re.findall(r"Compiling entry function '(\w+)'", report)
+    assert kernels, f"nvcc -Xptxas -v printed no kernels:\n{report}"
+    # a per-thread array indexed at run time would live in local memory (a stack frame)
+    frames = re.findall(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", report)
+    assert len(frames) == len(kernels) and all(f == ("0", "0", "0") for f in frames), \
+        f"{name}.cu ({arch}) uses local memory:\n{report}"
+
+
+# ---------------------------------------------------------------- on a real GPU
+
+@pytest.fixture
+def cupy():
+    from minigrad.device import require_cupy
+    try:
+        return require_cupy()
+    except RuntimeError as exc:
+        pytest.skip(f"no usable GPU: {exc}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("version", cuda_backend.MATMUL_VERSIONS)
+@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (257, 129, 300), (1024, 1024, 1024)])
+def test_matmul_gpu(cupy, version, M, K, N):
+    a, b = rng().standard_normal((M, K)), rng(1).standard_normal((K, N))
+    g = rng(2).standard_normal((M, N))
+    what = f"GPU matmul {version} {M}x{K} @ {K}x{N}"
+    out = cuda_backend.matmul(a.astype(np.float32), b.astype(np.float32), version=version)
+    assert isinstance(out, np.ndarray), "NumPy in, NumPy out"
+    close(out, a @ b, what, rtol=1e-4, atol=1e-3)
+    on_device = cuda_backend.matmul(cupy.asarray(a, cupy.float32), cupy.asarray(b, cupy.float32), version=version)
+    assert isinstance(on_device, cupy.ndarray), "CuPy in, CuPy out"
+    grad_a, grad_b = cuda_backend.matmul_backward(a, b, g, version=version)
+    close(grad_a, g @ b.T, what + " grad_a", rtol=1e-4, atol=1e-3)
+    close(grad_b, a.T @ g, what + " grad_b", rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("B,Tq,Tk,d,dv", ATTENTION_SHAPES + [(4, 300, 300, 128, 128), (2, 513, 257, 64, 32)])
+def test_attention_gpu(cupy, B, Tq, Tk, d, dv, causal):
+    q, k, v, g = attention_inputs(B, Tq, Tk, d, dv)
+    f32 = [x.astype(np.float32) for x in (q, k, v, g)]
+    what = f"GPU attention B={B} Tq={Tq} Tk={Tk} d={d} dv={dv} causal={causal}"
+    out, lse = cuda_backend.attention(*f32[:3], is_causal=causal, return_lse=True)
+    ref_out, ref_lse = reference_attention(q, k, v, causal)
+    close(out, ref_out, what + ": out", rtol=1e-4, atol=1e-4)
+    close(lse, ref_lse, what + ": lse", rtol=1e-4, atol=1e-4)
+    grads = cuda_backend.attention_backward(*f32[:3], out, lse, f32[3], is_causal=causal)
+    for name, grad, ref in zip(("dq", "dk", "dv"), grads, reference_attention_backward(q, k, v, g, causal)):
+        close(grad, ref, f"{what}: {name}", rtol=1e-3, atol=1e-3)
