@@ -1,0 +1,127 @@
+"""The lessons from the command line: list them, or write student copies for a class.
+
+    python -m minigrad.lessons list
+    python -m minigrad.lessons student OUTDIR [NOTEBOOK ...] [--lessons-dir DIR]
+
+A student copy is the lesson with the source of every cell tagged `solution`
+replaced by a stub, and the auto-check cells kept, so the student fills the
+gap and the check says whether it is right. Outputs from the first solution
+cell onwards are cleared, because they were produced by the solutions.
+
+Notebooks are read and written as plain JSON (nbformat 4), so this module
+needs neither Jupyter nor matplotlib, and `import minigrad` never loads it.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+SOLUTION_TAG = "solution"
+CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError(\"write your solution here, then run the check below\")\n"
+MARKDOWN_STUB = "*Your answer here.*\n"
+DEFAULT_LESSONS_DIR = Path(__file__).resolve().parent.parent / "lessons"
+
+
+def lesson_paths(lessons_dir=DEFAULT_LESSONS_DIR):
+    """The lesson notebooks `NN_name.ipynb` in `lessons_dir`, in course order."""
+    lessons_dir = Path(lessons_dir)
+    if not lessons_dir.is_dir():
+        raise FileNotFoundError(f"lessons directory {lessons_dir} does not exist (pass --lessons-dir)")
+    return sorted(lessons_dir.glob("[0-9][0-9]_*.ipynb"))
+
+
+def _source(cell):
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else source
+
+
+def _title(notebook):
+    """The first Markdown heading of a notebook, without its '#'s."""
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "markdown":
+            for line in _source(cell).splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("#").strip()
+    return ""
+
+
+def is_solution(cell):
+    return SOLUTION_TAG in cell.get("metadata", {}).get("tags", [])
+
+
+def _clear_outputs(cell):
+    if cell["cell_type"] == "code":
+        cell["outputs"] = []
+        cell["execution_count"] = None
+
+
+def student_copy(notebook):
+    """A new notebook dict: solution cells stubbed, outputs cleared from the first solution onwards."""
+    if notebook.get("nbformat") != 4:
+        raise ValueError(f"student copies need nbformat 4 notebooks, got nbformat {notebook.get('nbformat')}")
+    copy = json.loads(json.dumps(notebook))
+    after_solution = False
+    for cell in copy["cells"]:
+        if is_solution(cell):
+            after_solution = True
+            cell["source"] = CODE_STUB if cell["cell_type"] == "code" else MARKDOWN_STUB
+        if after_solution:
+            _clear_outputs(cell)
+    return copy
+
+
+def write_student_copies(outdir, notebooks=None, lessons_dir=DEFAULT_LESSONS_DIR):
+    """Write the student copy of each notebook (default: every lesson) into `outdir`; return the paths written."""
+    sources = [Path(p) for p in notebooks] if notebooks else lesson_paths(lessons_dir)
+    if not sources:
+        raise FileNotFoundError(f"no lesson notebooks (NN_name.ipynb) in {lessons_dir}")
+    outdir = Path(outdir)
+    for source in sources:
+        if not source.is_file():
+            raise FileNotFoundError(f"notebook {source} does not exist")
+        if source.resolve().parent == outdir.resolve():
+            raise ValueError(f"refusing to write the student copy of {source} over the lesson itself: "
+                             f"choose an OUTDIR other than {outdir}")
+    outdir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for source in sources:
+        notebook = json.loads(source.read_text(encoding="utf-8"))
+        target = outdir / source.name
+        target.write_text(json.dumps(student_copy(notebook), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        written.append(target)
+    return written
+
+
+def _list(args):
+    for path in lesson_paths(args.lessons_dir):
+        notebook = json.loads(path.read_text(encoding="utf-8"))
+        exercises = sum(is_solution(cell) for cell in notebook["cells"])
+        print(f"{path.stem:28s} {_title(notebook)}  ({exercises} exercise solution cells)")
+
+
+def _student(args):
+    for path in write_student_copies(args.outdir, args.notebooks, args.lessons_dir):
+        print(f"wrote {path}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m minigrad.lessons", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lessons-dir", default=DEFAULT_LESSONS_DIR, type=Path,
+                        help=f"where the lesson notebooks are (default: {DEFAULT_LESSONS_DIR})")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="list the lessons with their titles").set_defaults(run=_list)
+    student = commands.add_parser("student", help="write student copies (solution cells stubbed, checks kept)")
+    student.add_argument("outdir", type=Path, help="directory for the student copies (created if missing)")
+    student.add_argument("notebooks", nargs="*", type=Path, help="notebooks to copy (default: every lesson)")
+    student.set_defaults(run=_student)
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
