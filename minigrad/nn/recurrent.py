@@ -136,7 +136,7 @@ class _Recurrent(Module):
 
     def _stack_output(self, steps, unbatched):
         out = stack(steps, dim=1 if self.batch_first else 0)          # (B, T, hidden) or (T, B, hidden)
-        return out.squeeze(1 if self.batch_first else 0) if unbatched else out
+        return out.squeeze(0 if self.batch_first else 1) if unbatched else out
 
     def extra_repr(self):
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
