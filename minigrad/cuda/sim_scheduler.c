@@ -81,6 +81,19 @@ static int map_stacks(int n, size_t size)
 /* Start fibers [fiber_count, n): each runs to the first park in fiber_main and comes back. */
 static int make_fibers(int n)
 {
+#if defined(__x86_64__) && !defined(MINIGRAD_SIM_PORTABLE_SWITCH)
+    for (int t = fiber_count; t < n; t++) {
+        char *top = stacks + (stack_size + page_size) * (size_t)(t + 1);
+        void **sp = (void **)top;
+        *--sp = NULL;               /* return address of fiber_main, which never returns */
+        *--sp = (void *)fiber_main; /* where __sim_switch's ret lands */
+        for (int r = 0; r < 6; r++)
+            *--sp = NULL;           /* rbp rbx r12 r13 r14 r15 */
+        threads[t].ctx.sp = sp;
+        __sim_current = t;
+        sim_switch(&__sim_scheduler, &threads[t].ctx);
+    }
+#else
     ucontext_t uc;
     if (getcontext(&uc))
         return -1;
@@ -90,9 +103,10 @@ static int make_fibers(int n)
         uc.uc_link = NULL;
         makecontext(&uc, fiber_main, 0);
         __sim_current = t;
-        if (!_setjmp(__sim_scheduler))
+        if (!_setjmp(__sim_scheduler.buf))
             setcontext(&uc);
     }
+#endif
     fiber_count = n;
     return 0;
 }
@@ -301,8 +315,7 @@ static int run_block(int n, int order, uint64_t *rng, char *block, char *error, 
             int t = run_list[i];
             __sim_current = t;
             __sim_threadIdx = thread_index[t];
-            if (!_setjmp(__sim_scheduler))
-                _longjmp(threads[t].ctx, 1);
+            sim_switch(&__sim_scheduler, &threads[t].ctx);
         }
         int all_at_barrier = 1;
         for (int t = 0; t < n && all_at_barrier; t++)
