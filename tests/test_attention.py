@@ -300,6 +300,7 @@ def test_mha_bad_arguments_name_the_values():
         mha(mg.zeros(10, 5, 8), attn_mask=np.zeros((4, 4), bool))
 
 
+@pytest.mark.slow  # importing torch alone takes seconds
 def test_mha_matches_torch_when_installed():
     torch = pytest.importorskip("torch")
     mha = nn.MultiheadAttention(8, 2)

@@ -182,6 +182,7 @@ def test_bad_arguments_raise_clear_errors(make, message):
         make(make_params())
 
 
+@pytest.mark.slow  # importing torch alone takes seconds
 def test_against_torch_when_installed():
     torch = pytest.importorskip("torch")
     params = make_params()
