@@ -9,6 +9,7 @@
 import re
 import shutil
 import subprocess
+import types
 
 import numpy as np
 import pytest
@@ -176,6 +177,34 @@ def test_attention_float64_in_float64_out_and_head_dim_limit():
         cuda_backend.attention(wide, wide, wide, sim=True)
 
 
+def test_gpu_code_path_runs_with_the_simulator_standing_in_for_cupy(monkeypatch):
+    """sim=False goes through require_cupy() and cupy.RawModule; a NumPy-backed stand-in whose
+    RawModule is the simulator runs that exact path (options, launches, copies) without a GPU."""
+    from minigrad.cuda import SimModule
+    compiled = []
+
+    def raw_module(code, options=()):
+        compiled.append(options)
+        return SimModule(code=code, options=options)
+
+    fake_cupy = types.SimpleNamespace(
+        RawModule=raw_module, float32=np.float32, asarray=np.asarray, ascontiguousarray=np.ascontiguousarray,
+        empty=np.empty, zeros=np.zeros, full=np.full, broadcast_to=np.broadcast_to)
+    monkeypatch.setattr("minigrad.device.require_cupy", lambda: fake_cupy)
+    monkeypatch.setattr(cuda_backend, "_modules", {})
+    a, b = rng().standard_normal((2, 17, 15)), rng(1).standard_normal((15, 33))
+    close(cuda_backend.matmul(a, b), a @ b, "matmul on the GPU code path")
+    grad_a, grad_b = cuda_backend.matmul_backward(a, b, np.ones((2, 17, 33)))
+    close(grad_b, a.sum(0).T @ np.ones((17, 33)), "matmul_backward grad_b on the GPU code path", atol=1e-4)
+    q, k, v, g = attention_inputs(2, 17, 17, 16, 16)
+    out, lse = cuda_backend.attention(q, k, v, is_causal=True, return_lse=True)
+    close(out, reference_attention(q, k, v, True)[0], "attention on the GPU code path")
+    grads = cuda_backend.attention_backward(q, k, v, out, lse, g, is_causal=True)
+    close(grads[1], reference_attention_backward(q, k, v, g, True)[1], "attention dk on the GPU code path",
+          rtol=1e-4, atol=1e-4)
+    assert compiled == [cuda_backend.COMPILE_OPTIONS] * 2, "one RawModule per .cu file, compiled once"
+
+
 # ---------------------------------------------------------------- compiling for real GPUs
 
 def _nvrtc():
@@ -209,7 +238,8 @@ def test_compiles_with_nvrtc(name, arch):
     result, prog = nvrtc.nvrtcCreateProgram(cuda_backend.kernel_source(name).encode(), f"{name}.cu".encode(),
                                             0, [], [])
     _nvrtc_check(nvrtc, result, prog, "nvrtcCreateProgram")
-    (result,) = nvrtc.nvrtcCompileProgram(prog, 2, [f"--gpu-architecture={arch}".encode(), b"-std=c++11"])
+    options = [f"--gpu-architecture={arch}".encode()] + [o.encode() for o in cuda_backend.COMPILE_OPTIONS]
+    (result,) = nvrtc.nvrtcCompileProgram(prog, len(options), options)
     _nvrtc_check(nvrtc, result, prog, f"NVRTC compiling {name}.cu for {arch}")
     log = _nvrtc_log(nvrtc, prog)
     assert "warning" not in log, f"NVRTC warnings for {name}.cu ({arch}):\n{log}"

@@ -20,6 +20,7 @@ import numpy as np
 KERNEL_DIR = pathlib.Path(__file__).resolve().parents[2] / "kernels"
 
 MATMUL_VERSIONS = ("v1", "v2", "v3")
+COMPILE_OPTIONS = ("-std=c++11",)  # NVRTC's; the simulator accepts and ignores them
 HEAD_DIM_MAX = 128          # D_MAX in attention.cu
 MAX_GRID_YZ = 65535         # CUDA's limit on gridDim.y and gridDim.z
 
@@ -42,10 +43,10 @@ def load_module(name, sim):
     if (name, sim) not in _modules:
         if sim:
             from minigrad.cuda import SimModule
-            _modules[name, sim] = SimModule(code=kernel_source(name))
+            _modules[name, sim] = SimModule(code=kernel_source(name), options=COMPILE_OPTIONS)
         else:
             from minigrad.device import require_cupy
-            _modules[name, sim] = require_cupy().RawModule(code=kernel_source(name), options=("-std=c++11",))
+            _modules[name, sim] = require_cupy().RawModule(code=kernel_source(name), options=COMPILE_OPTIONS)
     return _modules[name, sim]
 
 
