@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minigrad.cuda import BarrierDivergenceError, CompileError, SimModule, WarpDivergenceError, build
+from minigrad.cuda import (BarrierDivergenceError, CompileError, KernelFaultError, SimModule, WarpDivergenceError,
+                           build)
 
 ORDERS = ("forward", "reverse", "random:1")
 BROKEN = Path(__file__).parent / "cuda_broken"
@@ -474,6 +475,50 @@ def test_shuffle_while_lane_waits_at_barrier_is_warp_divergence():
     """
     with pytest.raises(WarpDivergenceError, match=r"__shfl_down_sync \(line 8.*thread \(5, 0, 0\).*line 6"):
         SimModule(code=code).get_function("bad_shuffle")(1, 32, (np.zeros(32, np.float32),))
+
+
+FAULTS = r"""
+extern "C" __global__ void wild_write(float *y, long long offset)
+{
+    if (threadIdx.x == 3)
+        y[offset] = 1.0f;
+}
+
+extern "C" __global__ void divide(int *y, int d)
+{
+    y[threadIdx.x] = 10 / d;
+}
+
+__device__ __noinline__ int deep(int n)
+{
+    volatile char pad[2048];
+    pad[0] = (char)n;
+    int r = n == 0 ? 0 : deep(n - 1);
+    pad[1] = (char)r;  /* after the call: keeps the recursion from becoming a loop */
+    return r + pad[0];
+}
+
+extern "C" __global__ void recurse(int *y, int n)
+{
+    y[threadIdx.x] = deep(n);
+}
+"""
+
+
+def test_kernel_faults_raise_instead_of_killing_python():
+    mod = SimModule(code=FAULTS)
+    y = np.zeros(8, np.float32)
+    with pytest.raises(KernelFaultError, match=r"block \(0, 0, 0\), thread \(3, 0, 0\): invalid memory access"):
+        mod.get_function("wild_write")(2, 8, (y, np.int64(2**40)))
+    with pytest.raises(KernelFaultError, match=r"thread \(0, 0, 0\): integer division by zero"):
+        mod.get_function("divide")(1, 4, (np.zeros(4, np.int32), np.int32(0)))
+    with pytest.raises(KernelFaultError, match=r"thread \(0, 0, 0\): the thread's stack overflowed"):
+        mod.get_function("recurse")(1, 2, (np.zeros(2, np.int32), np.int32(10**6)))
+    out = np.zeros(2, np.int32)
+    mod.get_function("recurse")(1, 2, (out, np.int32(3)))  # fibers are rebuilt after a fault
+    np.testing.assert_array_equal(out, 3 + 2 + 1)
+    mod.get_function("wild_write")(1, 8, (y, np.int64(5)))
+    assert y[5] == 1.0
 
 
 # ---- compiling --------------------------------------------------------------------------

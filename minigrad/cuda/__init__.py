@@ -10,8 +10,8 @@ in forward, reverse or seeded random order (SimModule(order=...), kernel(...,
 order=...) or $MINIGRAD_CUDA_SIM_ORDER) and shared memory starts every block as NaN,
 which together expose a missing __syncthreads(). Nothing is compiled at import.
 """
-from .errors import BarrierDivergenceError, CompileError, CudaSimError, WarpDivergenceError
+from .errors import BarrierDivergenceError, CompileError, CudaSimError, KernelFaultError, WarpDivergenceError
 from .simulator import SimKernel, SimModule
 
 __all__ = ["SimModule", "SimKernel", "CudaSimError", "CompileError", "BarrierDivergenceError",
-           "WarpDivergenceError"]
+           "WarpDivergenceError", "KernelFaultError"]

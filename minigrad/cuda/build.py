@@ -27,6 +27,7 @@ CFLAGS = ["-std=gnu11", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-U_FO
           "-fno-strict-aliasing",  # CUDA code reinterprets float* as float4* freely
           "-fno-math-errno",  # lets sqrtf be one instruction; CUDA has no errno either
           "-fstack-usage",  # frame sizes, to size the fiber stacks
+          "-fstack-clash-protection",  # a frame larger than a page still touches the guard page first
           "-Werror=implicit-function-declaration", "-Werror=incompatible-pointer-types",
           "-Werror=int-conversion", "-Werror=return-type", "-Wl,-z,defs"]
 BASE_STACK_BYTES = 64 * 1024  # room for libc calls (printf) on top of the kernel's own frames
@@ -113,8 +114,8 @@ def _entries(kernels):
         call = ", ".join(p.c_argument(j) for j, p in enumerate(params))
         lines.append(f"static void __sim_entry_{i}(void **a) {{ (void)a; {name}({call}); }}")
     table = ", ".join(f"__sim_entry_{i}" for i in range(len(kernels))) or "0"
-    lines.append(f"static const sim_entry __sim_entries[] = {{{table}}};")
-    lines.append(f"static const int __sim_entry_count = {len(kernels)};")
+    lines.append(f"SIM_SHARED const sim_entry __sim_entries[] = {{{table}}};")
+    lines.append(f"SIM_SHARED const int __sim_entry_count = {len(kernels)};")
     return "\n".join(lines) + "\n"
 
 
@@ -141,8 +142,9 @@ def _compile(code, options, so_path, meta_path):
     with tempfile.TemporaryDirectory(dir=so_path.parent) as tmp:
         Path(tmp, "kernel.cu").write_text(translated)
         Path(tmp, "module.c").write_text(
-            '#include "sim_runtime.h"\n#include "kernel.cu"\n' + _entries(kernels) + '#include "sim_scheduler.c"\n')
-        built = _run(cc + CFLAGS + [f"-I{HERE}", *flags, "-o", "module.so", "module.c", "-lm"], cwd=tmp)
+            '#include "sim_runtime.h"\n#include "kernel.cu"\n' + _entries(kernels))
+        sources = ["module.c", str(HERE / "sim_scheduler.c")]
+        built = _run(cc + CFLAGS + [f"-I{HERE}", *flags, "-o", "module.so", *sources, "-lm"], cwd=tmp)
         if built.returncode:
             raise _compile_error(built.stderr)
         meta = {"kernels": {name: [vars(p) for p in params] for name, params in kernels.items()},

@@ -15,3 +15,7 @@ class BarrierDivergenceError(CudaSimError):
 
 class WarpDivergenceError(CudaSimError):
     """Lanes named in a warp operation's mask did not all reach that operation."""
+
+
+class KernelFaultError(CudaSimError):
+    """The kernel touched memory it may not (a GPU's illegal address) or divided an integer by zero."""

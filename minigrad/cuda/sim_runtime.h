@@ -53,9 +53,11 @@ static inline int2 make_int2(int x, int y) { int2 v = {x, y}; return v; }
 static inline int4 make_int4(int x, int y, int z, int w) { int4 v = {x, y, z, w}; return v; }
 static inline double2 make_double2(double x, double y) { double2 v = {x, y}; return v; }
 
-/* Not static: the compiler must assume that any call out of a kernel may change them. */
-__attribute__((visibility("hidden"))) uint3 __sim_threadIdx, __sim_blockIdx;
-__attribute__((visibility("hidden"))) dim3 __sim_blockDim, __sim_gridDim;
+/* State shared with sim_scheduler.c, which defines it. Being global, it is reloaded after
+ * every call out of a kernel, which is where the scheduler changes it. */
+#define SIM_SHARED extern __attribute__((visibility("hidden")))
+SIM_SHARED uint3 __sim_threadIdx, __sim_blockIdx;
+SIM_SHARED dim3 __sim_blockDim, __sim_gridDim;
 #define threadIdx __sim_threadIdx
 #define blockIdx __sim_blockIdx
 #define blockDim __sim_blockDim
@@ -67,19 +69,7 @@ __attribute__((visibility("hidden"))) dim3 __sim_blockDim, __sim_gridDim;
 /* Save the callee-saved registers on this stack, swap stack pointers, restore them from
  * the other stack: a few nanoseconds, where glibc's _setjmp/_longjmp take about fifty. */
 typedef struct { void *sp; } sim_context;
-__attribute__((visibility("hidden"))) void __sim_switch(void **save_sp, void *load_sp);
-__asm__(".text\n"
-        ".p2align 4\n"
-        ".globl __sim_switch\n"
-        ".hidden __sim_switch\n"
-        ".type __sim_switch, @function\n"
-        "__sim_switch:\n"
-        "    pushq %rbp\n    pushq %rbx\n    pushq %r12\n    pushq %r13\n    pushq %r14\n    pushq %r15\n"
-        "    movq %rsp, (%rdi)\n"
-        "    movq %rsi, %rsp\n"
-        "    popq %r15\n    popq %r14\n    popq %r13\n    popq %r12\n    popq %rbx\n    popq %rbp\n"
-        "    ret\n"
-        ".size __sim_switch, .-__sim_switch\n");
+SIM_SHARED void __sim_switch(void **save_sp, void *load_sp);  /* assembly, in sim_scheduler.c */
 static inline void sim_switch(sim_context *save, sim_context *load) { __sim_switch(&save->sp, load->sp); }
 #else
 typedef struct { jmp_buf buf; } sim_context;
@@ -106,10 +96,10 @@ typedef struct {
 
 typedef void (*sim_entry)(void **args);  /* unpacks the launch arguments, calls the kernel */
 
-__attribute__((visibility("hidden"))) sim_thread *__sim_threads;
-__attribute__((visibility("hidden"))) int __sim_current;
-__attribute__((visibility("hidden"))) sim_context __sim_scheduler;
-__attribute__((visibility("hidden"))) void *__sim_dynamic_shared_ptr;
+SIM_SHARED sim_thread *__sim_threads;
+SIM_SHARED int __sim_current;
+SIM_SHARED sim_context __sim_scheduler;
+SIM_SHARED void *__sim_dynamic_shared_ptr;
 
 /* Park this fiber and return to the scheduler; returns when the scheduler resumes it. */
 __attribute__((noinline)) static void __sim_yield(int state)

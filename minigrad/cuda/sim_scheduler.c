@@ -1,8 +1,9 @@
 /* sim_scheduler.c - runs a kernel launch: blocks one after another, the threads of a
  * block as fibers that meet at barriers and warp operations.
  *
- * Included at the end of every simulator module, after sim_runtime.h, the user's
- * kernels and the generated table `__sim_entries` of entry functions.
+ * Compiled into every simulator module as a translation unit of its own (so that the
+ * user's macros and names cannot clash with it), beside the user's kernels and the
+ * generated table `__sim_entries` of entry functions.
  *
  * Fibers are made once with makecontext (each on its own stack with a guard page
  * below it) and switched with _setjmp/_longjmp, which costs no system call. A fiber
@@ -14,6 +15,9 @@
  *   - a thread that returned while others wait at a barrier is barrier divergence,
  *     reported with block, thread and barrier number instead of hanging as a GPU would.
  */
+#include "sim_runtime.h"
+
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <ucontext.h>
@@ -22,8 +26,34 @@
 #define SIM_API __attribute__((visibility("default")))
 #define SIM_MAX_THREADS 1024
 
-enum { SIM_OK, SIM_BARRIER_DIVERGENCE, SIM_WARP_DIVERGENCE, SIM_BAD_LAUNCH, SIM_NO_MEMORY };
+enum { SIM_OK, SIM_BARRIER_DIVERGENCE, SIM_WARP_DIVERGENCE, SIM_BAD_LAUNCH, SIM_NO_MEMORY, SIM_FAULT };
 enum { SIM_ORDER_FORWARD, SIM_ORDER_REVERSE, SIM_ORDER_RANDOM };
+
+uint3 __sim_threadIdx, __sim_blockIdx;
+dim3 __sim_blockDim, __sim_gridDim;
+sim_thread *__sim_threads;
+int __sim_current;
+sim_context __sim_scheduler;
+void *__sim_dynamic_shared_ptr;
+SIM_SHARED const sim_entry __sim_entries[];
+SIM_SHARED const int __sim_entry_count;
+
+#if defined(__x86_64__) && !defined(MINIGRAD_SIM_PORTABLE_SWITCH)
+/* void __sim_switch(void **save_sp, void *load_sp): push the callee-saved registers,
+ * store the stack pointer to *save_sp, load load_sp, pop the other fiber's registers. */
+__asm__(".text\n"
+        ".p2align 4\n"
+        ".globl __sim_switch\n"
+        ".hidden __sim_switch\n"
+        ".type __sim_switch, @function\n"
+        "__sim_switch:\n"
+        "    pushq %rbp\n    pushq %rbx\n    pushq %r12\n    pushq %r13\n    pushq %r14\n    pushq %r15\n"
+        "    movq %rsp, (%rdi)\n"
+        "    movq %rsi, %rsp\n"
+        "    popq %r15\n    popq %r14\n    popq %r13\n    popq %r12\n    popq %rbx\n    popq %rbp\n"
+        "    ret\n"
+        ".size __sim_switch, .-__sim_switch\n");
+#endif
 
 extern char __start_sim_shared[] __attribute__((visibility("hidden")));
 extern char __stop_sim_shared[] __attribute__((visibility("hidden")));
@@ -150,9 +180,14 @@ static void put_order(int *list, int count, int order, uint64_t *rng)
     }
 }
 
-static void describe(char *out, size_t size, uint3 v)
+/* "(x, y, z)" in one of two buffers, so that a message can name two threads. */
+static const char *coords(uint3 v)
 {
-    snprintf(out, size, "(%u, %u, %u)", v.x, v.y, v.z);
+    static char buffers[3][48];
+    static int next;
+    char *out = buffers[next++ % 3];
+    snprintf(out, sizeof buffers[0], "(%u, %u, %u)", v.x, v.y, v.z);
+    return out;
 }
 
 static const char *warp_op_name(int op)
@@ -186,9 +221,8 @@ static int shuffle_source(int op, int lane, int arg, int width)
 /* Complete every warp operation whose lanes have all arrived. A lane named in the
  * mask that waits elsewhere is an error (a GPU would hang or return garbage); a lane
  * that has returned takes no part, and reading its value gives the poison NaN bits. */
-static int resolve_warps(int n, char *block, char *error, size_t error_size)
+static int resolve_warps(int n, char *error, size_t error_size)
 {
-    char who[64], other[64];
     for (int lo = 0; lo < n; lo += 32) {
         int hi = lo + 32 < n ? lo + 32 : n, first = -1;
         for (int t = lo; t < hi && first < 0; t++)
@@ -197,34 +231,36 @@ static int resolve_warps(int n, char *block, char *error, size_t error_size)
         if (first < 0)
             continue;
         sim_thread *f = &threads[first];
-        describe(who, sizeof who, thread_index[first]);
+        const char *op = warp_op_name(f->op);
         if (f->width < 1 || f->width > 32 || (f->width & (f->width - 1))) {
-            snprintf(error, error_size, "block %s: thread %s calls %s at line %d with width %d; width must be a "
-                     "power of 2 from 1 to 32", block, who, warp_op_name(f->op), f->line, f->width);
+            snprintf(error, error_size, "block %s: thread %s calls %s at line %d with width %d; width must be "
+                     "a power of 2 from 1 to 32", coords(__sim_blockIdx), coords(thread_index[first]), op,
+                     f->line, f->width);
             return SIM_BAD_LAUNCH;
         }
         for (int t = lo; t < hi; t++) {
             sim_thread *l = &threads[t];
-            unsigned int bit = 1u << (t - lo);
-            describe(other, sizeof other, thread_index[t]);
-            if (l->state == SIM_AT_WARP) {
-                if (l->op != f->op || l->mask != f->mask || l->line != f->line || l->width != f->width) {
-                    snprintf(error, error_size, "block %s, warp %d: thread %s waits at %s (line %d, mask 0x%08x) "
-                             "while thread %s of the same warp waits at %s (line %d, mask 0x%08x); the lanes of a "
-                             "warp operation must all call it with the same mask", block, lo / 32, who,
-                             warp_op_name(f->op), f->line, f->mask, other, warp_op_name(l->op), l->line, l->mask);
-                    return SIM_WARP_DIVERGENCE;
-                }
-                if (!(f->mask & bit)) {
-                    snprintf(error, error_size, "block %s, warp %d: thread %s (lane %d) calls %s at line %d with "
-                             "mask 0x%08x, which leaves out the lane itself", block, lo / 32, other, t - lo,
-                             warp_op_name(f->op), f->line, f->mask);
-                    return SIM_WARP_DIVERGENCE;
-                }
-            } else if ((f->mask & bit) && l->state == SIM_AT_BARRIER) {
+            int named = (f->mask >> (t - lo)) & 1;
+            if (l->state == SIM_AT_WARP
+                && (l->op != f->op || l->mask != f->mask || l->line != f->line || l->width != f->width)) {
+                snprintf(error, error_size, "block %s, warp %d: thread %s waits at %s (line %d, mask 0x%08x) "
+                         "while thread %s of the same warp waits at %s (line %d, mask 0x%08x); the lanes of a "
+                         "warp operation must all call it with the same mask", coords(__sim_blockIdx), lo / 32,
+                         coords(thread_index[first]), op, f->line, f->mask, coords(thread_index[t]),
+                         warp_op_name(l->op), l->line, l->mask);
+                return SIM_WARP_DIVERGENCE;
+            }
+            if (l->state == SIM_AT_WARP && !named) {
+                snprintf(error, error_size, "block %s, warp %d: thread %s (lane %d) calls %s at line %d with "
+                         "mask 0x%08x, which leaves out the lane itself", coords(__sim_blockIdx), lo / 32,
+                         coords(thread_index[t]), t - lo, op, f->line, f->mask);
+                return SIM_WARP_DIVERGENCE;
+            }
+            if (l->state == SIM_AT_BARRIER && named) {
                 snprintf(error, error_size, "block %s, warp %d: thread %s waits at %s (line %d, mask 0x%08x) "
                          "for lane %d, thread %s, which waits at __syncthreads() (line %d) instead",
-                         block, lo / 32, who, warp_op_name(f->op), f->line, f->mask, t - lo, other, l->line);
+                         coords(__sim_blockIdx), lo / 32, coords(thread_index[first]), op, f->line, f->mask,
+                         t - lo, coords(thread_index[t]), l->line);
                 return SIM_WARP_DIVERGENCE;
             }
         }
@@ -256,7 +292,7 @@ static int resolve_warps(int n, char *block, char *error, size_t error_size)
 }
 
 /* All threads are parked; decide what the block does next. */
-static int after_phase(int n, int barriers, char *block, char *error, size_t error_size)
+static int after_phase(int n, int barriers, char *error, size_t error_size)
 {
     int done = 0, waiting = 0, at_warp = 0, first_done = -1, first_waiting = -1;
     for (int t = 0; t < n; t++) {
@@ -276,11 +312,10 @@ static int after_phase(int n, int barriers, char *block, char *error, size_t err
     if (done == n)
         return -1;
     if (at_warp)
-        return resolve_warps(n, block, error, error_size);
-    char who[64], other[64];
-    describe(other, sizeof other, thread_index[first_waiting]);
+        return resolve_warps(n, error, error_size);
+    const char *block = coords(__sim_blockIdx), *other = coords(thread_index[first_waiting]);
     if (done) {
-        describe(who, sizeof who, thread_index[first_done]);
+        const char *who = coords(thread_index[first_done]);
         snprintf(error, error_size, "block %s: thread %s returned (with %d other threads) while %d threads, "
                  "the first %s, wait at __syncthreads() number %d (line %d); every thread of a block must reach "
                  "every __syncthreads(), so a GPU would hang or compute garbage here", block, who, done - 1,
@@ -289,7 +324,7 @@ static int after_phase(int n, int barriers, char *block, char *error, size_t err
     }
     for (int t = 0; t < n; t++)
         if (threads[t].line != threads[first_waiting].line) {
-            describe(who, sizeof who, thread_index[t]);
+            const char *who = coords(thread_index[t]);
             snprintf(error, error_size, "block %s: at barrier number %d, thread %s waits at the __syncthreads() "
                      "of line %d but thread %s at the one of line %d; all threads of a block must reach the same "
                      "__syncthreads()", block, barriers + 1, other, threads[first_waiting].line, who,
@@ -301,7 +336,7 @@ static int after_phase(int n, int barriers, char *block, char *error, size_t err
     return SIM_OK;
 }
 
-static int run_block(int n, int order, uint64_t *rng, char *block, char *error, size_t error_size)
+static int run_block(int n, int order, uint64_t *rng, char *error, size_t error_size)
 {
     for (int t = 0; t < n; t++)
         threads[t].state = SIM_RUNNABLE;
@@ -320,7 +355,7 @@ static int run_block(int n, int order, uint64_t *rng, char *block, char *error, 
         int all_at_barrier = 1;
         for (int t = 0; t < n && all_at_barrier; t++)
             all_at_barrier = threads[t].state == SIM_AT_BARRIER;
-        int status = after_phase(n, barriers, block, error, error_size);
+        int status = after_phase(n, barriers, error, error_size);
         if (status < 0)
             return SIM_OK;
         if (status != SIM_OK)
@@ -329,11 +364,74 @@ static int run_block(int n, int order, uint64_t *rng, char *block, char *error, 
     }
 }
 
+static int run_grid(const unsigned int *grid, int n, size_t dynamic_bytes, int order, uint64_t seed,
+                    char *error, size_t error_size)
+{
+    uint64_t blocks = (uint64_t)grid[0] * grid[1] * grid[2];
+    uint64_t rng = seed * 0x9E3779B97F4A7C15ULL + 0x632BE59BD9B4E019ULL;
+    uint64_t step = 1, offset = 0;
+    if (order == SIM_ORDER_RANDOM && blocks > 1) {
+        /* i -> (i * step + offset) mod blocks is a permutation when step is coprime to blocks */
+        step = next_random(&rng) % blocks | 1;
+        while (gcd(step, blocks) != 1)
+            step += 2;
+        offset = next_random(&rng) % blocks;
+    }
+    size_t shared_bytes = (size_t)(__stop_sim_shared - __start_sim_shared);
+    for (uint64_t i = 0; i < blocks; i++) {
+        uint64_t b = order == SIM_ORDER_REVERSE ? blocks - 1 - i
+                   : (uint64_t)(((unsigned __int128)i * step + offset) % blocks);
+        __sim_blockIdx = (uint3){(unsigned int)(b % grid[0]), (unsigned int)(b / grid[0] % grid[1]),
+                                 (unsigned int)(b / ((uint64_t)grid[0] * grid[1]))};
+        memset(__start_sim_shared, 0xFF, shared_bytes);
+        if (dynamic_bytes)
+            memset(__sim_dynamic_shared_ptr, 0xFF, dynamic_bytes);
+        int status = run_block(n, order, &rng, error, error_size);
+        if (status != SIM_OK)
+            return status;
+    }
+    return SIM_OK;
+}
+
+/* A kernel that dereferences a wild pointer, overflows its stack or divides an integer
+ * by zero would kill the Python process; instead the signal lands here and the launch
+ * ends with an error naming the thread that was running. */
+static sigjmp_buf fault_exit;
+static volatile int fault_signal, fault_code;
+static void *volatile fault_address;
+static char signal_stack[64 * 1024];
+
+static void on_fault(int sig, siginfo_t *info, void *context)
+{
+    (void)context;
+    fault_signal = sig;
+    fault_code = info->si_code;
+    fault_address = info->si_addr;
+    siglongjmp(fault_exit, 1);
+}
+
+static void describe_fault(char *error, size_t error_size)
+{
+    const char *block = coords(__sim_blockIdx), *thread = coords(__sim_threadIdx);
+    char *addr = fault_address;
+    size_t slot = stack_size + page_size;
+    if (fault_signal == SIGFPE)
+        snprintf(error, error_size, "block %s, thread %s: %s (a GPU gives an unspecified value instead)", block,
+                 thread, fault_code == FPE_INTDIV ? "integer division by zero" : "arithmetic fault");
+    else if (stacks && addr >= stacks && addr < stacks + stacks_bytes && (size_t)(addr - stacks) % slot < page_size)
+        snprintf(error, error_size, "block %s, thread %s: the thread's stack overflowed its %zu KiB (deep "
+                 "recursion, or a local array of variable size)", block, thread, stack_size / 1024);
+    else
+        snprintf(error, error_size, "block %s, thread %s: invalid memory access at address %p (an index outside "
+                 "an array, or a bad pointer; on a GPU: cudaErrorIllegalAddress). Writes the kernel made out of "
+                 "bounds before this one may have corrupted memory of this process", block, thread, (void *)addr);
+}
+
 /* Run kernel number `kernel` of this module over the grid. Returns SIM_OK or an error
  * code with a message in `error`. `order` 0/1/2 is forward/reverse/random (seeded). */
 SIM_API int minigrad_sim_launch(int kernel, void **args, const unsigned int *grid, const unsigned int *block,
-                         void *dynamic_shared, size_t dynamic_bytes, int order, uint64_t seed,
-                         size_t stack_bytes, char *error, size_t error_size)
+                                void *dynamic_shared, size_t dynamic_bytes, int order, uint64_t seed,
+                                size_t stack_bytes, char *error, size_t error_size)
 {
     int n = (int)(block[0] * block[1] * block[2]);
     if (kernel < 0 || kernel >= __sim_entry_count || n < 1 || n > SIM_MAX_THREADS) {
@@ -353,34 +451,27 @@ SIM_API int minigrad_sim_launch(int kernel, void **args, const unsigned int *gri
     for (int t = 0; t < n; t++)
         thread_index[t] = (uint3){t % block[0], t / block[0] % block[1], t / (block[0] * block[1])};
 
-    uint64_t blocks = (uint64_t)grid[0] * grid[1] * grid[2];
-    uint64_t rng = seed * 0x9E3779B97F4A7C15ULL + 0x632BE59BD9B4E019ULL;
-    uint64_t step = 1, offset = 0;
-    if (order == SIM_ORDER_RANDOM && blocks > 1) {
-        /* i -> (i * step + offset) mod blocks is a permutation when step is coprime to blocks */
-        step = next_random(&rng) % blocks | 1;
-        while (gcd(step, blocks) != 1)
-            step += 2;
-        offset = next_random(&rng) % blocks;
+    stack_t alternate = {.ss_sp = signal_stack, .ss_size = sizeof signal_stack}, old_stack;
+    struct sigaction action = {.sa_sigaction = on_fault, .sa_flags = SA_SIGINFO | SA_ONSTACK}, old[3];
+    static const int signals[3] = {SIGSEGV, SIGBUS, SIGFPE};
+    sigemptyset(&action.sa_mask);
+    sigaltstack(&alternate, &old_stack);
+    for (int i = 0; i < 3; i++)
+        sigaction(signals[i], &action, &old[i]);
+    int status;
+    if (sigsetjmp(fault_exit, 1)) {
+        describe_fault(error, error_size);
+        status = SIM_FAULT;
+    } else {
+        status = run_grid(grid, n, dynamic_bytes, order, seed, error, error_size);
     }
-    size_t shared_bytes = (size_t)(__stop_sim_shared - __start_sim_shared);
-    char where[64];
-    for (uint64_t i = 0; i < blocks; i++) {
-        uint64_t b = order == SIM_ORDER_REVERSE ? blocks - 1 - i
-                   : (uint64_t)(((unsigned __int128)i * step + offset) % blocks);
-        __sim_blockIdx = (uint3){(unsigned int)(b % grid[0]), (unsigned int)(b / grid[0] % grid[1]),
-                                 (unsigned int)(b / ((uint64_t)grid[0] * grid[1]))};
-        memset(__start_sim_shared, 0xFF, shared_bytes);
-        if (dynamic_bytes)
-            memset(dynamic_shared, 0xFF, dynamic_bytes);
-        describe(where, sizeof where, __sim_blockIdx);
-        int status = run_block(n, order, &rng, where, error, error_size);
-        if (status != SIM_OK) {
-            fiber_count = 0;  /* the fibers stopped inside the kernel: start them afresh next time */
-            return status;
-        }
-    }
-    return SIM_OK;
+    for (int i = 0; i < 3; i++)
+        sigaction(signals[i], &old[i], NULL);
+    sigaltstack(&old_stack, NULL);
+    if (status != SIM_OK)
+        fiber_count = 0;  /* the fibers stopped inside the kernel: start them afresh next time */
+    fflush(stdout);       /* printf from kernels shows before Python prints anything else */
+    return status;
 }
 
 /* Bytes of static __shared__ memory in this module (all kernels together). */

@@ -13,14 +13,15 @@ import os
 import numpy as np
 
 from . import build
-from .errors import BarrierDivergenceError, CudaSimError, WarpDivergenceError
+from .errors import BarrierDivergenceError, CudaSimError, KernelFaultError, WarpDivergenceError
 
 MAX_THREADS_PER_BLOCK = 1024
 MAX_BLOCK_DIMS = (1024, 1024, 64)
 MAX_GRID_DIMS = (2**31 - 1, 65535, 65535)
 MAX_DYNAMIC_SHARED_BYTES = 48 * 1024  # without the opt-in attribute a kernel gets at most 48 KiB
 ORDERS = ("forward", "reverse", "random")
-_STATUS_ERRORS = {1: BarrierDivergenceError, 2: WarpDivergenceError, 3: CudaSimError, 4: MemoryError}
+_STATUS_ERRORS = {1: BarrierDivergenceError, 2: WarpDivergenceError, 3: CudaSimError, 4: MemoryError,
+                  5: KernelFaultError}
 _ERROR_BYTES = 1024
 
 
