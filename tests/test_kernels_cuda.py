@@ -100,6 +100,12 @@ def test_matmul_sim(version, M, K, N, order):
     close(out, a @ b, f"matmul {version} {M}x{K} @ {K}x{N}, order {order}")
 
 
+def summed_to(x, shape):
+    """Sum x over the leading dims it has beyond `shape` and over the dims where `shape` has 1."""
+    x = x.reshape((-1,) + x.shape[x.ndim - len(shape):]).sum(0)
+    return x.sum(axis=tuple(i for i, n in enumerate(shape) if n == 1), keepdims=True)
+
+
 @pytest.mark.parametrize("version", cuda_backend.MATMUL_VERSIONS)
 @pytest.mark.parametrize("a_shape,b_shape", [
     ((2, 3, 15, 17), (17, 33)),         # one b shared by the batch: passed once, stride 0
@@ -113,12 +119,8 @@ def test_matmul_and_backward_batched_sim(version, a_shape, b_shape, order):
     g = rng(2).standard_normal(out.shape)
     close(cuda_backend.matmul(a, b, sim=True, version=version), out, f"matmul {version} {a_shape} @ {b_shape}")
     grad_a, grad_b = cuda_backend.matmul_backward(a, b, g, sim=True, version=version)
-    # sum out the broadcast batch dims by hand, then compare
-    full_a, full_b = g @ np.swapaxes(b, -1, -2), np.swapaxes(a, -1, -2) @ g
-    ref_a = full_a.reshape((-1,) + a_shape).sum(0) if full_a.ndim > len(a_shape) else full_a
-    ref_b = full_b.reshape((-1,) + b_shape).sum(0) if full_b.ndim > len(b_shape) else full_b
-    ref_a = ref_a.sum(axis=tuple(i for i, s in enumerate(a_shape) if s == 1 and ref_a.shape[i] != 1), keepdims=True)
-    ref_b = ref_b.sum(axis=tuple(i for i, s in enumerate(b_shape) if s == 1 and ref_b.shape[i] != 1), keepdims=True)
+    ref_a = summed_to(g @ np.swapaxes(b, -1, -2), a_shape)
+    ref_b = summed_to(np.swapaxes(a, -1, -2) @ g, b_shape)
     assert grad_a.shape == a_shape and grad_b.shape == b_shape
     assert grad_a.dtype == np.float64, "float64 in, float64 out (computed in float32)"
     close(grad_a, ref_a, f"matmul_backward {version} grad_a {a_shape} @ {b_shape}", rtol=1e-4, atol=1e-4)
@@ -175,6 +177,30 @@ def test_attention_float64_in_float64_out_and_head_dim_limit():
     wide = np.zeros((1, 3, 129), np.float32)
     with pytest.raises(ValueError, match=r"attention: the cuda kernels take head dims up to 128.*d=129"):
         cuda_backend.attention(wide, wide, wide, sim=True)
+
+
+def test_dispatcher_routes_cuda_sim_to_these_kernels():
+    """minigrad.kernels with backend "cuda-sim" (or as the global backend) agrees with backend "numpy"."""
+    import minigrad.kernels as K
+    from minigrad.backend import backend
+
+    a = rng().standard_normal((3, 15, 17)).astype(np.float32)
+    b = rng(1).standard_normal((17, 33)).astype(np.float32)
+    g = rng(2).standard_normal((3, 15, 33)).astype(np.float32)
+    close(K.matmul(a, b, backend="cuda-sim"), K.matmul(a, b, backend="numpy"), "dispatch matmul", atol=1e-4)
+    for name, mine, ref in zip(("grad_a", "grad_b"), K.matmul_backward(a, b, g, backend="cuda-sim"),
+                               K.matmul_backward(a, b, g, backend="numpy")):
+        close(mine, ref, f"dispatch matmul_backward {name}", atol=1e-4)
+    q, k, v, go = (x.astype(np.float32) for x in attention_inputs(2, 33, 17, 16, 8))
+    with backend("cuda-sim"):
+        out, lse = K.attention(q, k, v, is_causal=True, return_lse=True)
+        grads = K.attention_backward(q, k, v, out, lse, go, is_causal=True)
+    ref_out, ref_lse = K.attention(q, k, v, is_causal=True, return_lse=True, backend="numpy")
+    close(out, ref_out, "dispatch attention out", atol=1e-5)
+    close(lse, ref_lse, "dispatch attention lse", atol=1e-5)
+    refs = K.attention_backward(q, k, v, ref_out, ref_lse, go, is_causal=True, backend="numpy")
+    for name, mine, ref in zip(("dq", "dk", "dv"), grads, refs):
+        close(mine, ref, f"dispatch attention_backward {name}", rtol=1e-4, atol=1e-4)
 
 
 def test_gpu_code_path_runs_with_the_simulator_standing_in_for_cupy(monkeypatch):
