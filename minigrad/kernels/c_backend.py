@@ -1,0 +1,220 @@
+"""Backend "c": the C kernels of kernels/*.c, compiled by build.py into `minigrad._ckernels`.
+
+One loader of the compiled module, then one section per kernel family.
+`minigrad.kernels` has already checked dtypes, ranks, shapes and emptiness;
+this module makes every array safe to hand to C: pointers only to aligned,
+native-order data, row strides passed as leading dimensions when a view is
+row-major (or column-major, as a transposed operand) with a unit inner
+stride, and a copy otherwise. Outputs are fresh arrays, never inputs.
+"""
+import glob
+import importlib
+import importlib.machinery
+import importlib.util
+import os
+import sys
+
+import numpy as np
+
+# ----------------------------------------------------------------- loader
+
+_NOT_BUILT = ("backend 'c' needs the compiled C kernels (minigrad._ckernels), which are not built{detail}. "
+              "Install a C compiler (Debian/Ubuntu: `sudo apt install build-essential`; Fedora: "
+              "`sudo dnf install gcc`; macOS: `xcode-select --install`; Windows: the Visual Studio "
+              "Build Tools), then run `python build.py` in the repository root (or `pip install -e .` "
+              "again). Meanwhile backend 'numpy' computes the same results.")
+
+_lib = None
+_ffi = None
+
+
+def _import_extension():
+    """minigrad._ckernels, or the build in $MINIGRAD_CKERNELS_DIR/minigrad/ (the sanitizer test uses this)."""
+    directory = os.environ.get("MINIGRAD_CKERNELS_DIR")
+    if not directory:
+        return importlib.import_module("minigrad._ckernels")
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        for path in glob.glob(os.path.join(directory, "minigrad", "_ckernels" + suffix)):
+            spec = importlib.util.spec_from_file_location("minigrad._ckernels", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            sys.modules["minigrad._ckernels"] = module
+            return module
+    raise ImportError(f"no minigrad/_ckernels extension in MINIGRAD_CKERNELS_DIR={directory}")
+
+
+def load():
+    """(ffi, lib) of the compiled kernels, imported once; a clear error when they were never built."""
+    global _lib, _ffi
+    if _lib is None:
+        try:
+            module = _import_extension()
+        except ImportError as exc:
+            raise RuntimeError(_NOT_BUILT.format(detail=f" ({exc})")) from None
+        _ffi, _lib = module.ffi, module.lib
+    return _ffi, _lib
+
+
+def num_threads():
+    """Threads for the parallel kernels: $MINIGRAD_NUM_THREADS, else 0 (the kernels then use all cores)."""
+    value = os.environ.get("MINIGRAD_NUM_THREADS", "").strip()
+    if not value:
+        return 0
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"MINIGRAD_NUM_THREADS must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _pointer(x):
+    ffi, _ = load()
+    return ffi.cast("float *" if x.dtype == np.float32 else "double *", x.ctypes.data)
+
+
+def _check_status(status, op):
+    if status != 0:
+        raise MemoryError(f"{op}: the C kernel could not allocate its packing buffers")
+
+
+# ----------------------------------------------------------------- matmul
+
+MATMUL_VERSIONS = ("naive", "blocked", "packed", "simd", "parallel")
+DEFAULT_MATMUL_VERSION = "parallel"
+
+
+def simd_kernel():
+    """The micro-kernel versions "simd" and "parallel" were built with: "avx2-fma" or "portable"."""
+    ffi, lib = load()
+    return ffi.string(lib.matmul_simd_kernel()).decode()
+
+
+def _operand(x, trans):
+    """(array, trans, ld) that describe op(x) to C as a row-major matrix with row stride ld.
+
+    A row-major view passes as is; a column-major view (e.g. x.T of a row-major
+    array) passes as the transpose of its row-major storage; anything else
+    (negative, zero or non-multiple strides, misaligned or byte-swapped data) is copied.
+    """
+    rows, cols = x.shape
+    row_step, col_step = (stride // x.itemsize if stride % x.itemsize == 0 else -1 for stride in x.strides)
+    if x.flags.aligned and x.dtype.isnative:
+        if (cols == 1 or col_step == 1) and (rows == 1 or row_step >= cols):
+            return x, trans, (row_step if rows > 1 else max(cols, 1))
+        if (rows == 1 or row_step == 1) and (cols == 1 or col_step >= rows):
+            return x, not trans, (col_step if cols > 1 else max(rows, 1))
+    return np.ascontiguousarray(x), trans, max(cols, 1)
+
+
+def _matmul_function(version, dtype):
+    version = DEFAULT_MATMUL_VERSION if version is None else version
+    if version not in MATMUL_VERSIONS:
+        raise ValueError(f"unknown C matmul version {version!r}: choose one of {', '.join(MATMUL_VERSIONS)}")
+    _, lib = load()
+    return version, getattr(lib, f"matmul_{version}_{'f32' if dtype == np.float32 else 'f64'}")
+
+
+def _gemm(a, b, c, alpha, beta, trans_a, trans_b, version, threads):
+    """c = alpha op(a) op(b) + beta c on validated 2-D arrays; c row-major, writable and separate from a, b."""
+    m, n = c.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    a, trans_a, lda = _operand(a, trans_a)
+    b, trans_b, ldb = _operand(b, trans_b)
+    version, function = _matmul_function(version, c.dtype)
+    args = (int(trans_a), int(trans_b), m, n, k, alpha, _pointer(a), lda, _pointer(b), ldb,
+            beta, _pointer(c), c.strides[0] // c.itemsize if m > 1 else max(n, 1))
+    if version == "parallel":
+        args += (num_threads() if threads is None else threads,)
+    _check_status(function(*args), "matmul")
+    return c
+
+
+def _is_row_major_output(c):
+    return (c.flags.writeable and c.flags.aligned and c.dtype.isnative
+            and (c.shape[1] <= 1 or c.strides[1] == c.itemsize)
+            and (c.shape[0] <= 1 or (c.strides[0] % c.itemsize == 0 and c.strides[0] >= c.shape[1] * c.itemsize)))
+
+
+def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, version=None, num_threads=None):
+    """c = alpha * op(a) @ op(b) + beta * c, op(x) = x.T when trans_x, for 2-D float32/float64 arrays.
+
+    The BLAS-style entry point the lessons and benchmarks call directly;
+    returns c (a new array when c is None, with beta ignored). beta == 0 never
+    reads c. c must not share memory with a or b.
+    """
+    for name, x in (("a", a), ("b", b)) + ((("c", c),) if c is not None else ()):
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"gemm: {name} must be a NumPy array, got {type(x).__name__}")
+        if x.ndim != 2:
+            raise ValueError(f"gemm: {name} must be 2-D, got shape {x.shape}")
+    dtypes = {a.dtype, b.dtype} | ({c.dtype} if c is not None else set())
+    if len(dtypes) > 1 or a.dtype not in (np.float32, np.float64):
+        raise TypeError(f"gemm: a, b{', c' if c is not None else ''} must all be float32 or all float64; got "
+                        f"{', '.join(str(x.dtype) for x in (a, b, c) if x is not None)}")
+    m, k = a.shape[::-1] if trans_a else a.shape
+    k_b, n = b.shape[::-1] if trans_b else b.shape
+    if k != k_b:
+        raise ValueError(f"gemm: op(a) is ({m}, {k}) but op(b) is ({k_b}, {n}) "
+                         f"(a {a.shape}, trans_a={trans_a}; b {b.shape}, trans_b={trans_b})")
+    if c is None:
+        c, beta = np.empty((m, n), a.dtype), 0.0
+    elif c.shape != (m, n):
+        raise ValueError(f"gemm: c must be op(a) @ op(b)'s shape ({m}, {n}), got {c.shape}")
+    elif not c.flags.writeable:
+        raise ValueError("gemm: c is read-only")
+    elif np.may_share_memory(c, a) or np.may_share_memory(c, b):
+        raise ValueError("gemm: c shares memory with a or b; the kernel would overwrite its own input. "
+                         "Pass a separate output array")
+    if m == 0 or n == 0:
+        return c
+    if k == 0:
+        c[...] = 0 if beta == 0 else beta * c
+        return c
+    if _is_row_major_output(c):
+        return _gemm(a, b, c, float(alpha), float(beta), trans_a, trans_b, version, num_threads)
+    result = np.ascontiguousarray(c) if beta != 0 else np.empty((m, n), c.dtype)
+    c[...] = _gemm(a, b, result, float(alpha), float(beta), trans_a, trans_b, version, num_threads)
+    return c
+
+
+def _batched(x, batch):
+    """x broadcast to batch + its matrix dims (a view)."""
+    return np.broadcast_to(x, batch + x.shape[-2:])
+
+
+def matmul(a, b, version=None, num_threads=None):
+    """out = a @ b, (..., m, k) @ (..., k, n) -> (..., m, n): one C gemm per matrix of the batch.
+
+    With a 2-D b (a Linear layer's weight), the batch of a folds into its rows: one gemm.
+    """
+    k, n = b.shape[-2:]
+    if b.ndim == 2:
+        a_rows = a.reshape(-1, k)  # (batch * m, k), a view when a allows it
+        out = np.empty((a_rows.shape[0], n), a.dtype)
+        return _gemm(a_rows, b, out, 1.0, 0.0, False, False, version, num_threads).reshape(a.shape[:-1] + (n,))
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a_all, b_all = _batched(a, batch), _batched(b, batch)
+    out = np.empty(batch + (a.shape[-2], n), a.dtype)  # (..., m, n)
+    for index in np.ndindex(*batch):
+        _gemm(a_all[index], b_all[index], out[index], 1.0, 0.0, False, False, version, num_threads)
+    return out
+
+
+def matmul_backward(a, b, grad_out, version=None, num_threads=None):
+    """grad_a = grad_out @ b^T, grad_b = a^T @ grad_out through the kernel's transpose flags (no
+    transposed copies); over broadcast batch dims the products accumulate (beta = 1) into one matrix."""
+    k, n = b.shape[-2:]
+    if b.ndim == 2:
+        a_rows, grad_rows = a.reshape(-1, k), grad_out.reshape(-1, n)  # (batch * m, k), (batch * m, n)
+        grad_a = _gemm(grad_rows, b, np.empty(a_rows.shape, a.dtype), 1.0, 0.0, False, True, version, num_threads)
+        grad_b = _gemm(a_rows, grad_rows, np.empty((k, n), b.dtype), 1.0, 0.0, True, False, version, num_threads)
+        return grad_a.reshape(a.shape), grad_b
+    batch = grad_out.shape[:-2]
+    # grad_a, grad_b with a's / b's batch dims padded on the left to len(batch).
+    grad_a = np.zeros((1,) * (len(batch) + 2 - a.ndim) + a.shape, a.dtype)
+    grad_b = np.zeros((1,) * (len(batch) + 2 - b.ndim) + b.shape, b.dtype)
+    a_all, b_all = _batched(a, batch), _batched(b, batch)
+    for index in np.ndindex(*batch):
+        index_a = tuple(i if size > 1 else 0 for i, size in zip(index, grad_a.shape[:-2]))
+        index_b = tuple(i if size > 1 else 0 for i, size in zip(index, grad_b.shape[:-2]))
+        _gemm(grad_out[index], b_all[index], grad_a[index_a], 1.0, 1.0, False, True, version, num_threads)
+        _gemm(a_all[index], grad_out[index], grad_b[index_b], 1.0, 1.0, True, False, version, num_threads)
+    return grad_a.reshape(a.shape), grad_b.reshape(b.shape)
