@@ -45,14 +45,15 @@ def attention_mask_bias(attn_mask, shape, dtype):
 
 
 def masked_softmax(s):
-    """softmax over the last axis, p_ij = exp(s_ij − max_j s) / Σ_j exp(s_ij − max_j s).
+    """softmax over the last axis, p_ij = exp(s_ij − max_j s) / Σ_j exp(s_ij − max_j s), computed in place in s.
 
     Subtracting the row max keeps exp from overflowing; a row masked out entirely (all −∞) gets p = 0
     instead of 0/0, so its output and gradients are 0 (what PyTorch's SDPA returns too).
     """
     m = s.max(axis=-1, keepdims=True)
     m[~np.isfinite(m)] = 0
-    p = np.exp(s - m)
+    s -= m
+    p = np.exp(s, out=s)
     total = p.sum(axis=-1, keepdims=True)
     total[total == 0] = 1
     p /= total
@@ -60,8 +61,10 @@ def masked_softmax(s):
 
 
 def softmax_backward(p, dp):
-    """ds = p ∘ (dp − Σ_j dp_j p_j), the softmax Jacobian-vector product (J = diag(p) − p pᵀ)."""
-    return p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+    """ds = p ∘ (dp − Σ_j dp_j p_j), the softmax Jacobian-vector product (J = diag(p) − p pᵀ); overwrites dp."""
+    dp -= np.einsum("...j,...j->...", dp, p)[..., None]
+    dp *= p
+    return dp
 
 
 def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):

@@ -1,0 +1,166 @@
+"""Median milliseconds per GPT training step (forward, backward, AdamW step), minigrad beside PyTorch eager.
+
+The model is the char-level GPT of the lessons: vocab 96, context 128, batch 16, 4 layers, 4 heads,
+d_model 128, MLP 4x, float32. PyTorch (when installed) runs the same architecture with the same weights
+and the same batch, in the same process, at the same thread count, one step of each in turn (threadpoolctl limits NumPy's BLAS,
+torch.set_num_threads limits PyTorch). Compare the ratio, not the absolute times.
+
+    python benchmarks/bench_gpt_step.py                  # 1 and 2 threads, minigrad and PyTorch
+    python benchmarks/bench_gpt_step.py --steps 5 --threads 1
+    python benchmarks/bench_gpt_step.py --profile        # cProfile of minigrad's step (1 thread)
+    python benchmarks/bench_gpt_step.py --backend c      # attention and matmul through the C kernels
+"""
+import argparse
+import cProfile
+import math
+import pstats
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+import minigrad as mg
+import minigrad.nn as nn
+import minigrad.nn.functional as F
+import minigrad.optim as optim
+from minigrad.backend import BACKENDS
+
+CONFIG = dict(vocab_size=96, block_size=128, n_layer=4, n_head=4, d_model=128)
+BATCH = 16
+
+
+def minigrad_step(model, opt, x, y):
+    logits = model(x)  # (B, T, V)
+    loss = F.cross_entropy(logits.reshape(-1, CONFIG["vocab_size"]), y.reshape(-1))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def torch_model(state):
+    """The same GPT in PyTorch eager, built from its documented layers, loaded with minigrad's weights."""
+    import torch
+    import torch.nn.functional as TF
+
+    class Block(torch.nn.Module):
+        def __init__(self, d, h):
+            super().__init__()
+            self.h = h
+            self.ln1, self.ln2 = torch.nn.LayerNorm(d), torch.nn.LayerNorm(d)
+            self.attn = torch.nn.Module()
+            self.attn.in_proj_weight = torch.nn.Parameter(torch.empty(3 * d, d))
+            self.attn.in_proj_bias = torch.nn.Parameter(torch.empty(3 * d))
+            self.attn.out_proj = torch.nn.Linear(d, d)
+            self.mlp = torch.nn.Sequential(torch.nn.Linear(d, 4 * d), torch.nn.GELU(), torch.nn.Linear(4 * d, d))
+
+        def forward(self, x):
+            B, T, d = x.shape
+            qkv = TF.linear(self.ln1(x), self.attn.in_proj_weight, self.attn.in_proj_bias)
+            q, k, v = qkv.view(B, T, 3, self.h, d // self.h).permute(2, 0, 3, 1, 4)
+            a = TF.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + self.attn.out_proj(a.transpose(1, 2).reshape(B, T, d))
+            return x + self.mlp(self.ln2(x))
+
+    class GPT(torch.nn.Module):
+        def __init__(self, vocab_size, block_size, n_layer, n_head, d_model):
+            super().__init__()
+            self.wte = torch.nn.Embedding(vocab_size, d_model)
+            self.wpe = torch.nn.Embedding(block_size, d_model)
+            self.blocks = torch.nn.ModuleList([Block(d_model, n_head) for _ in range(n_layer)])
+            self.ln_f = torch.nn.LayerNorm(d_model)
+            self.lm_head = torch.nn.Linear(d_model, vocab_size, bias=False)
+
+        def forward(self, idx):
+            h = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+            for block in self.blocks:
+                h = block(h)
+            return self.lm_head(self.ln_f(h))
+
+    model = GPT(**CONFIG)
+    model.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in state.items()})
+    return model
+
+
+def torch_step(model, opt, x, y):
+    import torch.nn.functional as TF
+
+    logits = model(x)
+    loss = TF.cross_entropy(logits.reshape(-1, CONFIG["vocab_size"]), y.reshape(-1))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def interleaved_median_ms(steps_by_name, repeats, warmup=2):
+    """Median ms per call of each step function, calling them in turn so both see the same machine load."""
+    for _ in range(warmup):
+        for step in steps_by_name.values():
+            step()
+    times = {name: [] for name in steps_by_name}
+    for _ in range(repeats):
+        for name, step in steps_by_name.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1000 * float(np.median(t)) for name, t in times.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--backend", default="numpy", choices=BACKENDS)
+    parser.add_argument("--profile", action="store_true", help="cProfile minigrad's step instead of timing")
+    args = parser.parse_args()
+
+    mg.manual_seed(0)
+    model = nn.GPT(**CONFIG)
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, CONFIG["vocab_size"], size=(BATCH, CONFIG["block_size"]))  # (B, T)
+    y = rng.integers(0, CONFIG["vocab_size"], size=(BATCH, CONFIG["block_size"]))
+    opt = optim.AdamW(model.parameters(), lr=3e-4)
+    mg.set_backend(args.backend)
+
+    if args.profile:
+        with threadpool_limits(args.threads[0]):
+            minigrad_step(model, opt, x, y)
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for _ in range(args.steps):
+                minigrad_step(model, opt, x, y)
+            profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        return
+
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        tmodel = torch_model(state)
+        topt = torch.optim.AdamW(tmodel.parameters(), lr=3e-4)
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+        with torch.no_grad():
+            same = np.abs(tmodel(tx).numpy() - model(x).data).max()
+        print(f"same model check: max |logits difference| minigrad vs PyTorch = {same:.2e}")
+
+    print(f"GPT training step, vocab {CONFIG['vocab_size']}, T {CONFIG['block_size']}, batch {BATCH}, "
+          f"{CONFIG['n_layer']} layers, {CONFIG['n_head']} heads, d {CONFIG['d_model']}, float32, "
+          f"backend {args.backend!r}, median of {args.steps} steps")
+    print(f"{'threads':>7} {'minigrad ms':>12} {'PyTorch ms':>11} {'ratio':>6}")
+    for threads in args.threads:
+        steps = {"minigrad": lambda: minigrad_step(model, opt, x, y)}
+        if torch is not None:
+            torch.set_num_threads(threads)
+            steps["torch"] = lambda: torch_step(tmodel, topt, tx, ty)
+        with threadpool_limits(threads):
+            ms = interleaved_median_ms(steps, args.steps)
+        ours, theirs = ms["minigrad"], ms.get("torch", math.nan)
+        print(f"{threads:>7} {ours:>12.1f} {theirs:>11.1f} {ours / theirs:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()
