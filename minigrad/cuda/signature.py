@@ -6,6 +6,7 @@ simulator knows each parameter's C type and refuses such arguments instead.
 """
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -38,7 +39,7 @@ class Param:
     pointer: bool
     const: bool
 
-    @property
+    @cached_property
     def dtype(self):
         """The NumPy dtype an argument must have (of the array, for a pointer); None for void *."""
         table = {**SCALAR_DTYPES, **POINTEE_DTYPES} if self.pointer else SCALAR_DTYPES

@@ -8,6 +8,7 @@ Before a launch reaches the compiled kernel, every argument is checked the way a
 would need it and a wrong one raises a TypeError / ValueError that names the kernel,
 the parameter and what to pass instead.
 """
+import operator
 import os
 
 import numpy as np
@@ -37,10 +38,12 @@ def parse_order(order):
 def _dims(what, value, limits, kernel):
     """grid/block as CuPy takes them (an int or a tuple of 1 to 3 ints) -> a 3-tuple, checked against the limits."""
     dims = tuple(value) if isinstance(value, (tuple, list)) else (value,)
-    if not 1 <= len(dims) <= 3 or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
-                                          for d in dims):
-        raise TypeError(f"{kernel}: {what} must be an int or a tuple of 1 to 3 ints, got {value!r}")
-    dims = tuple(int(d) for d in dims) + (1,) * (3 - len(dims))
+    try:
+        if not 1 <= len(dims) <= 3 or any(isinstance(d, bool) for d in dims):
+            raise TypeError
+        dims = tuple(operator.index(d) for d in dims) + (1,) * (3 - len(dims))
+    except TypeError:
+        raise TypeError(f"{kernel}: {what} must be an int or a tuple of 1 to 3 ints, got {value!r}") from None
     for axis, (d, limit) in enumerate(zip(dims, limits)):
         if not 1 <= d <= limit:
             raise ValueError(f"{kernel}: {what} {dims} has {'xyz'[axis]} = {d}; CUDA allows 1 to {limit}")
@@ -78,19 +81,16 @@ class SimKernel:
                             f"got {len(args)}")
         lib = self.module._library
         ffi = lib.ffi
-        keep = [_check_argument(where, i, p, a) for i, (p, a) in enumerate(zip(self.params, args))]
-        pointers = ffi.new("void *[]", max(len(keep), 1))
-        for i, value in enumerate(keep):
-            pointers[i] = ffi.cast("void *", value.ctypes.data)
+        keep = [ffi.from_buffer(_check_argument(where, i, p, a)) for i, (p, a) in enumerate(zip(self.params, args))]
+        pointers = ffi.new("void *[]", keep or 1)
         shared = np.empty(int(shared_mem) + 64, np.uint8)
-        shared_ptr = ffi.cast("void *", (shared.ctypes.data + 63) // 64 * 64)
+        shared_ptr = ffi.cast("void *", (shared.ctypes.data + 63) // 64 * 64)  # 64-byte aligned, like a GPU's
         kind, seed = parse_order(order or self.order or self.module.order
                                  or os.environ.get("MINIGRAD_CUDA_SIM_ORDER") or "forward")
         error = ffi.new("char[]", _ERROR_BYTES)
         with lib.lock:
-            status = lib.lib.minigrad_sim_launch(self._index, pointers, ffi.new("unsigned int[3]", grid),
-                                          ffi.new("unsigned int[3]", block), shared_ptr, int(shared_mem),
-                                          kind, seed, lib.stack_bytes, error, _ERROR_BYTES)
+            status = lib.lib.minigrad_sim_launch(self._index, pointers, grid, block, shared_ptr, int(shared_mem),
+                                                 kind, seed, lib.stack_bytes, error, _ERROR_BYTES)
         if status:
             message = ffi.string(error).decode(errors="replace")
             raise _STATUS_ERRORS.get(status, CudaSimError)(
