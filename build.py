@@ -22,7 +22,7 @@ from pathlib import Path
 import setuptools  # noqa: F401  (provides distutils on Python >= 3.12)
 from cffi import FFI
 from distutils.ccompiler import new_compiler
-from distutils.errors import CompileError, LinkError
+from distutils.errors import CompileError, DistutilsError, LinkError
 from distutils.sysconfig import customize_compiler
 
 ROOT = Path(__file__).resolve().parent
@@ -69,7 +69,7 @@ def compiler_accepts(flags):
         try:
             objects = compiler.compile([source], output_dir=tmp, extra_postargs=flags)
             compiler.link_executable(objects, "probe", output_dir=tmp, extra_postargs=flags)
-        except (CompileError, LinkError, OSError):
+        except (CompileError, LinkError, DistutilsError, OSError):
             return False
     return True
 
@@ -118,6 +118,10 @@ def build(target_dir=ROOT, sanitize=False, verbose=False):
         staging = destination.with_name(destination.name + ".tmp")
         shutil.copyfile(built, staging)
         os.replace(staging, destination)
+    # Python would import a stale build under another suffix (e.g. pip's .abi3.so) before this one.
+    for stale in destination.parent.glob("_ckernels.*"):
+        if stale != destination and stale.suffix in (".so", ".pyd"):
+            stale.unlink()
     print(f"built {destination}")
     return destination
 
