@@ -16,7 +16,7 @@
  *       and at the end out = O / l, lse = m + log l. The output tile lives in
  *       registers (32 values per thread). Under causal masking the loop stops at the
  *       last key tile that the block's last row can see.
- *       Block 128, grid (ceil(Tq/32), B), dynamic shared (32 d + 16 d + 16 dv + 608) * 4 bytes.
+ *       Block 128, grid (ceil(Tq/32), B), dynamic shared (48 d + 16 dv + 624) * 4 bytes.
  *   attention_backward_rowdot   D_i = sum_e dO_ie O_ie (= rowsum(dO * O)), one thread per row.
  *       Block 128, grid ceil(B Tq / 128).
  *   attention_backward  one block per (BC = 16 keys, batch): K and V tiles stay in shared
@@ -26,12 +26,15 @@
  *           dK += scale dS^T Q,  dQ += scale dS K  (atomicAdd: other key blocks add to
  *       the same rows of dQ, which must be zeroed before the launch). Under causal
  *       masking query tiles that end before the first key are skipped.
- *       Block 128, grid (ceil(Tk/16), B), dynamic shared (32 d + 32 dv + 544) * 4 bytes.
+ *       Block 128, grid (ceil(Tk/16), B), dynamic shared (32 d + 32 dv + 576) * 4 bytes.
+ * In shared memory, rows of K (and of V in the backward) are d + 1 floats apart: a warp
+ * reads the same feature of 16 keys at once, which would all sit in one bank with a
+ * stride of d (a multiple of 32 for the usual head dims) and be served one by one.
  *
  * Resources (nvcc 13.0 -cubin -Xptxas -v, sm_80 / sm_90, 0 bytes spilled):
- *   attention_forward           128 / 96 registers, dynamic shared only (d = dv = 128: 35 KiB)
+ *   attention_forward           128 / 96 registers, dynamic shared only (d = dv = 128: 34.4 KiB)
  *   attention_backward_rowdot    29 / 29 registers, no shared memory
- *   attention_backward           80 / 72 registers, dynamic shared only (d = dv = 128: 34 KiB)
+ *   attention_backward           72 / 72 registers, dynamic shared only (d = dv = 128: 34.3 KiB)
  *
  * Test:       python -m pytest tests/test_kernels_cuda.py -q   (simulator vs NumPy,
  *             NVRTC and nvcc compiles; GPU comparisons when a GPU is present)
@@ -62,12 +65,15 @@ __device__ __forceinline__ float dot(const float *x, const float *y, int n)
     return acc;
 }
 
-/* Copy rows [r0, r0 + R) of a (rows, width) row-major matrix into tile (R, width), zeros past the end. */
+/* Copy rows [r0, r0 + R) of a (rows, width) row-major matrix into tile rows `stride` floats apart,
+ * zeros past the end. */
 __device__ __forceinline__ void load_rows(const float *src, int rows, int width, int r0, int R,
-                                          float *tile, int tid, int nthreads)
+                                          float *tile, int stride, int tid, int nthreads)
 {
-    for (int idx = tid; idx < R * width; idx += nthreads)
-        tile[idx] = (r0 + idx / width < rows) ? src[r0 * width + idx] : 0.0f;
+    for (int idx = tid; idx < R * width; idx += nthreads) {
+        int r = idx / width, e = idx % width;
+        tile[r * stride + e] = (r0 + r < rows) ? src[r0 * width + idx] : 0.0f;
+    }
 }
 
 /* Query i may attend to key j: the key exists and, if causal, j <= i. */
@@ -83,8 +89,8 @@ KERNEL attention_forward(const float *__restrict__ q, const float *__restrict__ 
 {
     DYNAMIC_SHARED(float, smem);
     float *Qs = smem;                          /* (BR, d) */
-    float *Ks = Qs + FWD_BR * d;               /* (BC, d) */
-    float *Vs = Ks + FWD_BC * d;               /* (BC, dv) */
+    float *Ks = Qs + FWD_BR * d;               /* (BC, d), rows d + 1 apart */
+    float *Vs = Ks + FWD_BC * (d + 1);         /* (BC, dv) */
     float *Ps = Vs + FWD_BC * dv;              /* (BR, BC) scores, then exp(S - m') */
     float *row_max = Ps + FWD_BR * FWD_BC;     /* (BR) m */
     float *row_sum = row_max + FWD_BR;         /* (BR) l */
@@ -99,7 +105,7 @@ KERNEL attention_forward(const float *__restrict__ q, const float *__restrict__ 
     out += (long long)b * Tq * dv;
     lse += (long long)b * Tq;
 
-    load_rows(q, Tq, d, q0, FWD_BR, Qs, tid, FWD_THREADS);
+    load_rows(q, Tq, d, q0, FWD_BR, Qs, d, tid, FWD_THREADS);
     if (tid < FWD_BR) {
         row_max[tid] = -INFINITY;
         row_sum[tid] = 0.0f;
@@ -113,14 +119,14 @@ KERNEL attention_forward(const float *__restrict__ q, const float *__restrict__ 
     for (int k0 = 0; k0 < k_end; k0 += FWD_BC) {
         /* the previous tile's K, V, P and rescale are still being read */
         __syncthreads();
-        load_rows(k, Tk, d, k0, FWD_BC, Ks, tid, FWD_THREADS);
-        load_rows(v, Tk, dv, k0, FWD_BC, Vs, tid, FWD_THREADS);
+        load_rows(k, Tk, d, k0, FWD_BC, Ks, d + 1, tid, FWD_THREADS);
+        load_rows(v, Tk, dv, k0, FWD_BC, Vs, dv, tid, FWD_THREADS);
         __syncthreads();
 
         for (int idx = tid; idx < FWD_BR * FWD_BC; idx += FWD_THREADS) {
             int r = idx / FWD_BC, c = idx % FWD_BC;
             Ps[idx] = visible(q0 + r, k0 + c, Tk, causal)
-                    ? dot(Qs + r * d, Ks + c * d, d) * scale : -INFINITY;
+                    ? dot(Qs + r * d, Ks + c * (d + 1), d) * scale : -INFINITY;
         }
         __syncthreads();
 
@@ -182,9 +188,9 @@ KERNEL attention_backward(const float *__restrict__ q, const float *__restrict__
                           float scale, int causal)
 {
     DYNAMIC_SHARED(float, smem);
-    float *Ks = smem;                          /* (BC, d) */
-    float *Vs = Ks + BWD_BC * d;               /* (BC, dv) */
-    float *Qs = Vs + BWD_BC * dv;              /* (BR, d) */
+    float *Ks = smem;                          /* (BC, d), rows d + 1 apart */
+    float *Vs = Ks + BWD_BC * (d + 1);         /* (BC, dv), rows dv + 1 apart */
+    float *Qs = Vs + BWD_BC * (dv + 1);        /* (BR, d) */
     float *dOs = Qs + BWD_BR * d;              /* (BR, dv) */
     float *Ps = dOs + BWD_BR * dv;             /* (BR, BC) P */
     float *dSs = Ps + BWD_BR * BWD_BC;         /* (BR, BC) dS */
@@ -204,8 +210,8 @@ KERNEL attention_backward(const float *__restrict__ q, const float *__restrict__
     grad_k += (long long)b * Tk * d;
     grad_v += (long long)b * Tk * dv;
 
-    load_rows(k, Tk, d, k0, BWD_BC, Ks, tid, BWD_THREADS);
-    load_rows(v, Tk, dv, k0, BWD_BC, Vs, tid, BWD_THREADS);
+    load_rows(k, Tk, d, k0, BWD_BC, Ks, d + 1, tid, BWD_THREADS);
+    load_rows(v, Tk, dv, k0, BWD_BC, Vs, dv + 1, tid, BWD_THREADS);
     float gk[BWD_KV_PER_THREAD];               /* dK tile element tid + n * THREADS of (BC, d) */
     float gv[BWD_KV_PER_THREAD];               /* dV tile element tid + n * THREADS of (BC, dv) */
     UNROLL
@@ -219,8 +225,8 @@ KERNEL attention_backward(const float *__restrict__ q, const float *__restrict__
     for (int q0 = q_start; q0 < Tq; q0 += BWD_BR) {
         /* the previous tile's Q, dO, P and dS are still being read */
         __syncthreads();
-        load_rows(q, Tq, d, q0, BWD_BR, Qs, tid, BWD_THREADS);
-        load_rows(grad_out, Tq, dv, q0, BWD_BR, dOs, tid, BWD_THREADS);
+        load_rows(q, Tq, d, q0, BWD_BR, Qs, d, tid, BWD_THREADS);
+        load_rows(grad_out, Tq, dv, q0, BWD_BR, dOs, dv, tid, BWD_THREADS);
         if (tid < BWD_BR) {
             lse_s[tid] = (q0 + tid < Tq) ? lse[q0 + tid] : 0.0f;
             D_s[tid] = (q0 + tid < Tq) ? D[q0 + tid] : 0.0f;
@@ -231,8 +237,8 @@ KERNEL attention_backward(const float *__restrict__ q, const float *__restrict__
             int r = idx / BWD_BC, c = idx % BWD_BC;
             float p = 0.0f, ds = 0.0f;
             if (q0 + r < Tq && visible(q0 + r, k0 + c, Tk, causal)) {
-                p = expf(dot(Qs + r * d, Ks + c * d, d) * scale - lse_s[r]);
-                ds = p * (dot(dOs + r * dv, Vs + c * dv, dv) - D_s[r]);
+                p = expf(dot(Qs + r * d, Ks + c * (d + 1), d) * scale - lse_s[r]);
+                ds = p * (dot(dOs + r * dv, Vs + c * (dv + 1), dv) - D_s[r]);
             }
             Ps[idx] = p;
             dSs[idx] = ds;
@@ -262,7 +268,7 @@ KERNEL attention_backward(const float *__restrict__ q, const float *__restrict__
             if (q0 + r < Tq) {
                 float acc = 0.0f;
                 for (int c = 0; c < BWD_BC; c++)
-                    acc += dSs[r * BWD_BC + c] * Ks[c * d + e];
+                    acc += dSs[r * BWD_BC + c] * Ks[c * (d + 1) + e];
                 atomicAdd(grad_q + q0 * d + idx, acc * scale);
             }
         }

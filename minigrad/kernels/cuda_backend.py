@@ -182,13 +182,13 @@ def _check_head_dims(fn, q, v):
 
 
 def _forward_shared_bytes(d, dv):
-    """Dynamic shared memory of attention_forward: Q tile, K and V tiles, scores, m, l, rescale."""
-    return 4 * (_FWD_BR * d + _FWD_BC * d + _FWD_BC * dv + _FWD_BR * _FWD_BC + 3 * _FWD_BR)
+    """Dynamic shared memory of attention_forward: Q tile, K (padded rows) and V tiles, scores, m, l, rescale."""
+    return 4 * (_FWD_BR * d + _FWD_BC * (d + 1) + _FWD_BC * dv + _FWD_BR * _FWD_BC + 3 * _FWD_BR)
 
 
 def _backward_shared_bytes(d, dv):
-    """Dynamic shared memory of attention_backward: K, V, Q, dO tiles, P, dS, lse, D."""
-    return 4 * (_BWD_BC * (d + dv) + _BWD_BR * (d + dv) + 2 * _BWD_BR * _BWD_BC + 2 * _BWD_BR)
+    """Dynamic shared memory of attention_backward: K and V (padded rows), Q, dO tiles, P, dS, lse, D."""
+    return 4 * (_BWD_BC * (d + 1 + dv + 1) + _BWD_BR * (d + dv) + 2 * _BWD_BR * _BWD_BC + 2 * _BWD_BR)
 
 
 def attention(q, k, v, is_causal=False, return_lse=False, sim=False):
