@@ -127,11 +127,15 @@ def test_matmul_and_backward_batched_sim(version, a_shape, b_shape, order):
     close(grad_b, ref_b, f"matmul_backward {version} grad_b {a_shape} @ {b_shape}", rtol=1e-4, atol=1e-4)
 
 
-def test_matmul_empty_and_bad_version():
+def test_matmul_empty_bad_version_and_32_bit_limit():
     a, b = np.ones((3, 0), np.float32), np.ones((0, 4), np.float32)
     np.testing.assert_array_equal(cuda_backend.matmul(a, b, sim=True), np.zeros((3, 4)))
     with pytest.raises(ValueError, match="cuda matmul: unknown version 'v9'"):
         cuda_backend.matmul(np.ones((2, 2)), np.ones((2, 2)), sim=True, version="v9")
+    # a broadcast view: 2**31 elements without the memory (the check comes before any copy)
+    huge = np.broadcast_to(np.float32(1), (2 ** 16, 2 ** 15))
+    with pytest.raises(ValueError, match=r"matmul: the cuda kernels index with 32-bit ints, but a has 2147483648"):
+        cuda_backend.matmul(huge, np.ones((2 ** 15, 1), np.float32), sim=True)
 
 
 # ---------------------------------------------------------------- attention in the simulator

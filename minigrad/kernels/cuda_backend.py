@@ -90,6 +90,14 @@ def _chunks(n):
 
 # ---------------------------------------------------------------- matmul
 
+def _check_int32_indexing(fn, **counts):
+    """The kernels index within a matrix (and rows of a batch) with 32-bit ints: refuse what would overflow."""
+    for what, count in counts.items():
+        if count >= 2 ** 31:
+            raise ValueError(f"{fn}: the cuda kernels index with 32-bit ints, but {what} has {count} "
+                             f"elements (limit 2**31 - 1); split the problem or use backend 'numpy' or 'c'")
+
+
 def _check_version(version):
     if version not in MATMUL_VERSIONS:
         raise ValueError(f"cuda matmul: unknown version {version!r}; choose one of {', '.join(MATMUL_VERSIONS)}")
@@ -133,6 +141,7 @@ def matmul(a, b, sim=False, version="v3"):
     n = int(np.prod(batch, dtype=np.int64))
     if n == 0 or M == 0 or N == 0 or K == 0:
         return _from_kernel(xp.zeros(batch + (M, N), xp.float32), a)
+    _check_int32_indexing("matmul", a=M * K, b=K * N, out=M * N)
     A, stride_a = _stack_batch(_to_kernel(a, xp), batch, xp)
     B, stride_b = _stack_batch(_to_kernel(b, xp), batch, xp)
     C = _output(xp, (n, M, N), sim)
@@ -159,6 +168,7 @@ def matmul_backward(a, b, grad_out, sim=False, version="v3"):
     n = int(np.prod(batch, dtype=np.int64))
     if n == 0 or M == 0 or N == 0 or K == 0:
         return (_from_kernel(xp.zeros(a.shape, xp.float32), a), _from_kernel(xp.zeros(b.shape, xp.float32), b))
+    _check_int32_indexing("matmul_backward", a=M * K, b=K * N, grad_out=M * N)
     A, stride_a = _stack_batch(_to_kernel(a, xp), batch, xp)
     B, stride_b = _stack_batch(_to_kernel(b, xp), batch, xp)
     G = _to_kernel(grad_out, xp).reshape(n, M, N)
@@ -173,11 +183,14 @@ def matmul_backward(a, b, grad_out, sim=False, version="v3"):
 
 # ---------------------------------------------------------------- attention
 
-def _check_head_dims(fn, q, v):
-    d, dv = q.shape[-1], v.shape[-1]
+def _check_attention_sizes(fn, q, k, v):
+    """Head dims within D_MAX and index ranges within 32 bits; returns d, dv."""
+    (B, Tq, d), (Tk, dv) = q.shape, v.shape[1:]
     if d > HEAD_DIM_MAX or dv > HEAD_DIM_MAX:
         raise ValueError(f"{fn}: the cuda kernels take head dims up to {HEAD_DIM_MAX}, got q {q.shape} "
                          f"(d={d}) and v {v.shape} (dv={dv}); use backend 'numpy' or 'c' for wider heads")
+    _check_int32_indexing(fn, **{"one batch of q": Tq * d, "one batch of k": Tk * d, "one batch of v": Tk * dv,
+                                 "one batch of out": Tq * dv, "lse": B * Tq})
     return d, dv
 
 
@@ -196,7 +209,7 @@ def attention(q, k, v, is_causal=False, return_lse=False, sim=False):
 
     q (B, Tq, d), k (B, Tk, d), v (B, Tk, dv) with d, dv <= 128 -> out (B, Tq, dv), lse (B, Tq).
     """
-    d, dv = _check_head_dims("attention", q, v)
+    d, dv = _check_attention_sizes("attention", q, k, v)
     xp = _array_module(sim)
     (B, Tq, _), Tk = q.shape, k.shape[1]
     if B == 0 or Tq == 0 or Tk == 0:
@@ -222,7 +235,7 @@ def attention_backward(q, k, v, out, lse, grad_out, is_causal=False, sim=False):
     D = rowsum(grad_out * out) comes first (attention_backward_rowdot); then one block
     per key tile accumulates dk and dv and adds its share of dq atomically.
     """
-    d, dv = _check_head_dims("attention_backward", q, v)
+    d, dv = _check_attention_sizes("attention_backward", q, k, v)
     xp = _array_module(sim)
     (B, Tq, _), Tk = q.shape, k.shape[1]
     if B == 0 or Tq == 0 or Tk == 0:
