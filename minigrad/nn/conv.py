@@ -22,33 +22,37 @@ def as_pair(value, name, op):
 
 
 def sliding_windows(xp, kh, kw, stride):
-    """Strided view (N, C, Ho, Wo, kh, kw) of every kh×kw window of xp (N, C, Hp, Wp); no copy."""
-    N, C, Hp, Wp = xp.shape
+    """Strided view (N, Ho, Wo, kh, kw, C) of every kh×kw window of a channels-last image xp (N, Hp, Wp, C); no copy."""
+    N, Hp, Wp, C = xp.shape
     sh, sw = stride
     Ho, Wo = (Hp - kh) // sh + 1, (Wp - kw) // sw + 1
-    sN, sC, sH, sW = xp.strides
+    sN, sH, sW, sC = xp.strides
     return np.lib.stride_tricks.as_strided(
-        xp, (N, C, Ho, Wo, kh, kw), (sN, sC, sH * sh, sW * sw, sH, sW), writeable=False)
+        xp, (N, Ho, Wo, kh, kw, C), (sN, sH * sh, sW * sw, sH, sW, sC), writeable=False)
 
 
 def im2col(xp, kh, kw, stride):
-    """Receptive fields as rows: (N·Ho·Wo, C·kh·kw), row (n, i, j) = xp[n, :, i·s:i·s+kh, j·s:j·s+kw] flattened."""
-    win = sliding_windows(xp, kh, kw, stride)                          # (N, C, Ho, Wo, kh, kw)
-    N, C, Ho, Wo = win.shape[:4]
-    return win.transpose(0, 2, 3, 1, 4, 5).reshape(N * Ho * Wo, C * kh * kw), (Ho, Wo)
+    """Receptive fields as rows: (N·Ho·Wo, kh·kw·C), row (n, i, j) = xp[n, i·s:i·s+kh, j·s:j·s+kw, :] flattened.
+
+    xp is channels-last (N, Hp, Wp, C), so each window row is one contiguous run of kw·C
+    values and the gather copies long runs instead of single pixels.
+    """
+    win = sliding_windows(xp, kh, kw, stride)                          # (N, Ho, Wo, kh, kw, C)
+    N, Ho, Wo = win.shape[:3]
+    return win.reshape(N * Ho * Wo, kh * kw * xp.shape[3]), (Ho, Wo)
 
 
 def col2im(cols, xp_shape, kh, kw, stride, out_hw):
-    """The adjoint of im2col: add each row's values back onto the pixels it was read from."""
-    N, C, Hp, Wp = xp_shape
+    """The adjoint of im2col: add each row's values back onto the pixels (N, Hp, Wp, C) they were read from."""
+    N, Hp, Wp, C = xp_shape
     Ho, Wo = out_hw
     sh, sw = stride
-    cols = cols.reshape(N, Ho, Wo, C, kh, kw)
+    cols = cols.reshape(N, Ho, Wo, kh, kw, C)
     dxp = np.zeros(xp_shape, dtype=cols.dtype)
     # Only kh·kw slice-adds: each kernel offset (i, j) touches a strided grid of pixels exactly once.
     for i in range(kh):
         for j in range(kw):
-            dxp[:, :, i:i + sh * Ho:sh, j:j + sw * Wo:sw] += cols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+            dxp[:, i:i + sh * Ho:sh, j:j + sw * Wo:sw] += cols[:, :, :, i, j]
     return dxp
 
 
@@ -58,6 +62,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     Cross-correlation on NCHW like PyTorch's conv2d: x (N, C, H, W), W (O, C, kh, kw),
     b (O,) → y (N, O, Ho, Wo), Ho = (H + 2·pad − kh)//s + 1. As matrices, Y = cols(x) Wᵀ,
     so dW = dYᵀ cols(x), dcols = dY W, dx = col2im(dcols), db = Σ dY.
+    Internally the image is channels-last (the output is an NCHW view of NHWC memory,
+    which the next conv or pooling reads without a copy).
     """
     x, weight = as_tensor(x), as_tensor(weight)
     stride, padding = as_pair(stride, "stride", "conv2d"), as_pair(padding, "padding", "conv2d")
@@ -65,9 +71,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     N, C, H, W = x.shape
     O, _, kh, kw = weight.shape
     ph, pw = padding
-    xp = np.pad(x.data, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x.data
-    cols, (Ho, Wo) = im2col(xp, kh, kw, stride)                        # (N·Ho·Wo, C·kh·kw)
-    wmat = weight.data.reshape(O, C * kh * kw)                         # (O, C·kh·kw)
+    xp = np.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)      # (N, Hp, Wp, C)
+    xp[:, ph:ph + H, pw:pw + W] = x.data.transpose(0, 2, 3, 1)
+    cols, (Ho, Wo) = im2col(xp, kh, kw, stride)                        # (N·Ho·Wo, kh·kw·C)
+    wmat = weight.data.transpose(0, 2, 3, 1).reshape(O, kh * kw * C)   # (O, kh·kw·C)
     y = cols @ wmat.T                                                  # (N·Ho·Wo, O)
     if bias is not None:
         y += bias.data
@@ -78,10 +85,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
         g = grad.transpose(0, 2, 3, 1).reshape(N * Ho * Wo, O)         # (N·Ho·Wo, O)
         dx = dw = None
         if x.requires_grad:
-            dxp = col2im(g @ wmat, xp.shape, kh, kw, stride, (Ho, Wo))  # (N, C, Hp, Wp)
-            dx = dxp[:, :, ph:ph + H, pw:pw + W]
+            dxp = col2im(g @ wmat, xp.shape, kh, kw, stride, (Ho, Wo))  # (N, Hp, Wp, C)
+            dx = dxp[:, ph:ph + H, pw:pw + W].transpose(0, 3, 1, 2)    # (N, C, H, W)
         if weight.requires_grad:
-            dw = (g.T @ cols).reshape(weight.shape)                    # (O, C, kh, kw)
+            dw = (g.T @ cols).reshape(O, kh, kw, C).transpose(0, 3, 1, 2)  # (O, C, kh, kw)
         if bias is None:
             return dx, dw
         return dx, dw, g.sum(axis=0)

@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..tensor import Tensor, as_tensor
-from .conv import as_pair, sliding_windows
+from .conv import as_pair
 from .module import Module
 
 
@@ -11,7 +11,7 @@ def max_pool2d(x, kernel_size, stride=None):
 
     x: (N, C, H, W) or (C, H, W) → (…, Ho, Wo), Ho = (H − kh)//s + 1 (rows that do not fill a
     window are dropped, like PyTorch). Backward: each output's gradient goes to the one input
-    that was the maximum of its window (the first one on ties).
+    that was the maximum of its window (the first in row-major order on ties, like PyTorch).
     """
     x = as_tensor(x)
     kh, kw = as_pair(kernel_size, "kernel_size", "max_pool2d")
@@ -23,47 +23,28 @@ def max_pool2d(x, kernel_size, stride=None):
     if x.shape[-2] < kh or x.shape[-1] < kw:
         raise ValueError(f"max_pool2d: the {kh}x{kw} window is larger than the input {x.shape[-2:]} "
                          f"(input shape {x.shape})")
-    if x.ndim == 3:
-        return max_pool2d(x.unsqueeze(0), (kh, kw), (sh, sw)).squeeze(0)
-    if (sh, sw) == (kh, kw):
-        return _max_pool_tiled(x, kh, kw)
-    return _max_pool_strided(x, kh, kw, sh, sw)
+    Ho, Wo = (x.shape[-2] - kh) // sh + 1, (x.shape[-1] - kw) // sw + 1
 
+    def offset_view(a, p, q):
+        """Element (p, q) of every window: a strided slice, (…, Ho, Wo), no copy."""
+        return a[..., p:p + sh * Ho:sh, q:q + sw * Wo:sw]
 
-def _max_pool_tiled(x, kh, kw):
-    """Windows that tile the image (stride = kernel): a reshape exposes them without copying the image."""
-    N, C, H, W = x.shape
-    Ho, Wo = H // kh, W // kw
-    tiles = x.data[:, :, :Ho * kh, :Wo * kw].reshape(N, C, Ho, kh, Wo, kw)
-    win = tiles.transpose(0, 1, 2, 4, 3, 5).reshape(N, C, Ho, Wo, kh * kw)  # (N, C, Ho, Wo, kh·kw)
-    arg = win.argmax(axis=-1)[..., None]                               # (N, C, Ho, Wo, 1)
-    out = np.take_along_axis(win, arg, axis=-1)[..., 0]                # (N, C, Ho, Wo)
+    # kh·kw elementwise maxima over strided slices, in the input's own memory order
+    # (channels-last after a conv): ~4x faster here than reshaping the image into
+    # window-major order, which has to copy it, even when the windows tile the image.
+    offsets = [(p, q) for p in range(kh) for q in range(kw)]
+    out = offset_view(x.data, 0, 0).copy(order="K")                   # (…, Ho, Wo)
+    for p, q in offsets[1:]:
+        np.maximum(out, offset_view(x.data, p, q), out=out)
 
     def backward(grad):
-        dwin = np.zeros(win.shape, dtype=grad.dtype)
-        np.put_along_axis(dwin, arg, grad[..., None], axis=-1)
-        dx = np.zeros(x.shape, dtype=grad.dtype)
-        dx[:, :, :Ho * kh, :Wo * kw] = (dwin.reshape(N, C, Ho, Wo, kh, kw)
-                                        .transpose(0, 1, 2, 4, 3, 5).reshape(N, C, Ho * kh, Wo * kw))
-        return (dx,)
-
-    return Tensor.from_op(out, (x,), backward, "max_pool2d")
-
-
-def _max_pool_strided(x, kh, kw, sh, sw):
-    """Overlapping or gapped windows: a strided view of all windows, then the same argmax."""
-    N, C = x.shape[:2]
-    win = sliding_windows(x.data, kh, kw, (sh, sw))                           # (N, C, Ho, Wo, kh, kw) view
-    Ho, Wo = win.shape[2:4]
-    arg = win.reshape(N, C, Ho, Wo, kh * kw).argmax(axis=-1)           # (N, C, Ho, Wo)
-    out = np.take_along_axis(win.reshape(N, C, Ho, Wo, kh * kw), arg[..., None], axis=-1)[..., 0]
-
-    def backward(grad):
-        dx = np.zeros(x.shape, dtype=grad.dtype)
-        # One slice-add per window offset (p, q): the outputs whose maximum sat there.
-        for p in range(kh):
-            for q in range(kw):
-                dx[:, :, p:p + sh * Ho:sh, q:q + sw * Wo:sw] += np.where(arg == p * kw + q, grad, 0)
+        dx = np.zeros_like(x.data, dtype=grad.dtype)
+        taken = np.zeros(out.shape, dtype=bool)
+        for p, q in offsets:
+            hit = offset_view(x.data, p, q) == out
+            hit &= ~taken                                              # only the first maximum of a window
+            taken |= hit
+            offset_view(dx, p, q)[...] += grad * hit
         return (dx,)
 
     return Tensor.from_op(out, (x,), backward, "max_pool2d")
