@@ -88,7 +88,8 @@ def test_reference_attention_backward_matches_finite_differences(causal):
 
 # ---------------------------------------------------------------- matmul in the simulator
 
-MATMUL_SHAPES = [(1, 1, 1), (15, 17, 33), (37, 15, 1), (17, 33, 37), (1, 37, 15), (33, 1, 17)]
+MATMUL_SHAPES = [(1, 1, 1), (15, 17, 33), (37, 15, 1), (17, 33, 37), (1, 37, 15), (33, 1, 17),
+                 (130, 20, 129)]  # the last spans 2 x 2 blocks of v3's 128 x 128 tiles
 
 
 @pytest.mark.parametrize("version", cuda_backend.MATMUL_VERSIONS)
@@ -112,6 +113,7 @@ def summed_to(x, shape):
     ((17, 15), (3, 15, 2)),             # one a shared by the batch
     ((2, 1, 15, 17), (1, 3, 17, 33)),   # both broadcast
     ((3, 33, 1), (3, 1, 37)),           # K = 1
+    ((2, 130, 9), (9, 131)),            # transposed reads over several v3 blocks
 ])
 def test_matmul_and_backward_batched_sim(version, a_shape, b_shape, order):
     a, b = rng().standard_normal(a_shape), rng(1).standard_normal(b_shape)
