@@ -521,12 +521,36 @@ def test_kernel_faults_raise_instead_of_killing_python():
     assert y[5] == 1.0
 
 
+def test_assert_and_printf_in_a_kernel(capfd):
+    code = r"""
+    extern "C" __global__ void checked(const int *x, int n)
+    {
+        int i = blockIdx.x * blockDim.x + threadIdx.x;
+        if (i == 0)
+            printf("checking %d values\n", n);
+        assert(x[i] >= 0);
+    }
+    """
+    kernel = SimModule(code=code).get_function("checked")
+    kernel(2, 4, (np.arange(8, dtype=np.int32), np.int32(8)))
+    assert capfd.readouterr().out == "checking 8 values\n"
+    x = np.arange(8, dtype=np.int32)
+    x[6] = -1
+    with pytest.raises(KernelFaultError, match=r"block \(1, 0, 0\), thread \(2, 0, 0\): assertion `x\[i\] >= 0` "
+                                               r"failed at line 7"):
+        kernel(2, 4, (x, np.int32(8)))
+
+
 # ---- compiling --------------------------------------------------------------------------
 
-def test_compile_error_names_the_line_of_the_source():
+def test_compile_error_names_the_line_of_the_source(tmp_path):
     code = 'extern "C" __global__ void k(float *y)\n{\n    y[0] = undefined_name;\n}\n'
     with pytest.raises(CompileError, match=r"kernel\.cu:3:\d+: error: .undefined_name. undeclared"):
         SimModule(code=code)
+    path = tmp_path / "mistake.cu"
+    path.write_text(code)
+    with pytest.raises(CompileError, match=r"mistake\.cu:3:\d+: error"):
+        SimModule(path=path)
 
 
 def test_unsupported_parameter_type_is_a_compile_error():

@@ -12,13 +12,14 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import sysconfig
 import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CompileError
+from .errors import CompileError, CudaSimError
 from .signature import Param, parse_kernels
 
 HERE = Path(__file__).resolve().parent
@@ -102,10 +103,10 @@ def _run(cmd, cwd=None, stdin=None):
                            "or clang, or set CC") from None
 
 
-def _compile_error(stderr):
+def _compile_error(stderr, filename):
     return CompileError("the kernel source does not compile as C for the CUDA simulator (it accepts the C subset "
                         "of CUDA: no templates, classes, references or #include). Compiler output, with line "
-                        f"numbers of your source in kernel.cu:\n{stderr.strip()}")
+                        f"numbers of your source in {filename}:\n{stderr.strip()}")
 
 
 def _entries(kernels):
@@ -132,21 +133,20 @@ def _stack_bytes(build_dir):
     return (stack + 4095) // 4096 * 4096
 
 
-def _compile(code, options, so_path, meta_path):
+def _compile(code, options, so_path, meta_path, filename):
     translated = translate(code)
     cc, flags = compiler(), defines(options)
     pre = _run(cc + ["-E", "-P", "-x", "c", "-DMINIGRAD_CUDA_SIM=1", *flags, "-"], stdin=translated)
     if pre.returncode:
-        raise _compile_error(pre.stderr)
+        raise _compile_error(pre.stderr, "<stdin>")
     kernels = parse_kernels(pre.stdout)
     with tempfile.TemporaryDirectory(dir=so_path.parent) as tmp:
-        Path(tmp, "kernel.cu").write_text(translated)
-        Path(tmp, "module.c").write_text(
-            '#include "sim_runtime.h"\n#include "kernel.cu"\n' + _entries(kernels))
+        Path(tmp, filename).write_text(translated)
+        Path(tmp, "module.c").write_text(f'#include "sim_runtime.h"\n#include "{filename}"\n' + _entries(kernels))
         sources = ["module.c", str(HERE / "sim_scheduler.c")]
         built = _run(cc + CFLAGS + [f"-I{HERE}", *flags, "-o", "module.so", *sources, "-lm"], cwd=tmp)
         if built.returncode:
-            raise _compile_error(built.stderr)
+            raise _compile_error(built.stderr, filename)
         meta = {"kernels": {name: [vars(p) for p in params] for name, params in kernels.items()},
                 "stack_bytes": _stack_bytes(tmp)}
         Path(tmp, "meta.json").write_text(json.dumps(meta))
@@ -163,8 +163,14 @@ def source_hash(code, options):
     return h.hexdigest()[:32]
 
 
-def load(code, options=()):
-    """The Library for this source and options: from this process, the disk cache, or a fresh compile."""
+def load(code, options=(), filename="kernel.cu"):
+    """The Library for this source and options: from this process, the disk cache, or a fresh compile.
+
+    filename only names the source in compiler messages.
+    """
+    if not sys.platform.startswith("linux"):
+        raise CudaSimError(f"the CUDA simulator runs on Linux (and WSL on Windows), not on {sys.platform}: it "
+                           "relies on ELF linker sections to find shared memory")
     key = source_hash(code, options)
     with _lock:
         if key in _loaded:
@@ -172,7 +178,7 @@ def load(code, options=()):
         directory = cache_dir()
         so_path, meta_path = directory / f"{key}.so", directory / f"{key}.json"
         if not (so_path.exists() and meta_path.exists()):
-            _compile(code, options, so_path, meta_path)
+            _compile(code, options, so_path, meta_path, filename)
         meta = json.loads(meta_path.read_text())
         import cffi
         ffi = cffi.FFI()

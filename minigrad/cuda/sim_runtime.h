@@ -117,6 +117,9 @@ __attribute__((noinline)) static void __sim_syncthreads(int line)
     __sim_yield(SIM_AT_BARRIER);
 }
 #define __syncthreads() __sim_syncthreads(__LINE__)
+SIM_SHARED void __sim_assert_fail(const char *condition, int line) __attribute__((noreturn));
+#define assert(condition) ((condition) ? (void)0 : __sim_assert_fail(#condition, __LINE__))
+#define __trap() __sim_assert_fail("__trap()", __LINE__)
 #define __threadfence() __sync_synchronize()
 #define __threadfence_block() __sync_synchronize()
 

@@ -410,12 +410,27 @@ static void on_fault(int sig, siginfo_t *info, void *context)
     siglongjmp(fault_exit, 1);
 }
 
+static const char *failed_assertion;
+static int failed_line;
+
+/* assert() in a kernel: on a GPU the kernel traps and the context reports cudaErrorAssert. */
+void __sim_assert_fail(const char *condition, int line)
+{
+    failed_assertion = condition;
+    failed_line = line;
+    fault_signal = 0;
+    siglongjmp(fault_exit, 1);
+}
+
 static void describe_fault(char *error, size_t error_size)
 {
     const char *block = coords(__sim_blockIdx), *thread = coords(__sim_threadIdx);
     char *addr = fault_address;
     size_t slot = stack_size + page_size;
-    if (fault_signal == SIGFPE)
+    if (fault_signal == 0)
+        snprintf(error, error_size, "block %s, thread %s: assertion `%s` failed at line %d", block, thread,
+                 failed_assertion, failed_line);
+    else if (fault_signal == SIGFPE)
         snprintf(error, error_size, "block %s, thread %s: %s (a GPU gives an unspecified value instead)", block,
                  thread, fault_code == FPE_INTDIV ? "integer division by zero" : "arithmetic fault");
     else if (stacks && addr >= stacks && addr < stacks + stacks_bytes && (size_t)(addr - stacks) % slot < page_size)

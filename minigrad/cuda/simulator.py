@@ -144,13 +144,15 @@ class SimModule:
     def __init__(self, code=None, options=(), *, path=None, order=None):
         if (code is None) == (path is None):
             raise TypeError("SimModule needs exactly one of code= (CUDA source text) and path= (a .cu file)")
+        filename = "kernel.cu"
         if path is not None:
             with open(path) as f:
                 code = f.read()
+            filename = os.path.basename(path)
         if order is not None:
             parse_order(order)
         self.code, self.options, self.order = code, tuple(options), order
-        self._library = build.load(code, self.options)
+        self._library = build.load(code, self.options, filename)
 
     @property
     def kernel_names(self):
