@@ -149,6 +149,7 @@ ATTENTION_SHAPES = [  # (B, Tq, Tk, d, dv)
     (2, 40, 40, 16, 16),
     (1, 33, 17, 16, 64),
     (1, 37, 37, 64, 16),
+    (1, 20, 19, 128, 128),              # the largest head dim: every register slot in use
 ]
 
 
