@@ -175,6 +175,27 @@ extern "C" __global__ void local_array(const float *x, float *out, int n)
     out[blockIdx.x * blockDim.x + tid] = acc;
 }
 
+/* __syncthreads_count/_and/_or, __activemask and bit intrinsics */
+extern "C" __global__ void block_votes(const int *x, int *out)
+{
+    int t = threadIdx.x;
+    int count = __syncthreads_count(x[t] > 0);
+    int all = __syncthreads_and(x[t] > 0);
+    int any = __syncthreads_or(x[t] > 0);
+    if (t == 0) {
+        out[0] = count;
+        out[1] = all;
+        out[2] = any;
+        out[3] = __popc(0xF0F0u) + 100 * __ffs(8) + 1000 * __clz(1);
+    }
+    if (t % 32 >= 4) {
+        unsigned int active = __activemask();
+        if (t == 40)
+            out[4] = (int)active;
+        return;
+    }
+}
+
 extern "C" __global__ void scalars(double *out, double a, long long b, unsigned int c, bool flag)
 {
     out[0] = a;
@@ -351,6 +372,14 @@ def test_scalar_parameter_types(mod):
     np.testing.assert_array_equal(out, [2.5, 7.0, 4e9, 1.0, -2.0 + 2.5])
 
 
+def test_block_votes_and_bit_intrinsics(mod):
+    x = np.array([1, -1, 2, 3] + [1] * 44, np.int32)
+    out = np.zeros(5, np.int32)
+    mod.get_function("block_votes")(1, 48, (x, out))
+    # lanes 4.. of each warp reach __activemask together; warp 1 has lanes 0..15 only
+    np.testing.assert_array_equal(out, [47, 0, 1, 8 + 100 * 4 + 1000 * 31, 0xFFF0])
+
+
 def test_options_define_macros():
     code = r"""
     extern "C" __global__ void fill(float *y) { y[threadIdx.x] = SCALE * OFFSET; }
@@ -397,8 +426,12 @@ def test_launch_limit_errors(mod):
         add(1, (1, 1, 65), args)
     with pytest.raises(ValueError, match=r"grid \(0, 1, 1\) has x = 0"):
         add(0, 8, args)
-    with pytest.raises(ValueError, match=r"shared_mem=49153 bytes .* 0 to 49152"):
+    with pytest.raises(ValueError, match=r"shared_mem=49153 bytes .* 0 to 49152 per block"):
         add(1, 8, args, shared_mem=48 * 1024 + 1)
+    add.max_dynamic_shared_size_bytes = 64 * 1024  # the opt-in, as on cupy.RawKernel
+    add(1, 8, args, shared_mem=64 * 1024)
+    with pytest.raises(ValueError, match="at most 232448"):
+        add.max_dynamic_shared_size_bytes = 228 * 1024
     with pytest.raises(TypeError, match="grid must be an int or a tuple of 1 to 3 ints"):
         add((1, 1, 1, 1), 8, args)
     with pytest.raises(ValueError, match="no __global__ kernel named 'vec_sub'.*vec_add"):

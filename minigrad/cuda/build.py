@@ -47,7 +47,6 @@ class Library:
     ffi: object
     kernels: dict  # name -> (index, (Param, ...))
     stack_bytes: int
-    lock: threading.Lock  # a module's fibers and shared memory serve one launch at a time
 
 
 def cache_dir():
@@ -188,7 +187,8 @@ def load(code, options=(), filename="kernel.cu"):
                              size_t stack_bytes, char *error, size_t error_size);
             size_t minigrad_sim_static_shared_bytes(void);
         """)
-        kernels = {name: (i, tuple(Param(**p) for p in params)) for i, (name, params) in enumerate(meta["kernels"].items())}
-        library = Library(ffi.dlopen(str(so_path)), ffi, kernels, meta["stack_bytes"], threading.Lock())
+        kernels = {name: (i, tuple(Param(**p) for p in params))
+                   for i, (name, params) in enumerate(meta["kernels"].items())}
+        library = Library(ffi.dlopen(str(so_path)), ffi, kernels, meta["stack_bytes"])
         _loaded[key] = library
         return library

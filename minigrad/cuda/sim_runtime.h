@@ -82,7 +82,7 @@ __attribute__((noinline)) static void sim_switch(sim_context *save, sim_context 
 
 /* ---- fiber state shared with the scheduler ---------------------------------- */
 enum { SIM_RUNNABLE, SIM_AT_BARRIER, SIM_AT_WARP, SIM_DONE };
-enum { SIM_SHFL_IDX, SIM_SHFL_UP, SIM_SHFL_DOWN, SIM_SHFL_XOR, SIM_SYNCWARP, SIM_BALLOT };
+enum { SIM_SHFL_IDX, SIM_SHFL_UP, SIM_SHFL_DOWN, SIM_SHFL_XOR, SIM_SYNCWARP, SIM_BALLOT, SIM_ACTIVEMASK };
 
 typedef struct {
     sim_context ctx;      /* where the fiber resumes */
@@ -111,12 +111,20 @@ __attribute__((noinline)) static void __sim_yield(int state)
 
 static inline void *__sim_dynamic_shared(void) { return __sim_dynamic_shared_ptr; }
 
-__attribute__((noinline)) static void __sim_syncthreads(int line)
+/* Every barrier also counts the threads whose predicate is true (for __syncthreads_count). */
+__attribute__((noinline)) static int __sim_syncthreads(int predicate, int line)
 {
-    __sim_threads[__sim_current].line = line;
+    sim_thread *self = &__sim_threads[__sim_current];
+    self->line = line;
+    self->value = predicate != 0;
     __sim_yield(SIM_AT_BARRIER);
+    return (int)__sim_threads[__sim_current].result;
 }
-#define __syncthreads() __sim_syncthreads(__LINE__)
+#define __syncthreads() ((void)__sim_syncthreads(0, __LINE__))
+#define __syncthreads_count(predicate) __sim_syncthreads((predicate), __LINE__)
+#define __syncthreads_or(predicate) (__sim_syncthreads((predicate), __LINE__) != 0)
+#define __syncthreads_and(predicate) \
+    (__sim_syncthreads((predicate), __LINE__) == (int)(blockDim.x * blockDim.y * blockDim.z))
 SIM_SHARED void __sim_assert_fail(const char *condition, int line) __attribute__((noreturn));
 #define assert(condition) ((condition) ? (void)0 : __sim_assert_fail(#condition, __LINE__))
 #define __trap() __sim_assert_fail("__trap()", __LINE__)
@@ -172,6 +180,9 @@ SIM_SHFL_TYPED(ull, unsigned long long)
 #define __syncwarp(...) __SIM_SYNCWARP(0, ##__VA_ARGS__, 0xffffffffu)
 #define __ballot_sync(mask, pred) \
     ((unsigned int)__sim_warp_op(SIM_BALLOT, (mask), (pred) != 0, 0, 32, __LINE__))
+/* The lanes that reach this __activemask() together: those that wait there once every
+ * lane of the warp has stopped somewhere (the lanes a GPU would run converged). */
+#define __activemask() ((unsigned int)__sim_warp_op(SIM_ACTIVEMASK, 0, 0, 0, 32, __LINE__))
 #define __any_sync(mask, pred) (__ballot_sync((mask), (pred)) != 0)
 #define __all_sync(mask, pred) (__ballot_sync((mask), !(pred)) == 0)
 
@@ -225,6 +236,13 @@ static inline float __uint_as_float(unsigned int i) { float f; memcpy(&f, &i, 4)
 static inline unsigned int __float_as_uint(float f) { unsigned int i; memcpy(&i, &f, 4); return i; }
 static inline int __float2int_rn(float x) { return (int)rintf(x); }
 static inline int __float2int_rz(float x) { return (int)x; }
+
+#define __popc(x) __builtin_popcount((unsigned int)(x))
+#define __popcll(x) __builtin_popcountll((unsigned long long)(x))
+#define __ffs(x) __builtin_ffs((int)(x))
+#define __ffsll(x) __builtin_ffsll((long long)(x))
+static inline int __clz(int x) { return x ? __builtin_clz((unsigned int)x) : 32; }
+static inline int __clzll(long long x) { return x ? __builtin_clzll((unsigned long long)x) : 64; }
 
 /* CUDA's overloaded min/max, chosen by the promoted type of both arguments. */
 static inline int __sim_min_i(int a, int b) { return a < b ? a : b; }

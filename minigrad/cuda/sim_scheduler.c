@@ -193,7 +193,7 @@ static const char *coords(uint3 v)
 static const char *warp_op_name(int op)
 {
     static const char *names[] = {"__shfl_sync", "__shfl_up_sync", "__shfl_down_sync", "__shfl_xor_sync",
-                                  "__syncwarp", "__ballot_sync"};
+                                  "__syncwarp", "__ballot_sync", "__activemask"};
     return names[op];
 }
 
@@ -218,6 +218,27 @@ static int shuffle_source(int op, int lane, int arg, int width)
     return -1;
 }
 
+/* Lanes of warp [lo, hi) waiting at an __activemask() learn which lanes wait at the same one. */
+static int resolve_activemask(int lo, int hi)
+{
+    int found = 0;
+    for (int t = lo; t < hi; t++) {
+        if (threads[t].state != SIM_AT_WARP || threads[t].op != SIM_ACTIVEMASK)
+            continue;
+        unsigned int mask = 0;
+        for (int u = lo; u < hi; u++)
+            if (threads[u].state == SIM_AT_WARP && threads[u].op == SIM_ACTIVEMASK
+                && threads[u].line == threads[t].line)
+                mask |= 1u << (u - lo);
+        threads[t].result = mask;
+        found = 1;
+    }
+    for (int t = lo; t < hi && found; t++)
+        if (threads[t].state == SIM_AT_WARP && threads[t].op == SIM_ACTIVEMASK)
+            threads[t].state = SIM_RUNNABLE;
+    return found;
+}
+
 /* Complete every warp operation whose lanes have all arrived. A lane named in the
  * mask that waits elsewhere is an error (a GPU would hang or return garbage); a lane
  * that has returned takes no part, and reading its value gives the poison NaN bits. */
@@ -229,6 +250,8 @@ static int resolve_warps(int n, char *error, size_t error_size)
             if (threads[t].state == SIM_AT_WARP)
                 first = t;
         if (first < 0)
+            continue;
+        if (resolve_activemask(lo, hi))
             continue;
         sim_thread *f = &threads[first];
         const char *op = warp_op_name(f->op);
@@ -331,8 +354,13 @@ static int after_phase(int n, int barriers, char *error, size_t error_size)
                      threads[t].line);
             return SIM_BARRIER_DIVERGENCE;
         }
+    uint64_t count = 0;
     for (int t = 0; t < n; t++)
+        count += threads[t].value;
+    for (int t = 0; t < n; t++) {
+        threads[t].result = count;
         threads[t].state = SIM_RUNNABLE;
+    }
     return SIM_OK;
 }
 

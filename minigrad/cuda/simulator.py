@@ -10,6 +10,7 @@ the parameter and what to pass instead.
 """
 import operator
 import os
+import threading
 
 import numpy as np
 
@@ -19,11 +20,14 @@ from .errors import BarrierDivergenceError, CudaSimError, KernelFaultError, Warp
 MAX_THREADS_PER_BLOCK = 1024
 MAX_BLOCK_DIMS = (1024, 1024, 64)
 MAX_GRID_DIMS = (2**31 - 1, 65535, 65535)
-MAX_DYNAMIC_SHARED_BYTES = 48 * 1024  # without the opt-in attribute a kernel gets at most 48 KiB
+DEFAULT_DYNAMIC_SHARED_BYTES = 48 * 1024  # what a kernel may ask for without opting in
+MAX_DYNAMIC_SHARED_BYTES = 227 * 1024  # the most any GPU (sm_90) allows after opting in
 ORDERS = ("forward", "reverse", "random")
 _STATUS_ERRORS = {1: BarrierDivergenceError, 2: WarpDivergenceError, 3: CudaSimError, 4: MemoryError,
                   5: KernelFaultError}
 _ERROR_BYTES = 1024
+# One launch at a time in the whole process: the fault handlers a launch installs are process-wide.
+_launch_lock = threading.Lock()
 
 
 def parse_order(order):
@@ -59,6 +63,19 @@ class SimKernel:
         self.module, self.name, self.params = module, name, params
         self._index = index
         self.order = None  # thread order for this kernel's launches; None: the module's
+        self._max_dynamic_shared = DEFAULT_DYNAMIC_SHARED_BYTES
+
+    @property
+    def max_dynamic_shared_size_bytes(self):
+        """As in CuPy: raise it (up to 227 KiB on sm_90) to let a launch ask for more than 48 KiB."""
+        return self._max_dynamic_shared
+
+    @max_dynamic_shared_size_bytes.setter
+    def max_dynamic_shared_size_bytes(self, size):
+        if not 0 <= size <= MAX_DYNAMIC_SHARED_BYTES:
+            raise ValueError(f"kernel {self.name}: max_dynamic_shared_size_bytes={size}; GPUs allow at most "
+                             f"{MAX_DYNAMIC_SHARED_BYTES} (227 KiB, sm_90)")
+        self._max_dynamic_shared = int(size)
 
     def __repr__(self):
         return f"<SimKernel {self.name}({', '.join(map(str, self.params))})>"
@@ -71,9 +88,10 @@ class SimKernel:
         if threads > MAX_THREADS_PER_BLOCK:
             raise ValueError(f"{where}: block {block} has {threads} threads; CUDA allows at most "
                              f"{MAX_THREADS_PER_BLOCK} per block")
-        if not isinstance(shared_mem, (int, np.integer)) or not 0 <= shared_mem <= MAX_DYNAMIC_SHARED_BYTES:
-            raise ValueError(f"{where}: shared_mem={shared_mem!r} bytes of dynamic shared memory; CUDA allows "
-                             f"0 to {MAX_DYNAMIC_SHARED_BYTES} (48 KiB) per block")
+        if not isinstance(shared_mem, (int, np.integer)) or not 0 <= shared_mem <= self._max_dynamic_shared:
+            raise ValueError(f"{where}: shared_mem={shared_mem!r} bytes of dynamic shared memory; this kernel may "
+                             f"use 0 to {self._max_dynamic_shared} per block (48 KiB unless "
+                             "max_dynamic_shared_size_bytes is raised)")
         if not isinstance(args, (tuple, list)):
             raise TypeError(f"{where}: args must be a tuple of the kernel's arguments, got {type(args).__name__}")
         if len(args) != len(self.params):
@@ -88,7 +106,7 @@ class SimKernel:
         kind, seed = parse_order(order or self.order or self.module.order
                                  or os.environ.get("MINIGRAD_CUDA_SIM_ORDER") or "forward")
         error = ffi.new("char[]", _ERROR_BYTES)
-        with lib.lock:
+        with _launch_lock:
             status = lib.lib.minigrad_sim_launch(self._index, pointers, grid, block, shared_ptr, int(shared_mem),
                                                  kind, seed, lib.stack_bytes, error, _ERROR_BYTES)
         if status:
