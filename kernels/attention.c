@@ -1,0 +1,574 @@
+/* Fused scaled-dot-product attention on the CPU, forward and backward.
+ *
+ *   S = Q K^T / sqrt(d)          (Tq, Tk)  scores
+ *   P = softmax(S) row by row    (Tq, Tk)  probabilities
+ *   O = P V                      (Tq, dv)  output
+ *   lse_i = log sum_j exp(S_ij)  (Tq,)     saved for the backward
+ *
+ * over a batch of independent problems (bh = batch * heads), with an optional
+ * causal mask aligned top-left like PyTorch: query i sees keys j <= i.
+ *
+ * Versions (each in float32 and float64):
+ *   naive  one query row at a time: the row of scores is materialised
+ *          (O(Tk) extra), softmaxed, multiplied by V. Backward walks the same
+ *          rows. Single-threaded; the reference and the lesson material.
+ *   flash  the FlashAttention scheme. Forward: a block of BQ queries meets
+ *          the keys and values streamed BK at a time; an online softmax keeps
+ *          a running row max m and row sum l, rescaling the partial output by
+ *          exp(m_old - m_new) whenever the max grows; blocks entirely above the
+ *          causal diagonal are skipped. Backward: recompute P = exp(S - lse)
+ *          block by block from the saved lse (never a Tq x Tk array):
+ *              dV += P^T dO,  dP = dO V^T,  dS = P * (dP - D),  D = rowsum(dO * O)
+ *              dQ += dS K / sqrt(d),  dK += dS^T Q / sqrt(d)
+ *          in two race-free parallel sweeps: one over key blocks that owns
+ *          dK and dV, one over query blocks that owns dQ (it recomputes S and
+ *          dP once more, which costs less than synchronising the writes).
+ *          Extra memory: a few block buffers per thread plus D (bh * Tq).
+ *          Threads: OpenMP over (bh, block) pairs, `nthreads` from the Python
+ *          wrapper (env MINIGRAD_NUM_THREADS, default all cores).
+ *
+ * The block products all go through one register-tiled micro-kernel
+ * (gemm_acc): an MR x NR tile of C lives in registers while the shared
+ * dimension streams by, and its inner loop over NR contiguous columns is what
+ * the compiler turns into FMAs on full vector registers (-O3 -march=native).
+ * exp in float32 is a short polynomial that vectorises (libm's expf does not
+ * without -ffast-math); float64 uses libm's exp.
+ *
+ * Build:      python build.py            (every kernels/NAME.c into minigrad._ckernels)
+ * Test:       python -m pytest tests/test_kernels_attention.py -q
+ * Benchmark:  python benchmarks/bench_attention.py
+ *
+ * One source for both precisions: this file includes itself twice with
+ * REAL set to float and then double (the part after #else is the template).
+ */
+#ifndef REAL
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "attention.h"
+
+#define BQ 64 /* queries per block */
+#define BK 64 /* keys per block */
+#define MR 4  /* micro-kernel tile rows */
+#define VECTOR_BYTES 64
+
+static int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+static int thread_count(int requested)
+{
+#ifdef _OPENMP
+    return requested > 0 ? requested : omp_get_max_threads();
+#else
+    (void)requested;
+    return 1;
+#endif
+}
+
+/* One allocation carved into VECTOR_BYTES-aligned pieces: split cache lines
+ * halve the speed of the vector loads. Each piece may round up by less than
+ * VECTOR_BYTES, so callers ask for their total plus VECTOR_BYTES per piece. */
+typedef struct {
+    char *base;
+    size_t used, size;
+} arena;
+
+static int arena_open(arena *a, size_t size)
+{
+    a->size = size + VECTOR_BYTES;
+    a->used = 0;
+    a->base = malloc(a->size);
+    return a->base != NULL;
+}
+
+static void *arena_take(arena *a, size_t bytes)
+{
+    uintptr_t start = (uintptr_t)(a->base + a->used);
+    size_t pad = (VECTOR_BYTES - start % VECTOR_BYTES) % VECTOR_BYTES;
+    void *p = a->base + a->used + pad;
+    a->used += pad + round_up((int64_t)bytes, VECTOR_BYTES);
+    return p;
+}
+
+/* exp(x) in float32 for the softmax, where x <= 0: x = n ln2 + r with
+ * |r| <= ln2/2, exp(r) by its Taylor series to r^6 (relative error < 3e-7),
+ * times 2^n built directly in the exponent bits. x below -88 (and -inf, a
+ * masked score) is first raised to -88, where 2^n comes out exactly 0; NaN
+ * stays NaN. No branch and no float comparison: under gcc's default
+ * -ftrapping-math either one keeps the softmax loop scalar, 8x slower. */
+static inline float exp_f32(float x)
+{
+    const uint32_t minus_88 = 0xC2B00000u, minus_inf = 0xFF800000u;
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    uint32_t xb, below, tbits, scale_bits;
+    float xc, t, n, r, p, scale;
+    memcpy(&xb, &x, sizeof xb);
+    /* all ones when -inf <= x < -88: negative floats order like their bits */
+    below = -(uint32_t)(xb - (minus_88 + 1) < minus_inf - minus_88);
+    xb = (xb & ~below) | (minus_88 & below);
+    memcpy(&xc, &xb, sizeof xc);
+    t = xc * 1.44269504f + magic;
+    n = t - magic;
+    r = xc - n * 0.693145752f - n * 1.42860677e-6f;
+    p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
+    memcpy(&tbits, &t, sizeof tbits);
+    scale_bits = (tbits - 0x4B400000u + 127u) << 23; /* low bits of t hold n */
+    memcpy(&scale, &scale_bits, sizeof scale);
+    return p * scale;
+}
+
+#define REAL float
+#define NAME(name) name##_f32
+#define EXP exp_f32
+#define LOG logf
+#include "attention.c"
+#undef REAL
+#undef NAME
+#undef EXP
+#undef LOG
+
+#define REAL double
+#define NAME(name) name##_f64
+#define EXP exp
+#define LOG log
+#include "attention.c"
+#undef REAL
+#undef NAME
+#undef EXP
+#undef LOG
+
+#else /* the template, for REAL = float or double */
+
+/* NR: columns of the micro-kernel tile, one 512-bit (or two 256-bit) vectors. */
+#define NR ((int64_t)(VECTOR_BYTES / sizeof(REAL)))
+
+/* ---------------------------------------------------------------- naive -- */
+
+int NAME(attention_forward_naive)(const REAL *q, const REAL *k, const REAL *v,
+                                  REAL *out, REAL *lse, int64_t bh, int64_t tq,
+                                  int64_t tk, int64_t d, int64_t dv, int causal)
+{
+    REAL scale = 1 / sqrt((REAL)d);
+    REAL *s = malloc(sizeof(REAL) * tk); /* (Tk,) one row of scores */
+    if (s == NULL)
+        return -1;
+    for (int64_t b = 0; b < bh; b++) {
+        for (int64_t i = 0; i < tq; i++) {
+            const REAL *qi = q + (b * tq + i) * d;
+            REAL *oi = out + (b * tq + i) * dv;
+            int64_t nk = causal ? min64(i + 1, tk) : tk; /* keys this query sees */
+            REAL m = -INFINITY, l = 0;
+            for (int64_t j = 0; j < nk; j++) {
+                const REAL *kj = k + (b * tk + j) * d;
+                REAL dot = 0;
+                for (int64_t c = 0; c < d; c++)
+                    dot += qi[c] * kj[c];
+                s[j] = dot * scale;
+                m = s[j] > m ? s[j] : m;
+            }
+            for (int64_t c = 0; c < dv; c++)
+                oi[c] = 0;
+            for (int64_t j = 0; j < nk; j++) {
+                REAL p = EXP(s[j] - m);
+                const REAL *vj = v + (b * tk + j) * dv;
+                l += p;
+                for (int64_t c = 0; c < dv; c++)
+                    oi[c] += p * vj[c];
+            }
+            for (int64_t c = 0; c < dv; c++)
+                oi[c] /= l;
+            lse[b * tq + i] = m + LOG(l);
+        }
+    }
+    free(s);
+    return 0;
+}
+
+int NAME(attention_backward_naive)(const REAL *q, const REAL *k, const REAL *v,
+                                   const REAL *out, const REAL *lse, const REAL *dout,
+                                   REAL *dq, REAL *dk, REAL *dvout, int64_t bh,
+                                   int64_t tq, int64_t tk, int64_t d, int64_t dv,
+                                   int causal)
+{
+    REAL scale = 1 / sqrt((REAL)d);
+    memset(dk, 0, sizeof(REAL) * bh * tk * d);
+    memset(dvout, 0, sizeof(REAL) * bh * tk * dv);
+    for (int64_t b = 0; b < bh; b++) {
+        for (int64_t i = 0; i < tq; i++) {
+            const REAL *qi = q + (b * tq + i) * d, *oi = out + (b * tq + i) * dv;
+            const REAL *doi = dout + (b * tq + i) * dv;
+            REAL *dqi = dq + (b * tq + i) * d;
+            int64_t nk = causal ? min64(i + 1, tk) : tk;
+            REAL di = 0; /* D_i = rowsum(dO * O) = sum_j P_ij dP_ij */
+            for (int64_t c = 0; c < dv; c++)
+                di += doi[c] * oi[c];
+            for (int64_t c = 0; c < d; c++)
+                dqi[c] = 0;
+            for (int64_t j = 0; j < nk; j++) {
+                const REAL *kj = k + (b * tk + j) * d, *vj = v + (b * tk + j) * dv;
+                REAL *dkj = dk + (b * tk + j) * d, *dvj = dvout + (b * tk + j) * dv;
+                REAL sij = 0, dpij = 0;
+                for (int64_t c = 0; c < d; c++)
+                    sij += qi[c] * kj[c];
+                for (int64_t c = 0; c < dv; c++)
+                    dpij += doi[c] * vj[c];
+                REAL pij = EXP(sij * scale - lse[b * tq + i]);
+                REAL dsij = pij * (dpij - di) * scale; /* dS, with the 1/sqrt(d) of S */
+                for (int64_t c = 0; c < dv; c++)
+                    dvj[c] += pij * doi[c];
+                for (int64_t c = 0; c < d; c++) {
+                    dqi[c] += dsij * kj[c];
+                    dkj[c] += dsij * qi[c];
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- flash -- */
+
+/* C (m x n) = [C +] A (m x kd) B (kd x n), with A(i, p) = a[i*ars + p*acs]
+ * (row or column major, so P^T and dS^T need no copy), B and C row major.
+ * m % MR == 0 and n % NR == 0: the callers pad their blocks with zeros. */
+static void NAME(gemm_acc)(int64_t m, int64_t n, int64_t kd, const REAL *a,
+                           int64_t ars, int64_t acs, const REAL *b, int64_t ldb,
+                           REAL *c, int64_t ldc, int accumulate)
+{
+    for (int64_t i0 = 0; i0 < m; i0 += MR) {
+        for (int64_t j0 = 0; j0 < n; j0 += NR) {
+            REAL acc[MR][NR];
+            for (int ii = 0; ii < MR; ii++)
+                for (int jj = 0; jj < NR; jj++)
+                    acc[ii][jj] = accumulate ? c[(i0 + ii) * ldc + j0 + jj] : 0;
+            for (int64_t p = 0; p < kd; p++) {
+                const REAL *brow = b + p * ldb + j0;
+                for (int ii = 0; ii < MR; ii++) {
+                    REAL aip = a[(i0 + ii) * ars + p * acs];
+                    /* without the pragma gcc vectorises along p instead, 10x slower */
+#pragma omp simd
+                    for (int jj = 0; jj < NR; jj++)
+                        acc[ii][jj] += aip * brow[jj];
+                }
+            }
+            for (int ii = 0; ii < MR; ii++)
+                for (int jj = 0; jj < NR; jj++)
+                    c[(i0 + ii) * ldc + j0 + jj] = acc[ii][jj];
+        }
+    }
+}
+
+/* dst (rows_pad, cols_pad) = src (rows, cols) * scale, zero outside: padding
+ * must be zero, not garbage that could be NaN and poison a product. */
+static void NAME(pack_rows)(REAL *dst, int64_t rows_pad, int64_t cols_pad,
+                            const REAL *src, int64_t rows, int64_t cols, REAL scale)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t c = 0; c < cols; c++)
+            dst[r * cols_pad + c] = src[r * cols + c] * scale;
+        for (int64_t c = cols; c < cols_pad; c++)
+            dst[r * cols_pad + c] = 0;
+    }
+    memset(dst + rows * cols_pad, 0, sizeof(REAL) * (rows_pad - rows) * cols_pad);
+}
+
+/* src (rows, cols) -> one (cols, BK) panel of its transpose per block of BK
+ * rows, zero padded: a panel is contiguous, so the micro-kernel reads it
+ * without the cache-set conflicts of a long row stride. */
+static void NAME(pack_panels_t)(REAL *dst, const REAL *src, int64_t rows, int64_t cols)
+{
+    for (int64_t r0 = 0; r0 < rows; r0 += BK) {
+        REAL *panel = dst + r0 * cols; /* (cols, BK) */
+        int64_t n = min64(BK, rows - r0);
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t c = 0; c < cols; c++)
+                panel[c * BK + r] = src[(r0 + r) * cols + c];
+        for (int64_t c = 0; c < cols; c++)
+            for (int64_t r = n; r < BK; r++)
+                panel[c * BK + r] = 0;
+    }
+}
+
+/* How many of the keys k0 .. k0+bk-1 query i sees (causal: those <= i). */
+static int64_t NAME(visible_keys)(int64_t i, int64_t k0, int64_t bk, int causal)
+{
+    if (!causal)
+        return bk;
+    int64_t n = i - k0 + 1;
+    return n < 0 ? 0 : min64(n, bk);
+}
+
+/* Number of key blocks query block qb meets: under the causal mask, none
+ * that start after its last query. */
+static int64_t NAME(key_blocks_seen)(int64_t qb, int64_t tq, int64_t tk, int causal)
+{
+    int64_t nkb = (tk + BK - 1) / BK;
+    if (!causal)
+        return nkb;
+    int64_t last_query = min64((qb + 1) * BQ, tq) - 1;
+    return min64(nkb, last_query / BK + 1);
+}
+
+/* max(m, max_j s_j) over the first n scores of a row. */
+static REAL NAME(row_max)(const REAL *s, int64_t n, REAL m)
+{
+#pragma omp simd reduction(max : m)
+    for (int64_t c = 0; c < n; c++)
+        m = s[c] > m ? s[c] : m;
+    return m;
+}
+
+/* p_j = exp(s_j - shift) for the n visible keys of a row, 0 for the rest of
+ * the block; returns sum_j p_j. */
+static REAL NAME(row_exp)(REAL *p, const REAL *s, REAL shift, int64_t n)
+{
+    REAL sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t c = 0; c < n; c++) {
+        p[c] = EXP(s[c] - shift);
+        sum += p[c];
+    }
+    for (int64_t c = n; c < BK; c++)
+        p[c] = 0;
+    return sum;
+}
+
+/* P = exp(S - shift_i) on a (bq_pad, BK) block of scores, 0 where masked
+ * or padding; rowsum_i = sum_j P_ij. */
+static void NAME(probabilities)(REAL *p, REAL *rowsum, const REAL *s, const REAL *shift,
+                                int64_t q0, int64_t bq, int64_t bq_pad,
+                                int64_t k0, int64_t bk, int causal)
+{
+    for (int64_t r = 0; r < bq; r++)
+        rowsum[r] = NAME(row_exp)(p + r * BK, s + r * BK, shift[r],
+                                  NAME(visible_keys)(q0 + r, k0, bk, causal));
+    memset(p + bq * BK, 0, sizeof(REAL) * (bq_pad - bq) * BK);
+}
+
+int NAME(attention_forward_flash)(const REAL *q, const REAL *k, const REAL *v,
+                                  REAL *out, REAL *lse, int64_t bh, int64_t tq,
+                                  int64_t tk, int64_t d, int64_t dv, int causal,
+                                  int nthreads)
+{
+    REAL scale = 1 / sqrt((REAL)d);
+    int64_t dvpad = round_up(dv, NR), tkpad = round_up(tk, BK);
+    int64_t nqb = (tq + BQ - 1) / BQ;
+    int failed = 0;
+    size_t bytes = sizeof(REAL) * (d * tkpad + tkpad * dvpad + BQ * d + 2 * BQ * BK +
+                                   BQ * dvpad + 4 * BQ) + 9 * VECTOR_BYTES; /* 9 pieces */
+
+#pragma omp parallel num_threads(thread_count(nthreads))
+    {
+        arena buf;
+        int ok = arena_open(&buf, bytes);
+        int64_t packed_head = -1; /* the head whose K and V sit in kt, vp */
+        REAL *kt = NULL, *vp = NULL, *qs = NULL, *s = NULL, *p = NULL, *o = NULL;
+        REAL *m = NULL, *l = NULL, *m_new = NULL, *rowsum = NULL;
+        if (ok) {
+            kt = arena_take(&buf, sizeof(REAL) * d * tkpad);     /* (Tk/BK, d, BK) K^T panels */
+            vp = arena_take(&buf, sizeof(REAL) * tkpad * dvpad); /* (Tk, dv) V */
+            qs = arena_take(&buf, sizeof(REAL) * BQ * d);        /* (BQ, d) Q / sqrt(d) */
+            s = arena_take(&buf, sizeof(REAL) * BQ * BK);        /* (BQ, BK) scores */
+            p = arena_take(&buf, sizeof(REAL) * BQ * BK);        /* (BQ, BK) exp(S - m) */
+            o = arena_take(&buf, sizeof(REAL) * BQ * dvpad);     /* (BQ, dv) unnormalised O */
+            m = arena_take(&buf, sizeof(REAL) * BQ);             /* (BQ,) running max */
+            l = arena_take(&buf, sizeof(REAL) * BQ);             /* (BQ,) running sum */
+            m_new = arena_take(&buf, sizeof(REAL) * BQ);         /* (BQ,) max after this block */
+            rowsum = arena_take(&buf, sizeof(REAL) * BQ);        /* (BQ,) sum of this block's P */
+        } else {
+#pragma omp atomic write
+            failed = 1;
+        }
+
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t item = 0; item < bh * nqb; item++) {
+            if (!ok)
+                continue;
+            int64_t b = item / nqb, qb = item % nqb;
+            int64_t q0 = qb * BQ, bq = min64(BQ, tq - q0), bq_pad = round_up(bq, MR);
+            if (b != packed_head) {
+                NAME(pack_panels_t)(kt, k + b * tk * d, tk, d);
+                NAME(pack_rows)(vp, tkpad, dvpad, v + b * tk * dv, tk, dv, 1);
+                packed_head = b;
+            }
+            NAME(pack_rows)(qs, bq_pad, d, q + (b * tq + q0) * d, bq, d, scale);
+            memset(o, 0, sizeof(REAL) * bq_pad * dvpad);
+            for (int64_t r = 0; r < bq; r++) {
+                m[r] = -INFINITY;
+                l[r] = 0;
+            }
+
+            int64_t nkb = NAME(key_blocks_seen)(qb, tq, tk, causal);
+            for (int64_t kb = 0; kb < nkb; kb++) {
+                int64_t k0 = kb * BK, bk = min64(BK, tk - k0);
+                NAME(gemm_acc)(bq_pad, BK, d, qs, d, 1, kt + k0 * d, BK, s, BK, 0); /* S = Q K^T / sqrt(d) */
+                for (int64_t r = 0; r < bq; r++)
+                    m_new[r] = NAME(row_max)(s + r * BK, NAME(visible_keys)(q0 + r, k0, bk, causal), m[r]);
+                NAME(probabilities)(p, rowsum, s, m_new, q0, bq, bq_pad, k0, bk, causal);
+                for (int64_t r = 0; r < bq; r++) {
+                    REAL alpha = EXP(m[r] - m_new[r]); /* rescales what came before */
+                    l[r] = alpha * l[r] + rowsum[r];
+                    m[r] = m_new[r];
+                    for (int64_t c = 0; c < dvpad; c++)
+                        o[r * dvpad + c] *= alpha;
+                }
+                NAME(gemm_acc)(bq_pad, dvpad, bk, p, BK, 1, vp + k0 * dvpad, dvpad, o, dvpad, 1); /* O += P V */
+            }
+            for (int64_t r = 0; r < bq; r++) {
+                REAL *orow = out + (b * tq + q0 + r) * dv;
+                for (int64_t c = 0; c < dv; c++)
+                    orow[c] = o[r * dvpad + c] / l[r];
+                lse[b * tq + q0 + r] = m[r] + LOG(l[r]);
+            }
+        }
+        free(buf.base);
+    }
+    return failed ? -1 : 0;
+}
+
+/* dS = P * (dP - D_i), in place over dP; D_i = rowsum(dO * O) = sum_j P_ij dP_ij. */
+static void NAME(score_grad)(REAL *dp, const REAL *p, const REAL *drows, int64_t bq)
+{
+    for (int64_t r = 0; r < bq; r++)
+        for (int64_t c = 0; c < BK; c++)
+            dp[r * BK + c] = p[r * BK + c] * (dp[r * BK + c] - drows[r]);
+}
+
+int NAME(attention_backward_flash)(const REAL *q, const REAL *k, const REAL *v,
+                                   const REAL *out, const REAL *lse, const REAL *dout,
+                                   REAL *dq, REAL *dk, REAL *dvout, int64_t bh,
+                                   int64_t tq, int64_t tk, int64_t d, int64_t dv,
+                                   int causal, int nthreads)
+{
+    REAL scale = 1 / sqrt((REAL)d);
+    int64_t dpad = round_up(d, NR), dvpad = round_up(dv, NR);
+    int64_t tqpad = round_up(tq, BQ), tkpad = round_up(tk, BK);
+    int64_t nqb = tqpad / BQ, nkb = tkpad / BK;
+    int failed = 0;
+    REAL *drows = malloc(sizeof(REAL) * bh * tq); /* (bh, Tq) D = rowsum(dO * O) */
+    /* the whole-head copies of sweep 1 and of sweep 2 share one region */
+    int64_t head1 = tqpad * (dpad + dvpad), head2 = tkpad * (d + dv + dpad);
+    size_t bytes = sizeof(REAL) * ((head1 > head2 ? head1 : head2) + d * BK + dv * BK +
+                                   BQ * dpad + BQ * dvpad + 2 * BQ * BK + BK * dvpad +
+                                   BK * dpad + BQ * dpad + BQ) + 11 * VECTOR_BYTES; /* 11 pieces */
+    if (drows == NULL)
+        return -1;
+
+#pragma omp parallel num_threads(thread_count(nthreads))
+    {
+        arena buf;
+        int ok = arena_open(&buf, bytes);
+        int64_t packed_head = -1;
+        REAL *head = NULL, *kt = NULL, *vt = NULL, *qs = NULL, *dob = NULL, *p = NULL;
+        REAL *ds = NULL, *dvacc = NULL, *dkacc = NULL, *dqacc = NULL, *rowsum = NULL;
+        if (ok) {
+            head = arena_take(&buf, sizeof(REAL) * (head1 > head2 ? head1 : head2));
+            kt = arena_take(&buf, sizeof(REAL) * d * BK);        /* (d, BK) K^T */
+            vt = arena_take(&buf, sizeof(REAL) * dv * BK);       /* (dv, BK) V^T */
+            qs = arena_take(&buf, sizeof(REAL) * BQ * dpad);     /* (BQ, d) Q / sqrt(d) */
+            dob = arena_take(&buf, sizeof(REAL) * BQ * dvpad);   /* (BQ, dv) dO */
+            p = arena_take(&buf, sizeof(REAL) * BQ * BK);        /* (BQ, BK) P */
+            ds = arena_take(&buf, sizeof(REAL) * BQ * BK);       /* (BQ, BK) S, dP, then dS */
+            dvacc = arena_take(&buf, sizeof(REAL) * BK * dvpad); /* (BK, dv) */
+            dkacc = arena_take(&buf, sizeof(REAL) * BK * dpad);  /* (BK, d) */
+            dqacc = arena_take(&buf, sizeof(REAL) * BQ * dpad);  /* (BQ, d) */
+            rowsum = arena_take(&buf, sizeof(REAL) * BQ);        /* (BQ,) unused: P is normalised */
+        } else {
+#pragma omp atomic write
+            failed = 1;
+        }
+
+#pragma omp for schedule(static)
+        for (int64_t row = 0; row < bh * tq; row++) {
+            REAL acc = 0;
+#pragma omp simd reduction(+ : acc)
+            for (int64_t c = 0; c < dv; c++)
+                acc += dout[row * dv + c] * out[row * dv + c];
+            drows[row] = acc;
+        }
+
+        /* Sweep 1: each (bh, key block) owns its rows of dK and dV. */
+        REAL *qs_all = head;                   /* (Tq, d) Q / sqrt(d) of one head */
+        REAL *do_all = head + tqpad * dpad;    /* (Tq, dv) dO of one head */
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t item = 0; item < bh * nkb; item++) {
+            if (!ok)
+                continue;
+            int64_t b = item / nkb, k0 = item % nkb * BK, bk = min64(BK, tk - k0);
+            if (b != packed_head) {
+                NAME(pack_rows)(qs_all, tqpad, dpad, q + b * tq * d, tq, d, scale);
+                NAME(pack_rows)(do_all, tqpad, dvpad, dout + b * tq * dv, tq, dv, 1);
+                packed_head = b;
+            }
+            NAME(pack_panels_t)(kt, k + (b * tk + k0) * d, bk, d);
+            NAME(pack_panels_t)(vt, v + (b * tk + k0) * dv, bk, dv);
+            memset(dkacc, 0, sizeof(REAL) * BK * dpad);
+            memset(dvacc, 0, sizeof(REAL) * BK * dvpad);
+            /* under the causal mask, query blocks ending before k0 see none of these keys */
+            for (int64_t qb = causal ? k0 / BQ : 0; qb < nqb; qb++) {
+                int64_t q0 = qb * BQ, bq = min64(BQ, tq - q0), bq_pad = round_up(bq, MR);
+                const REAL *qsb = qs_all + q0 * dpad, *dobb = do_all + q0 * dvpad;
+                NAME(gemm_acc)(bq_pad, BK, d, qsb, dpad, 1, kt, BK, ds, BK, 0); /* S */
+                NAME(probabilities)(p, rowsum, ds, lse + b * tq + q0, q0, bq, bq_pad, k0, bk, causal);
+                NAME(gemm_acc)(bq_pad, BK, dv, dobb, dvpad, 1, vt, BK, ds, BK, 0); /* dP = dO V^T */
+                NAME(score_grad)(ds, p, drows + b * tq + q0, bq);
+                NAME(gemm_acc)(BK, dvpad, bq, p, 1, BK, dobb, dvpad, dvacc, dvpad, 1); /* dV += P^T dO */
+                NAME(gemm_acc)(BK, dpad, bq, ds, 1, BK, qsb, dpad, dkacc, dpad, 1); /* dK += dS^T Q/sqrt(d) */
+            }
+            for (int64_t r = 0; r < bk; r++) {
+                memcpy(dk + (b * tk + k0 + r) * d, dkacc + r * dpad, sizeof(REAL) * d);
+                memcpy(dvout + (b * tk + k0 + r) * dv, dvacc + r * dvpad, sizeof(REAL) * dv);
+            }
+        }
+
+        /* Sweep 2: each (bh, query block) owns its rows of dQ. */
+        packed_head = -1;
+        REAL *kt_all = head;                   /* (Tk/BK, d, BK) K^T panels */
+        REAL *vt_all = head + d * tkpad;       /* (Tk/BK, dv, BK) V^T panels */
+        REAL *k_all = head + (d + dv) * tkpad; /* (Tk, d) K */
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t item = 0; item < bh * nqb; item++) {
+            if (!ok)
+                continue;
+            int64_t b = item / nqb, q0 = item % nqb * BQ;
+            int64_t bq = min64(BQ, tq - q0), bq_pad = round_up(bq, MR);
+            if (b != packed_head) {
+                NAME(pack_panels_t)(kt_all, k + b * tk * d, tk, d);
+                NAME(pack_panels_t)(vt_all, v + b * tk * dv, tk, dv);
+                NAME(pack_rows)(k_all, tkpad, dpad, k + b * tk * d, tk, d, 1);
+                packed_head = b;
+            }
+            NAME(pack_rows)(qs, bq_pad, dpad, q + (b * tq + q0) * d, bq, d, scale);
+            NAME(pack_rows)(dob, bq_pad, dvpad, dout + (b * tq + q0) * dv, bq, dv, 1);
+            memset(dqacc, 0, sizeof(REAL) * BQ * dpad);
+            int64_t nkb_seen = NAME(key_blocks_seen)(q0 / BQ, tq, tk, causal);
+            for (int64_t k0 = 0; k0 < nkb_seen * BK; k0 += BK) {
+                int64_t bk = min64(BK, tk - k0);
+                NAME(gemm_acc)(bq_pad, BK, d, qs, dpad, 1, kt_all + k0 * d, BK, ds, BK, 0); /* S */
+                NAME(probabilities)(p, rowsum, ds, lse + b * tq + q0, q0, bq, bq_pad, k0, bk, causal);
+                NAME(gemm_acc)(bq_pad, BK, dv, dob, dvpad, 1, vt_all + k0 * dv, BK, ds, BK, 0); /* dP */
+                NAME(score_grad)(ds, p, drows + b * tq + q0, bq);
+                NAME(gemm_acc)(bq_pad, dpad, bk, ds, BK, 1, k_all + k0 * dpad, dpad, dqacc, dpad, 1); /* dQ += dS K */
+            }
+            for (int64_t r = 0; r < bq; r++) {
+                REAL *dqrow = dq + (b * tq + q0 + r) * d;
+                for (int64_t c = 0; c < d; c++)
+                    dqrow[c] = dqacc[r * dpad + c] * scale;
+            }
+        }
+        free(buf.base);
+    }
+    free(drows);
+    return failed ? -1 : 0;
+}
+
+#undef NR
+
+#endif /* REAL */
