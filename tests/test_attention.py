@@ -172,31 +172,57 @@ def test_mismatched_shapes_name_them():
         sdpa(*tensors(randn(2, 4, 3), randn(2, 4, 3), randn(2, 5, 3)))
 
 
-def _c_attention_available():
+def _kernel_attention_works(backend):
     try:
         from minigrad import kernels
         q = np.zeros((1, 2, 2), np.float32)
-        kernels.attention(q, q, q, is_causal=False, return_lse=True, backend="c")
+        kernels.attention(q, q, q, is_causal=False, return_lse=True, backend=backend)
         return True
     except Exception:
         return False
 
 
-@pytest.mark.skipif(not _c_attention_available(), reason="the C attention kernel (minigrad.kernels.attention "
-                    "with backend='c') is not built or not written yet")
+@pytest.mark.parametrize("backend, shapes", [
+    ("c", ((2, 3, 33, 16), (2, 3, 33, 16), (2, 3, 33, 16))),
+    ("c", ((2, 3, 17, 16), (2, 3, 40, 16), (2, 3, 40, 8))),
+    ("cuda-sim", ((2, 2, 9, 8), (2, 2, 9, 8), (2, 2, 9, 8))),
+    ("cuda-sim", ((1, 2, 5, 8), (1, 2, 11, 8), (1, 2, 11, 4))),
+])
 @pytest.mark.parametrize("is_causal", [False, True])
-def test_c_backend_matches_numpy_forward_and_backward(is_causal):
-    q, k, v = (randn(2, 3, 33, 16, seed=s, dtype=np.float32) for s in (1, 2, 3))
-    grad = randn(2, 3, 33, 16, seed=4, dtype=np.float32)
+def test_kernel_backend_matches_numpy_forward_and_backward(backend, shapes, is_causal):
+    if not _kernel_attention_works(backend):
+        pytest.skip(f"minigrad.kernels.attention with backend={backend!r} is not available (not built or "
+                    "not written yet)")
+    q, k, v = (randn(*shape, seed=s, dtype=np.float32) for s, shape in enumerate(shapes))
+    grad = randn(*(shapes[0][:-1] + shapes[2][-1:]), seed=4, dtype=np.float32)
     results = {}
-    for backend in ("numpy", "c"):
+    for name in ("numpy", backend):
         tq, tk, tv = tensors(q, k, v, requires_grad=True)
-        with mg.backend(backend):
+        with mg.backend(name):
             out = sdpa(tq, tk, tv, is_causal=is_causal)
             out.backward(grad)
-        results[backend] = [out.data, tq.grad, tk.grad, tv.grad]
-    for name, a, b in zip(("out", "dq", "dk", "dv"), results["c"], results["numpy"]):
+        results[name] = [out.data, tq.grad, tk.grad, tv.grad]
+        assert (out._op or "").endswith("]") == (name != "numpy")  # the kernel route was really taken
+    for name, a, b in zip(("out", "dq", "dk", "dv"), results[backend], results["numpy"]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_gradcheck_through_the_kernel_route():
+    if not _kernel_attention_works("cuda-sim"):
+        pytest.skip("minigrad.kernels.attention with backend='cuda-sim' is not available")
+    q, k, v = randn(1, 2, 4, 3, seed=1), randn(1, 2, 5, 3, seed=2), randn(1, 2, 5, 2, seed=3)
+    with mg.backend("cuda-sim"):
+        assert mg.gradcheck(lambda a, b, c: sdpa(a, b, c, is_causal=True), tensors(q, k, v, requires_grad=True))
+
+
+def test_masks_and_dropout_stay_on_the_numpy_path_under_other_backends():
+    q, k, v = tensors(randn(1, 4, 3, seed=1), randn(1, 4, 3, seed=2), randn(1, 4, 3, seed=3))
+    allowed = np.tril(np.ones((4, 4), bool))
+    with mg.backend("cuda-sim"):
+        out = sdpa(q, k, v, attn_mask=allowed)
+        scaled = sdpa(q, k, v, scale=0.5)
+    assert out._op == scaled._op == "scaled_dot_product_attention"
+    np.testing.assert_allclose(out.data, reference_attention(q.data, k.data, v.data, allowed=allowed), rtol=1e-10)
 
 
 # ----- MultiheadAttention ---------------------------------------------------------------------

@@ -84,7 +84,7 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
         raise ValueError(f"scaled_dot_product_attention: dropout_p must lie in [0, 1), got {dropout_p}")
     default_scale = scale is None or scale == 1.0 / math.sqrt(q.shape[-1])
     if (get_backend() != "numpy" and attn_mask is None and dropout_p == 0.0 and default_scale
-            and q.shape == k.shape == v.shape and q.ndim >= 2):
+            and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
         return kernel_attention(q, k, v, is_causal)
     return numpy_attention(q, k, v, attn_mask, dropout_p, is_causal,
                            1.0 / math.sqrt(q.shape[-1]) if scale is None else scale)
@@ -147,21 +147,20 @@ def numpy_attention(q, k, v, attn_mask, dropout_p, is_causal, scale):
 def kernel_attention(q, k, v, is_causal):
     """The same op through the backend's fused kernels, on (B·H, T, d) views of (…, T, d) inputs.
 
-    The kernel keeps the row log-sum-exp (lse) instead of the (T, T) weights; its backward recomputes them.
+    The kernel keeps the row log-sum-exp (lse) instead of the (L, S) weights; its backward recomputes them.
     """
     from .. import kernels
 
     backend = get_backend()
-    shape = q.shape
-    T, d = shape[-2:]
-    q3, k3, v3 = (np.ascontiguousarray(t.data.reshape(-1, T, d)) for t in (q, k, v))  # (B·H, T, d)
+    q3, k3, v3 = (np.ascontiguousarray(t.data.reshape((-1,) + t.shape[-2:])) for t in (q, k, v))  # (B·H, T, d)
     out, lse = kernels.attention(q3, k3, v3, is_causal=is_causal, return_lse=True, backend=backend)
 
     def backward(grad):
-        dq, dk, dv = kernels.attention_backward(q3, k3, v3, out, lse, np.ascontiguousarray(grad.reshape(-1, T, d)),
-                                                is_causal=is_causal, backend=backend)
-        return dq.reshape(shape), dk.reshape(shape), dv.reshape(shape)
-    return Tensor.from_op(out.reshape(shape), (q, k, v), backward, f"scaled_dot_product_attention[{backend}]")
+        grad3 = np.ascontiguousarray(grad.reshape(out.shape))
+        dq, dk, dv = kernels.attention_backward(q3, k3, v3, out, lse, grad3, is_causal=is_causal, backend=backend)
+        return dq.reshape(q.shape), dk.reshape(k.shape), dv.reshape(v.shape)
+    return Tensor.from_op(out.reshape(q.shape[:-1] + v.shape[-1:]), (q, k, v), backward,
+                          f"scaled_dot_product_attention[{backend}]")
 
 
 def xavier_uniform(shape, fan_in, fan_out):
