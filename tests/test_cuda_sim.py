@@ -380,6 +380,34 @@ def test_block_votes_and_bit_intrinsics(mod):
     np.testing.assert_array_equal(out, [47, 0, 1, 8 + 100 * 4 + 1000 * 31, 0xFFF0])
 
 
+def test_kernel_signatures_are_read_after_macros():
+    code = r"""
+    #define KERNEL extern "C" __global__ void
+    #define WIDTH 4
+    typedef float real;
+    KERNEL __launch_bounds__(256) fill(float *__restrict__ y, const float4 *v, unsigned n, long long int s,
+                                       const int arr[], float * const z)
+    {
+        y[threadIdx.x] = v[0].x + WIDTH + n + s + arr[0] + z[0];
+    }
+    __global__ void __launch_bounds__(128, 2) plain(void) {}
+    __device__ float helper(float x) { return x; }
+    """
+    mod = SimModule(code=code)
+    assert mod.kernel_names == ("fill", "plain")
+    params = mod.get_function("fill").params
+    assert [str(p) for p in params] == ["float *y", "const float4 *v", "unsigned int n", "long long s",
+                                        "const int *arr", "float *z"]
+    assert [p.dtype for p in params] == [np.float32, np.float32, np.uint32, np.int64, np.int32, np.float32]
+    y, v, z = np.zeros(2, np.float32), np.array([1, 0, 0, 0], np.float32), np.full(1, 0.5, np.float32)
+    mod.get_function("fill")(1, 2, (y, v, np.uint32(2), 3, np.array([10], np.int32), z))
+    np.testing.assert_array_equal(y, 1 + 4 + 2 + 3 + 10 + 0.5)
+    typedefs = SimModule(code='typedef float floatX;\nextern "C" __global__ void k(floatX *x, floatX s) {}')
+    assert [str(p) for p in typedefs.get_function("k").params] == ["float *x", "float s"]
+    with pytest.raises(CompileError, match="type 'half', which the simulator cannot pass"):
+        SimModule(code='typedef struct { short bits; } half;\nextern "C" __global__ void k(half x) {}')
+
+
 def test_options_define_macros():
     code = r"""
     extern "C" __global__ void fill(float *y) { y[threadIdx.x] = SCALE * OFFSET; }

@@ -27,6 +27,7 @@ POINTEE_DTYPES = {"void": None, "float2": np.float32, "float4": np.float32, "int
                   "int4": np.int32, "double2": np.float64}
 
 _QUALIFIERS = {"const", "volatile", "restrict", "__restrict", "__restrict__"}
+_TYPEDEF = re.compile(r"\btypedef\s+([A-Za-z_][\w\s]*?)\s+([A-Za-z_]\w*)\s*;")
 _KERNEL = re.compile(r"\b__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?void\s+"
                      r"(?:__launch_bounds__\s*\([^)]*\)\s*)?([A-Za-z_]\w*)\s*\(([^)]*)\)\s*([{;])")
 
@@ -65,8 +66,11 @@ def normalize(words):
     return f"unsigned {base}" if unsigned else base
 
 
-def parse_param(text, kernel):
-    """`const float *__restrict__ x` -> Param; raises CompileError for types the simulator cannot pass."""
+def parse_param(text, kernel, typedefs=None):
+    """`const float *__restrict__ x` -> Param; raises CompileError for types the simulator cannot pass.
+
+    typedefs maps names made by `typedef float real;` to the words of their type.
+    """
     text = " ".join(text.split())
     pointer_depth = text.count("*") + (1 if text.endswith("]") else 0)
     text = re.sub(r"\[\s*\]$", "", text)
@@ -76,7 +80,10 @@ def parse_param(text, kernel):
         raise CompileError(f"kernel {kernel}: parameter `{text}` is not supported by the simulator; "
                            "use a named scalar or a pointer to scalars")
     name = tokens[-1]
-    ctype = normalize([t for t in tokens[:-1] if t not in _QUALIFIERS])
+    words = [t for t in tokens[:-1] if t not in _QUALIFIERS]
+    while len(words) == 1 and typedefs and words[0] in typedefs and typedefs[words[0]] != words:
+        words = typedefs[words[0]]
+    ctype = normalize(words)
     pointer = pointer_depth == 1
     known = {**SCALAR_DTYPES, **POINTEE_DTYPES} if pointer else SCALAR_DTYPES
     if ctype not in known:
@@ -88,6 +95,8 @@ def parse_param(text, kernel):
 
 def parse_kernels(preprocessed):
     """Every `__global__ void name(params) {` in preprocessed source -> {name: (Param, ...)}."""
+    typedefs = {name: [w for w in words.split() if w not in _QUALIFIERS]
+                for words, name in _TYPEDEF.findall(preprocessed)}
     kernels = {}
     for match in _KERNEL.finditer(preprocessed):
         name, params, opener = match.groups()
@@ -97,5 +106,5 @@ def parse_kernels(preprocessed):
         if params in ("", "void"):
             kernels[name] = ()
         else:
-            kernels[name] = tuple(parse_param(p, name) for p in params.split(","))
+            kernels[name] = tuple(parse_param(p, name, typedefs) for p in params.split(","))
     return kernels
