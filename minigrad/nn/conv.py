@@ -66,6 +66,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     which the next conv or pooling reads without a copy).
     """
     x, weight = as_tensor(x), as_tensor(weight)
+    bias = None if bias is None else as_tensor(bias)
     stride, padding = as_pair(stride, "stride", "conv2d"), as_pair(padding, "padding", "conv2d")
     _check_conv_args(x, weight, bias, stride, padding)
     N, C, H, W = x.shape

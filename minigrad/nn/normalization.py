@@ -18,6 +18,8 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     dx = (ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) / √(σ² + ε),  dγ = Σ g·x̂,  dβ = Σ g  (sums over the other dims).
     """
     x = as_tensor(x)
+    weight = None if weight is None else as_tensor(weight)
+    bias = None if bias is None else as_tensor(bias)
     shape = _as_shape(normalized_shape)
     k = len(shape)
     if k == 0 or x.ndim < k or x.shape[x.ndim - k:] != shape:
