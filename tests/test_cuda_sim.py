@@ -626,16 +626,18 @@ def test_second_module_with_same_source_does_not_recompile(tmp_path, monkeypatch
     real_run = build._run
     monkeypatch.setattr(build, "_run", lambda *a, **k: compiles.append(a) or real_run(*a, **k))
     SimModule(code=code)
-    assert len(compiles) == 2  # preprocess (to read the signatures) and compile
+    assert len(compiles) == 3  # the scheduler (once per cache), preprocess (to read the signatures), compile
     libraries = sorted(p.name for p in (tmp_path / "cuda-sim").iterdir())
     monkeypatch.setattr(build, "_loaded", {})  # as in a fresh process: only the disk cache remains
     y = np.zeros(3, np.int32)
     SimModule(code=code).get_function("one")(1, 3, (y,))
-    assert len(compiles) == 2
+    assert len(compiles) == 3
     assert sorted(p.name for p in (tmp_path / "cuda-sim").iterdir()) == libraries
     np.testing.assert_array_equal(y, 1)
     SimModule(code=code, options=("-DX=1",))
-    assert len(compiles) == 4  # other options: another library
+    assert len(compiles) == 6  # other -D options: another library, and the scheduler sees them too
+    SimModule(code=code + "\n", options=("-DX=1",))
+    assert len(compiles) == 8
 
 
 def test_portable_context_switch_gives_the_same_results():

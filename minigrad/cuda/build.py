@@ -1,6 +1,6 @@
 """CUDA source -> a C shared library the simulator can launch, compiled once and cached.
 
-The user's source is compiled as C after three textual rewrites that C needs
+The user's source is compiled as C after two textual rewrites that C needs
 (`extern "C"` goes, `extern __shared__ T name[];` becomes a pointer to the launch's
 dynamic shared memory), between the CUDA built-ins of sim_runtime.h and the fiber
 scheduler of sim_scheduler.c. Libraries are cached by the hash of source, options and
@@ -24,13 +24,14 @@ from .signature import Param, parse_kernels
 
 HERE = Path(__file__).resolve().parent
 RUNTIME_FILES = ("sim_runtime.h", "sim_scheduler.c")
-CFLAGS = ["-std=gnu11", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-U_FORTIFY_SOURCE",
+CFLAGS = ["-std=gnu11", "-O2", "-fPIC", "-fvisibility=hidden", "-U_FORTIFY_SOURCE",
           "-fno-strict-aliasing",  # CUDA code reinterprets float* as float4* freely
           "-fno-math-errno",  # lets sqrtf be one instruction; CUDA has no errno either
           "-fstack-usage",  # frame sizes, to size the fiber stacks
           "-fstack-clash-protection",  # a frame larger than a page still touches the guard page first
           "-Werror=implicit-function-declaration", "-Werror=incompatible-pointer-types",
-          "-Werror=int-conversion", "-Werror=return-type", "-Wl,-z,defs"]
+          "-Werror=int-conversion", "-Werror=return-type"]
+LDFLAGS = ["-shared", "-Wl,-z,defs", "-lm"]
 BASE_STACK_BYTES = 64 * 1024  # room for libc calls (printf) on top of the kernel's own frames
 
 _EXTERN_C = re.compile(r'\bextern\s+"C"\s*')
@@ -139,11 +140,12 @@ def _compile(code, options, so_path, meta_path, filename):
     if pre.returncode:
         raise _compile_error(pre.stderr, "<stdin>")
     kernels = parse_kernels(pre.stdout)
+    scheduler = _scheduler_object(cc, flags, so_path.parent)
     with tempfile.TemporaryDirectory(dir=so_path.parent) as tmp:
         Path(tmp, filename).write_text(translated)
         Path(tmp, "module.c").write_text(f'#include "sim_runtime.h"\n#include "{filename}"\n' + _entries(kernels))
-        sources = ["module.c", str(HERE / "sim_scheduler.c")]
-        built = _run(cc + CFLAGS + [f"-I{HERE}", *flags, "-o", "module.so", *sources, "-lm"], cwd=tmp)
+        built = _run(cc + CFLAGS + [f"-I{HERE}", *flags, "-o", "module.so", "module.c", str(scheduler)] + LDFLAGS,
+                     cwd=tmp)
         if built.returncode:
             raise _compile_error(built.stderr, filename)
         meta = {"kernels": {name: [vars(p) for p in params] for name, params in kernels.items()},
@@ -151,6 +153,22 @@ def _compile(code, options, so_path, meta_path, filename):
         Path(tmp, "meta.json").write_text(json.dumps(meta))
         os.replace(Path(tmp, "module.so"), so_path)
         os.replace(Path(tmp, "meta.json"), meta_path)
+
+
+def _scheduler_object(cc, flags, directory):
+    """sim_scheduler.c compiled once per compiler and -D flags: most of a module's compile time."""
+    h = hashlib.sha256(repr((cc, CFLAGS, flags)).encode())
+    for name in RUNTIME_FILES:
+        h.update((HERE / name).read_bytes())
+    obj = directory / f"scheduler-{h.hexdigest()[:32]}.o"
+    if not obj.exists():
+        with tempfile.TemporaryDirectory(dir=directory) as tmp:
+            built = _run(cc + CFLAGS + [f"-I{HERE}", *flags, "-c", str(HERE / "sim_scheduler.c"), "-o", "s.o"],
+                         cwd=tmp)
+            if built.returncode:
+                raise CompileError(f"the simulator's own scheduler failed to compile:\n{built.stderr.strip()}")
+            os.replace(Path(tmp, "s.o"), obj)
+    return obj
 
 
 def source_hash(code, options):
