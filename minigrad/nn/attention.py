@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from ..backend import get_backend
+from ..device import array_module
 from ..random import generator
 from ..tensor import Tensor, as_tensor, unbroadcast
 from .module import Module, Parameter
@@ -132,9 +133,9 @@ def numpy_attention(q, k, v, attn_mask, dropout_p, is_causal, scale):
         dp = grad @ np.swapaxes(vd, -1, -2)  # (…, L, S)
         if dropout_p > 0.0:
             dp *= keep * dtype.type(1.0 / (1.0 - dropout_p))
-        ds = softmax_backward(p, dp)  # gradient of the scaled, masked scores = gradient of an additive mask
-        dmask = unbroadcast(ds, mask_tensor.data.shape) if mask_tensor is not None else None
-        ds = ds * dtype.type(scale) if mask_tensor is not None else ds.__imul__(dtype.type(scale))
+        ds = softmax_backward(p, dp)  # gradient of the masked scores, which is also that of an additive mask
+        dmask = None if mask_tensor is None else unbroadcast(ds, mask_tensor.data.shape).copy()
+        ds *= dtype.type(scale)
         dq = unbroadcast(ds @ kd, qd.shape)
         dk = unbroadcast(np.swapaxes(ds, -1, -2) @ qd, kd.shape)
         return (dq, dk, dv) if mask_tensor is None else (dq, dk, dv, dmask)
@@ -152,11 +153,12 @@ def kernel_attention(q, k, v, is_causal):
     from .. import kernels
 
     backend = get_backend()
-    q3, k3, v3 = (np.ascontiguousarray(t.data.reshape((-1,) + t.shape[-2:])) for t in (q, k, v))  # (B·H, T, d)
+    xp = array_module(q.data)
+    q3, k3, v3 = (xp.ascontiguousarray(t.data.reshape((-1,) + t.shape[-2:])) for t in (q, k, v))  # (B·H, T, d)
     out, lse = kernels.attention(q3, k3, v3, is_causal=is_causal, return_lse=True, backend=backend)
 
     def backward(grad):
-        grad3 = np.ascontiguousarray(grad.reshape(out.shape))
+        grad3 = xp.ascontiguousarray(grad.reshape(out.shape))
         dq, dk, dv = kernels.attention_backward(q3, k3, v3, out, lse, grad3, is_causal=is_causal, backend=backend)
         return dq.reshape(q.shape), dk.reshape(k.shape), dv.reshape(v.shape)
     return Tensor.from_op(out.reshape(q.shape[:-1] + v.shape[-1:]), (q, k, v), backward,
