@@ -101,7 +101,8 @@ def make_ffibuilder(cflags, ldflags, root=""):
                           sources=[os.path.join(root, source) for source, _ in pairs],
                           include_dirs=[os.path.join(root, KERNELS)],
                           extra_compile_args=["-std=c11"] + cflags,
-                          extra_link_args=ldflags)
+                          extra_link_args=ldflags,
+                          py_limited_api=True)  # the .abi3.so name pip install gives it too
     return ffibuilder
 
 

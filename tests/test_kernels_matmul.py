@@ -168,6 +168,20 @@ def test_strided_output_arrays(version):
 
 
 @requires_c
+@pytest.mark.parametrize("beta", [0.0, 2.0])
+def test_misaligned_output_array(beta):
+    """An output 1 byte off its dtype's alignment is computed in an aligned buffer and copied back."""
+    rng = np.random.default_rng(6)
+    a, b = random(rng, (9, 11), np.float32), random(rng, (11, 10), np.float32)
+    c = np.frombuffer(bytearray(9 * 10 * 4 + 1), dtype=np.uint8)[1:].view(np.float32).reshape(9, 10)
+    assert not c.flags.aligned
+    c[...] = random(rng, (9, 10), np.float32)
+    expected = a.astype(np.float64) @ b + beta * c
+    c_backend.gemm(a, b, c, beta=beta)
+    assert_matmul_close(c, expected, np.float32, 11, f"misaligned output, beta={beta}")
+
+
+@requires_c
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("m,k,n", [(300, 70, 16), (5, 70, 300), (145, 260, 100)])
 def test_parallel_thread_counts(m, k, n, threads):

@@ -101,7 +101,7 @@ def _operand(x, trans):
             return x, trans, (row_step if rows > 1 else max(cols, 1))
         if (rows == 1 or row_step == 1) and (cols == 1 or col_step >= rows):
             return x, not trans, (col_step if cols > 1 else max(rows, 1))
-    return np.ascontiguousarray(x), trans, max(cols, 1)
+    return np.array(x, order="C"), trans, max(cols, 1)  # a fresh, aligned copy (ascontiguousarray may not copy)
 
 
 def _matmul_function(version, dtype):
@@ -170,7 +170,7 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, ver
         return c
     if _is_row_major_output(c):
         return _gemm(a, b, c, float(alpha), float(beta), trans_a, trans_b, version, num_threads)
-    result = np.ascontiguousarray(c) if beta != 0 else np.empty((m, n), c.dtype)
+    result = np.array(c, order="C") if beta != 0 else np.empty((m, n), c.dtype)
     c[...] = _gemm(a, b, result, float(alpha), float(beta), trans_a, trans_b, version, num_threads)
     return c
 
