@@ -33,6 +33,9 @@ def test_lesson_runs_clean_in_a_fresh_kernel(path, monkeypatch):
     # the kernel is a child process: it finds this checkout's minigrad even when it is not pip-installed
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    # Lessons multiply small matrices, for which one BLAS thread is fastest; on 2 cores busy with the rest of
+    # the suite, two OpenBLAS threads wait for each other and a small GEMM was measured 15-200x slower.
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=CELL_TIMEOUT, kernel_name="python3",
                                      resources={"metadata": {"path": str(LESSONS_DIR)}})
