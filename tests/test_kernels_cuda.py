@@ -160,17 +160,28 @@ ATTENTION_CASES = [shape + (order,) for shape in ATTENTION_SHAPES for order in O
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("B,Tq,Tk,d,dv,order", ATTENTION_CASES)
-def test_attention_forward_and_backward_sim(B, Tq, Tk, d, dv, order, causal, monkeypatch):
+@pytest.mark.parametrize("version", cuda_backend.ATTENTION_FORWARD_VERSIONS)
+def test_attention_forward_sim(version, B, Tq, Tk, d, dv, order, causal, monkeypatch):
     monkeypatch.setenv("MINIGRAD_CUDA_SIM_ORDER", order)
-    q, k, v, g = attention_inputs(B, Tq, Tk, d, dv)
-    f32 = [x.astype(np.float32) for x in (q, k, v, g)]
-    what = f"attention B={B} Tq={Tq} Tk={Tk} d={d} dv={dv} causal={causal} order={order}"
-    out, lse = cuda_backend.attention(*f32[:3], is_causal=causal, return_lse=True, sim=True)
+    q, k, v, _ = attention_inputs(B, Tq, Tk, d, dv)
+    f32 = [x.astype(np.float32) for x in (q, k, v)]
+    what = f"attention {version} B={B} Tq={Tq} Tk={Tk} d={d} dv={dv} causal={causal} order={order}"
+    out, lse = cuda_backend.attention(*f32, is_causal=causal, return_lse=True, sim=True, version=version)
     ref_out, ref_lse = reference_attention(q, k, v, causal)
     assert out.dtype == lse.dtype == np.float32 and out.shape == (B, Tq, dv) and lse.shape == (B, Tq)
     close(out, ref_out, what + ": out")
     close(lse, ref_lse, what + ": lse")
-    grads = cuda_backend.attention_backward(*f32[:3], out, lse, f32[3], is_causal=causal, sim=True)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("B,Tq,Tk,d,dv,order", ATTENTION_CASES)
+def test_attention_backward_sim(B, Tq, Tk, d, dv, order, causal, monkeypatch):
+    monkeypatch.setenv("MINIGRAD_CUDA_SIM_ORDER", order)
+    q, k, v, g = attention_inputs(B, Tq, Tk, d, dv)
+    out, lse = reference_attention(q, k, v, causal)
+    f32 = [x.astype(np.float32) for x in (q, k, v, out, lse, g)]
+    what = f"attention_backward B={B} Tq={Tq} Tk={Tk} d={d} dv={dv} causal={causal} order={order}"
+    grads = cuda_backend.attention_backward(*f32, is_causal=causal, sim=True)
     for name, grad, ref in zip(("dq", "dk", "dv"), grads, reference_attention_backward(q, k, v, g, causal)):
         assert grad.shape == ref.shape and grad.dtype == np.float32
         close(grad, ref, f"{what}: {name}", rtol=1e-4, atol=1e-4)
@@ -184,6 +195,8 @@ def test_attention_float64_in_float64_out_and_head_dim_limit():
     wide = np.zeros((1, 3, 129), np.float32)
     with pytest.raises(ValueError, match=r"attention: the cuda kernels take head dims up to 128.*d=129"):
         cuda_backend.attention(wide, wide, wide, sim=True)
+    with pytest.raises(ValueError, match="cuda attention: unknown version 'v3'"):
+        cuda_backend.attention(q, k, v, sim=True, version="v3")
 
 
 def test_dispatcher_routes_cuda_sim_to_these_kernels():
@@ -338,10 +351,11 @@ def test_attention_gpu(cupy, B, Tq, Tk, d, dv, causal):
     q, k, v, g = attention_inputs(B, Tq, Tk, d, dv)
     f32 = [x.astype(np.float32) for x in (q, k, v, g)]
     what = f"GPU attention B={B} Tq={Tq} Tk={Tk} d={d} dv={dv} causal={causal}"
-    out, lse = cuda_backend.attention(*f32[:3], is_causal=causal, return_lse=True)
     ref_out, ref_lse = reference_attention(q, k, v, causal)
-    close(out, ref_out, what + ": out", rtol=1e-4, atol=1e-4)
-    close(lse, ref_lse, what + ": lse", rtol=1e-4, atol=1e-4)
+    for version in cuda_backend.ATTENTION_FORWARD_VERSIONS:
+        out, lse = cuda_backend.attention(*f32[:3], is_causal=causal, return_lse=True, version=version)
+        close(out, ref_out, f"{what} {version}: out", rtol=1e-4, atol=1e-4)
+        close(lse, ref_lse, f"{what} {version}: lse", rtol=1e-4, atol=1e-4)
     grads = cuda_backend.attention_backward(*f32[:3], out, lse, f32[3], is_causal=causal)
     for name, grad, ref in zip(("dq", "dk", "dv"), grads, reference_attention_backward(q, k, v, g, causal)):
         close(grad, ref, f"{what}: {name}", rtol=1e-3, atol=1e-3)

@@ -20,13 +20,15 @@ import numpy as np
 KERNEL_DIR = pathlib.Path(__file__).resolve().parents[2] / "kernels"
 
 MATMUL_VERSIONS = ("v1", "v2", "v3")
+ATTENTION_FORWARD_VERSIONS = ("v1", "v2")
 COMPILE_OPTIONS = ("-std=c++11",)  # NVRTC's; the simulator accepts and ignores them
 HEAD_DIM_MAX = 128          # D_MAX in attention.cu
 MAX_GRID_YZ = 65535         # CUDA's limit on gridDim.y and gridDim.z
 
 _V12_BLOCK = 16             # V1_BLOCK and V2_TILE in matmul.cu
 _V3_TILE, _V3_THREADS = 128, 256
-_FWD_BR, _FWD_BC, _FWD_THREADS = 32, 16, 128
+_F1_BR, _F1_BC, _F1_THREADS = 32, 16, 128      # attention_forward_v1
+_F2_BR, _F2_BC, _F2_THREADS = 32, 32, 128         # attention_forward_v2
 _BWD_BR, _BWD_BC, _BWD_THREADS = 16, 16, 128
 _ROWDOT_THREADS = 128
 
@@ -98,9 +100,9 @@ def _check_int32_indexing(fn, **counts):
                              f"elements (limit 2**31 - 1); split the problem or use backend 'numpy' or 'c'")
 
 
-def _check_version(version):
-    if version not in MATMUL_VERSIONS:
-        raise ValueError(f"cuda matmul: unknown version {version!r}; choose one of {', '.join(MATMUL_VERSIONS)}")
+def _check_version(fn, version, versions):
+    if version not in versions:
+        raise ValueError(f"cuda {fn}: unknown version {version!r}; choose one of {', '.join(versions)}")
 
 
 def _stack_batch(x, batch, xp):
@@ -134,7 +136,7 @@ def _launch_matmul(A, B, C, M, N, K, trans_a, trans_b, stride_a, stride_b, versi
 
 def matmul(a, b, sim=False, version="v3"):
     """np.matmul(a, b) for ndim >= 2 (batch dims broadcast) with kernels/matmul.cu version v1, v2 or v3."""
-    _check_version(version)
+    _check_version("matmul", version, MATMUL_VERSIONS)
     xp = _array_module(sim)
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     (M, K), N = a.shape[-2:], b.shape[-1]
@@ -161,7 +163,7 @@ def matmul_backward(a, b, grad_out, sim=False, version="v3"):
 
     The transposes are read in place by the kernel (trans_b / trans_a flags), never copied.
     """
-    _check_version(version)
+    _check_version("matmul_backward", version, MATMUL_VERSIONS)
     xp = _array_module(sim)
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     (M, K), N = a.shape[-2:], b.shape[-1]
@@ -194,9 +196,14 @@ def _check_attention_sizes(fn, q, k, v):
     return d, dv
 
 
-def _forward_shared_bytes(d, dv):
-    """Dynamic shared memory of attention_forward: Q tile, K (padded rows) and V tiles, scores, m, l, rescale."""
-    return 4 * (_FWD_BR * d + _FWD_BC * (d + 1) + _FWD_BC * dv + _FWD_BR * _FWD_BC + 3 * _FWD_BR)
+def _forward_launch(version, Tq, d, dv):
+    """(blocks along Tq, threads, dynamic shared bytes) of attention_forward_<version>."""
+    if version == "v1":  # Q tile, K (padded rows) and V tiles, scores, m, l, rescale
+        floats = _F1_BR * d + _F1_BC * (d + 1) + _F1_BC * dv + _F1_BR * _F1_BC + 3 * _F1_BR
+        return _ceil_div(Tq, _F1_BR), _F1_THREADS, 4 * floats
+    # Q tile (padded rows), one buffer for K (padded rows) then V, P (padded rows)
+    floats = _F2_BR * (d + 1) + _F2_BC * max(d + 1, dv) + _F2_BR * (_F2_BC + 1)
+    return _ceil_div(Tq, _F2_BR), _F2_THREADS, 4 * floats
 
 
 def _backward_shared_bytes(d, dv):
@@ -204,11 +211,13 @@ def _backward_shared_bytes(d, dv):
     return 4 * (_BWD_BC * (d + 1 + dv + 1) + _BWD_BR * (d + dv) + 2 * _BWD_BR * _BWD_BC + 2 * _BWD_BR)
 
 
-def attention(q, k, v, is_causal=False, return_lse=False, sim=False):
+def attention(q, k, v, is_causal=False, return_lse=False, sim=False, version="v2"):
     """softmax(q k^T / sqrt(d)) v per batch, flash-style (kernels/attention.cu); optionally the row lse.
 
     q (B, Tq, d), k (B, Tk, d), v (B, Tk, dv) with d, dv <= 128 -> out (B, Tq, dv), lse (B, Tq).
+    version: attention_forward_v1 (one score per thread) or v2 (register-tiled, the default).
     """
+    _check_version("attention", version, ATTENTION_FORWARD_VERSIONS)
     d, dv = _check_attention_sizes("attention", q, k, v)
     xp = _array_module(sim)
     (B, Tq, _), Tk = q.shape, k.shape[1]
@@ -219,12 +228,13 @@ def attention(q, k, v, is_causal=False, return_lse=False, sim=False):
     else:
         Q, K, V = _to_kernel(q, xp), _to_kernel(k, xp), _to_kernel(v, xp)
         out, lse = _output(xp, (B, Tq, dv), sim), _output(xp, (B, Tq), sim)
-        kernel = _kernel("attention", "attention_forward", sim)
+        kernel = _kernel("attention", f"attention_forward_{version}", sim)
+        blocks, threads, shared = _forward_launch(version, Tq, d, dv)
         for z in _chunks(B):
-            kernel((_ceil_div(Tq, _FWD_BR), z.stop - z.start), (_FWD_THREADS,),
+            kernel((blocks, z.stop - z.start), (threads,),
                    (Q[z], K[z], V[z], out[z], lse[z], np.int32(Tq), np.int32(Tk), np.int32(d), np.int32(dv),
                     np.float32(1.0 / np.sqrt(d)), np.int32(bool(is_causal))),
-                   shared_mem=_forward_shared_bytes(d, dv))
+                   shared_mem=shared)
     out = _from_kernel(out, q)
     return (out, _from_kernel(lse, q)) if return_lse else out
 
