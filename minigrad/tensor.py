@@ -736,6 +736,9 @@ def matmul(a, b):
         np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
     except ValueError:
         raise ValueError(f"matmul: batch dims of shapes {a.shape} and {b.shape} do not broadcast") from None
+    out_shape = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]) + (a2.shape[-2], b2.shape[-1])
+    if b2.ndim == 2 and a2.ndim > 2:  # (…, n, k) @ (k, m) is one (…·n, k) @ (k, m) product, not many small ones
+        a2 = a2.reshape(-1, a2.shape[-1])
     backend = get_backend()
     use_kernels = backend != "numpy" and a2.dtype.kind == "f"
     if use_kernels:
@@ -743,16 +746,15 @@ def matmul(a, b):
         out = kernels.matmul(a2, b2, backend=backend)
     else:
         out = a2 @ b2
+    product_shape = out.shape
+    out = out.reshape(out_shape)
     if b.data.ndim == 1:
         out = out[..., 0]
     if a.data.ndim == 1:
         out = out[..., 0, :] if b.data.ndim > 1 else out[..., 0]
 
     def backward(grad):
-        if b.data.ndim == 1:
-            grad = grad[..., None]
-        if a.data.ndim == 1:
-            grad = np.expand_dims(grad, -2)
+        grad = grad.reshape(product_shape)  # undo the reshapes above: the gradient of a2 @ b2
         if use_kernels:
             grad_a, grad_b = kernels.matmul_backward(a2, b2, np.ascontiguousarray(grad), backend=backend)
         else:
