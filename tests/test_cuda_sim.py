@@ -368,8 +368,14 @@ def test_large_local_arrays_and_changing_geometry(mod):
 
 def test_scalar_parameter_types(mod):
     out = np.zeros(5, np.float64)
-    mod.get_function("scalars")(1, 1, (out, 2.5, 7, np.uint32(4000000000), True))
+    scalars = mod.get_function("scalars")
+    scalars(1, 1, (out, np.float64(2.5), np.int64(7), np.uint32(4000000000), np.bool_(True)))
     np.testing.assert_array_equal(out, [2.5, 7.0, 4e9, 1.0, -2.0 + 2.5])
+    # exact types even where CuPy's 64-bit conversion would happen to fit
+    with pytest.raises(TypeError, match=r"`long long b` got a Python int.*np.int64\(7\)"):
+        scalars(1, 1, (out, np.float64(2.5), 7, np.uint32(4), np.bool_(True)))
+    with pytest.raises(TypeError, match=r"`bool flag` got a Python bool.*np.bool\(True\)"):
+        scalars(1, 1, (out, np.float64(2.5), np.int64(7), np.uint32(4), True))
 
 
 def test_block_votes_and_bit_intrinsics(mod):
@@ -400,7 +406,7 @@ def test_kernel_signatures_are_read_after_macros():
                                         "const int *arr", "float *z"]
     assert [p.dtype for p in params] == [np.float32, np.float32, np.uint32, np.int64, np.int32, np.float32]
     y, v, z = np.zeros(2, np.float32), np.array([1, 0, 0, 0], np.float32), np.full(1, 0.5, np.float32)
-    mod.get_function("fill")(1, 2, (y, v, np.uint32(2), 3, np.array([10], np.int32), z))
+    mod.get_function("fill")(1, 2, (y, v, np.uint32(2), np.int64(3), np.array([10], np.int32), z))
     np.testing.assert_array_equal(y, 1 + 4 + 2 + 3 + 10 + 0.5)
     typedefs = SimModule(code='typedef float floatX;\nextern "C" __global__ void k(floatX *x, floatX s) {}')
     assert [str(p) for p in typedefs.get_function("k").params] == ["float *x", "float s"]
@@ -425,7 +431,7 @@ def test_argument_errors(mod):
     a = np.zeros(8, np.float32)
     with pytest.raises(TypeError, match=r"argument 0 `const float \*a` needs a float32 array, got float64"):
         add(1, 8, (a.astype(np.float64), a, a, np.int32(8)))
-    with pytest.raises(TypeError, match=r"int n` got a Python int.*64-bit.*np.int32\(8\)"):
+    with pytest.raises(TypeError, match=r"int n` got a Python int.*as int64 .*garbage.*np.int32\(8\)"):
         add(1, 8, (a, a, a, 8))
     with pytest.raises(TypeError, match=r"int n` needs an np.int32 scalar, got int64"):
         add(1, 8, (a, a, a, np.int64(8)))

@@ -5,8 +5,9 @@
  * user's macros and names cannot clash with it), beside the user's kernels and the
  * generated table `__sim_entries` of entry functions.
  *
- * Fibers are made once with makecontext (each on its own stack with a guard page
- * below it) and switched with _setjmp/_longjmp, which costs no system call. A fiber
+ * Fibers are made once per launch geometry, each on its own stack with a guard page
+ * below it, and switched without a system call: by __sim_switch (a few lines of
+ * assembly) on x86-64, elsewhere by _setjmp/_longjmp after a makecontext. A fiber
  * loops forever: run the kernel for the thread it is told to be, then park. The
  * scheduler resumes every runnable fiber of the block in the chosen order; each runs
  * until it parks at a barrier, at a warp operation, or at its end. Then:
@@ -26,7 +27,8 @@
 #define SIM_API __attribute__((visibility("default")))
 #define SIM_MAX_THREADS 1024
 
-enum { SIM_OK, SIM_BARRIER_DIVERGENCE, SIM_WARP_DIVERGENCE, SIM_BAD_LAUNCH, SIM_NO_MEMORY, SIM_FAULT };
+enum { SIM_BLOCK_DONE = -1, SIM_OK, SIM_BARRIER_DIVERGENCE, SIM_WARP_DIVERGENCE, SIM_BAD_LAUNCH, SIM_NO_MEMORY,
+       SIM_FAULT };
 enum { SIM_ORDER_FORWARD, SIM_ORDER_REVERSE, SIM_ORDER_RANDOM };
 
 uint3 __sim_threadIdx, __sim_blockIdx;
@@ -41,7 +43,7 @@ SIM_SHARED const int __sim_entry_count;
 #if defined(__x86_64__) && !defined(MINIGRAD_SIM_PORTABLE_SWITCH)
 /* void __sim_switch(void **save_sp, void *load_sp): push the callee-saved registers,
  * store the stack pointer to *save_sp, load load_sp, pop the other fiber's registers. */
-__asm__(".text\n"
+__asm__(".pushsection .text\n"
         ".p2align 4\n"
         ".globl __sim_switch\n"
         ".hidden __sim_switch\n"
@@ -52,7 +54,8 @@ __asm__(".text\n"
         "    movq %rsi, %rsp\n"
         "    popq %r15\n    popq %r14\n    popq %r13\n    popq %r12\n    popq %rbx\n    popq %rbp\n"
         "    ret\n"
-        ".size __sim_switch, .-__sim_switch\n");
+        ".size __sim_switch, .-__sim_switch\n"
+        ".popsection\n");
 #endif
 
 extern char __start_sim_shared[] __attribute__((visibility("hidden")));
@@ -180,11 +183,11 @@ static void put_order(int *list, int count, int order, uint64_t *rng)
     }
 }
 
-/* "(x, y, z)" in one of two buffers, so that a message can name two threads. */
+/* "(x, y, z)" in one of three buffers, so that a message can name a block and two threads. */
 static const char *coords(uint3 v)
 {
     static char buffers[3][48];
-    static int next;
+    static unsigned int next;
     char *out = buffers[next++ % 3];
     snprintf(out, sizeof buffers[0], "(%u, %u, %u)", v.x, v.y, v.z);
     return out;
@@ -333,7 +336,7 @@ static int after_phase(int n, int barriers, char *error, size_t error_size)
         }
     }
     if (done == n)
-        return -1;
+        return SIM_BLOCK_DONE;
     if (at_warp)
         return resolve_warps(n, error, error_size);
     const char *block = coords(__sim_blockIdx), *other = coords(thread_index[first_waiting]);
@@ -384,7 +387,7 @@ static int run_block(int n, int order, uint64_t *rng, char *error, size_t error_
         for (int t = 0; t < n && all_at_barrier; t++)
             all_at_barrier = threads[t].state == SIM_AT_BARRIER;
         int status = after_phase(n, barriers, error, error_size);
-        if (status < 0)
+        if (status == SIM_BLOCK_DONE)
             return SIM_OK;
         if (status != SIM_OK)
             return status;

@@ -133,16 +133,12 @@ def _check_argument(where, i, param, value):
             raise ValueError(f"{where}: argument {i} `{param}` got a read-only array; the parameter is not "
                              "const, so the kernel may write it (declare it `const` if it only reads)")
         return value
-    if type(value) is int and expected.itemsize == 8 and expected.kind in "iu":
-        return np.array(value, expected)  # what CuPy sends for a Python int: 64 bits
-    if type(value) is float and expected == np.float64:
-        return np.array(value, expected)
-    if type(value) is bool and expected == np.bool_:
-        return np.array(value, expected)
-    if type(value) in (int, float, bool):
-        raise TypeError(f"{where}: argument {i} `{param}` got a Python {type(value).__name__}, which CuPy "
-                        f"sends as a 64-bit {'double' if type(value) is float else 'integer'}; the kernel "
-                        f"would read garbage on a GPU. Pass np.{expected.name}({value!r})")
+    if type(value) in (int, float, bool):  # not isinstance: np.float64 is a float too
+        sent = np.dtype(np.float64 if type(value) is float else np.int64)
+        why = ("that happens to fit here, but the simulator asks for the exact type so that a launch stays right "
+               "when the parameter changes" if sent == expected else "so the kernel reads garbage on a GPU")
+        raise TypeError(f"{where}: argument {i} `{param}` got a Python {type(value).__name__}, which CuPy sends as "
+                        f"{sent} whatever the parameter is; {why}. Pass np.{expected.name}({value!r})")
     if not isinstance(value, np.generic) or value.dtype != expected:
         got = value.dtype if isinstance(value, np.generic) else type(value).__name__
         raise TypeError(f"{where}: argument {i} `{param}` needs an np.{expected.name} scalar, got {got}")
