@@ -106,7 +106,9 @@ def load_checkpoint(path):
 
 def sample_text(model, tokenizer, prompt, tokens, temperature, top_k):
     model.eval()
-    start = tokenizer.encode(prompt) if prompt else np.array([0], dtype=np.int64)
+    if not prompt:  # start from a newline when the text has one, as if at the start of a paragraph
+        prompt = "\n" if "\n" in tokenizer.stoi else tokenizer.chars[0]
+    start = tokenizer.encode(prompt)
     out = model.generate(start[None, :], tokens, temperature=temperature, top_k=top_k)
     return tokenizer.decode(out[0])
 
@@ -181,7 +183,7 @@ def train(args):
           f"{estimate_loss(model, val_tokens, args, rng, 16):.3f}")
     save_checkpoint(args.checkpoint, model, tokenizer, config)
     print(f"checkpoint saved to {args.checkpoint}")
-    print("sample:\n" + sample_text(model, tokenizer, "\n", args.sample_tokens, 0.8, None))
+    print("sample:\n" + sample_text(model, tokenizer, None, args.sample_tokens, 0.8, None))
 
 
 def sample(args):
@@ -214,7 +216,7 @@ def parse_args(argv):
     smp = commands.add_parser("sample", help="sample text from a checkpoint saved by `gpt`")
     smp.add_argument("checkpoint")
     smp.add_argument("--tokens", type=int, default=500)
-    smp.add_argument("--prompt", default="\n")
+    smp.add_argument("--prompt", default=None, help="text to continue (default: a newline)")
     smp.add_argument("--temperature", type=float, default=0.8)
     smp.add_argument("--top-k", type=int, default=None)
     smp.add_argument("--seed", type=int, default=0)
