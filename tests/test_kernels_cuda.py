@@ -276,44 +276,51 @@ def _nvrtc_log(nvrtc, prog):
     return log.decode(errors="replace").rstrip("\0 \n")
 
 
+def assert_no_local_memory(report, what):
+    """Every kernel in a `ptxas -v` report keeps its per-thread arrays in registers: no stack frame,
+    no spills (a per-thread array indexed at run time would live in slow local memory)."""
+    kernels = re.findall(r"Compiling entry function '(\w+)'", report)
+    frames = re.findall(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", report)
+    assert kernels, f"{what}: ptxas -v reported no kernels:\n{report}"
+    assert len(frames) == len(kernels) and all(f == ("0", "0", "0") for f in frames), \
+        f"{what} uses local memory:\n{report}"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 @pytest.mark.parametrize("name", CU_FILES)
-def test_compiles_with_nvrtc(name, arch):
+def test_compiles_with_nvrtc_without_spills(name, arch):
     nvrtc = _nvrtc()
     result, prog = nvrtc.nvrtcCreateProgram(cuda_backend.kernel_source(name).encode(), f"{name}.cu".encode(),
                                             0, [], [])
     _nvrtc_check(nvrtc, result, prog, "nvrtcCreateProgram")
-    options = [f"--gpu-architecture={arch}".encode()] + [o.encode() for o in cuda_backend.COMPILE_OPTIONS]
-    (result,) = nvrtc.nvrtcCompileProgram(prog, len(options), options)
+    options = [f"--gpu-architecture={arch}", "--ptxas-options=-v", *cuda_backend.COMPILE_OPTIONS]
+    (result,) = nvrtc.nvrtcCompileProgram(prog, len(options), [o.encode() for o in options])
     _nvrtc_check(nvrtc, result, prog, f"NVRTC compiling {name}.cu for {arch}")
     log = _nvrtc_log(nvrtc, prog)
     assert "warning" not in log, f"NVRTC warnings for {name}.cu ({arch}):\n{log}"
+    assert_no_local_memory(log, f"{name}.cu ({arch}, NVRTC)")
     result, size = nvrtc.nvrtcGetCUBINSize(prog)
     assert size > 0, f"NVRTC produced no cubin for {name}.cu ({arch})"
     nvrtc.nvrtcDestroyProgram(prog)
 
 
-# sm_80 only: NVRTC already compiles every file for sm_90, and each nvcc run of attention.cu takes seconds
+# PTX for sm_80 only: NVRTC above already runs the whole compiler (to machine code) for both archs
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["sm_80"])
 @pytest.mark.parametrize("name", CU_FILES)
-def test_compiles_with_nvcc_without_spills(name, arch, tmp_path):
+def test_compiles_with_nvcc_ptx(name, tmp_path):
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         pytest.skip("nvcc not on PATH (the CUDA toolkit is not installed)")
     source = tmp_path / f"{name}.cu"
     source.write_text(cuda_backend.kernel_source(name))
-    run = subprocess.run([nvcc, "-cubin", f"-arch={arch}", "-std=c++11", "-Xptxas", "-v", str(source),
-                          "-o", str(tmp_path / f"{name}.cubin")], capture_output=True, text=True)
-    assert run.returncode == 0, f"nvcc failed on {name}.cu for {arch}:\n{run.stderr}"
-    report = run.stderr
-    kernels = re.findall(r"Compiling entry function '(\w+)'", report)
-    assert kernels, f"nvcc -Xptxas -v printed no kernels:\n{report}"
-    # a per-thread array indexed at run time would live in local memory (a stack frame)
-    frames = re.findall(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", report)
-    assert len(frames) == len(kernels) and all(f == ("0", "0", "0") for f in frames), \
-        f"{name}.cu ({arch}) uses local memory:\n{report}"
+    run = subprocess.run([nvcc, "-ptx", "-arch=sm_80", *cuda_backend.COMPILE_OPTIONS, str(source),
+                          "-o", str(tmp_path / f"{name}.ptx")], capture_output=True, text=True)
+    assert run.returncode == 0, f"nvcc -ptx failed on {name}.cu:\n{run.stderr}"
+    assert "warning" not in run.stderr, f"nvcc warnings for {name}.cu:\n{run.stderr}"
+    entries = set(re.findall(r"\.entry (\w+)\(", (tmp_path / f"{name}.ptx").read_text()))
+    expected = set(re.findall(r"KERNEL (\w+)\(", source.read_text()))
+    assert entries == expected, f"{name}.ptx has entry points {sorted(entries)}, the source {sorted(expected)}"
 
 
 # ---------------------------------------------------------------- on a real GPU
