@@ -155,6 +155,8 @@ int NAME(attention_forward_naive)(const REAL *q, const REAL *k, const REAL *v,
                                   REAL *out, REAL *lse, int64_t bh, int64_t tq,
                                   int64_t tk, int64_t d, int64_t dv, int causal)
 {
+    if (tk < 1 || d < 1)
+        return -2; /* softmax over no keys, or scale 1/sqrt(0) */
     REAL scale = 1 / sqrt((REAL)d);
     REAL *s = malloc(sizeof(REAL) * tk); /* (Tk,) one row of scores */
     if (s == NULL)
@@ -197,6 +199,8 @@ int NAME(attention_backward_naive)(const REAL *q, const REAL *k, const REAL *v,
                                    int64_t tq, int64_t tk, int64_t d, int64_t dv,
                                    int causal)
 {
+    if (tk < 1 || d < 1)
+        return -2; /* softmax over no keys, or scale 1/sqrt(0) */
     REAL scale = 1 / sqrt((REAL)d);
     memset(dk, 0, sizeof(REAL) * bh * tk * d);
     memset(dvout, 0, sizeof(REAL) * bh * tk * dv);
@@ -357,6 +361,8 @@ int NAME(attention_forward_flash)(const REAL *q, const REAL *k, const REAL *v,
                                   int64_t tk, int64_t d, int64_t dv, int causal,
                                   int nthreads)
 {
+    if (tk < 1 || d < 1)
+        return -2; /* softmax over no keys, or scale 1/sqrt(0) */
     REAL scale = 1 / sqrt((REAL)d);
     int64_t dvpad = round_up(dv, NR), tkpad = round_up(tk, BK);
     int64_t nqb = (tq + BQ - 1) / BQ;
@@ -447,12 +453,14 @@ int NAME(attention_backward_flash)(const REAL *q, const REAL *k, const REAL *v,
                                    int64_t tq, int64_t tk, int64_t d, int64_t dv,
                                    int causal, int nthreads)
 {
+    if (tk < 1 || d < 1)
+        return -2; /* softmax over no keys, or scale 1/sqrt(0) */
     REAL scale = 1 / sqrt((REAL)d);
     int64_t dpad = round_up(d, NR), dvpad = round_up(dv, NR);
     int64_t tqpad = round_up(tq, BQ), tkpad = round_up(tk, BK);
     int64_t nqb = tqpad / BQ, nkb = tkpad / BK;
     int failed = 0;
-    REAL *drows = malloc(sizeof(REAL) * bh * tq); /* (bh, Tq) D = rowsum(dO * O) */
+    REAL *drows = malloc(sizeof(REAL) * (bh * tq + 1)); /* (bh, Tq) D = rowsum(dO * O) */
     /* the whole-head copies of sweep 1 and of sweep 2 share one region */
     int64_t head1 = tqpad * (dpad + dvpad), head2 = tkpad * (d + dv + dpad);
     size_t bytes = sizeof(REAL) * ((head1 > head2 ? head1 : head2) + d * BK + dv * BK +

@@ -2,7 +2,8 @@
  *
  * Layout: q (bh, tq, d), k (bh, tk, d), v (bh, tk, dv), out (bh, tq, dv),
  * lse (bh, tq), all C-contiguous. nthreads <= 0 means all cores.
- * Every function returns 0, or -1 when it could not allocate its buffers.
+ * Every function returns 0, -1 when it could not allocate its buffers, or -2
+ * when tk < 1 or d < 1 (undefined softmax or scale).
  */
 int attention_forward_naive_f32(const float *q, const float *k, const float *v,
                                 float *out, float *lse, int64_t bh, int64_t tq,

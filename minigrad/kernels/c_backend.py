@@ -218,3 +218,75 @@ def matmul_backward(a, b, grad_out, version=None, num_threads=None):
         _gemm(grad_out[index], b_all[index], grad_a[index_a], 1.0, 1.0, False, True, version, num_threads)
         _gemm(a_all[index], grad_out[index], grad_b[index_b], 1.0, 1.0, True, False, version, num_threads)
     return grad_a.reshape(a.shape), grad_b.reshape(b.shape)
+
+
+# ----------------------------------------------------------------- attention
+
+ATTENTION_VERSIONS = ("naive", "flash")
+DEFAULT_ATTENTION_VERSION = "flash"
+
+
+def _c_array(x):
+    """x as C-contiguous, aligned, native-order data: the only layout the attention kernels read."""
+    return np.require(x, dtype=x.dtype.newbyteorder("="), requirements=("C_CONTIGUOUS", "ALIGNED"))
+
+
+def _attention_function(direction, version, dtype):
+    version = DEFAULT_ATTENTION_VERSION if version is None else version
+    if version not in ATTENTION_VERSIONS:
+        raise ValueError(f"unknown C attention version {version!r}: choose one of {', '.join(ATTENTION_VERSIONS)}")
+    _, lib = load()
+    suffix = "f32" if dtype == np.float32 else "f64"
+    return version, getattr(lib, f"attention_{direction}_{version}_{suffix}")
+
+
+def _attention_threads(requested):
+    threads = num_threads() if requested is None else requested
+    if not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"attention: num_threads must be a non-negative int (0 = all cores), got {threads!r}")
+    return threads
+
+
+def _check_attention_status(status, op, q, k):
+    if status == -2:
+        raise ValueError(f"{op}: the kernel needs Tk >= 1 keys and d >= 1 features; "
+                         f"got q {q.shape}, k {k.shape}")
+    _check_status(status, op)
+
+
+def attention(q, k, v, is_causal=False, return_lse=False, version=None, num_threads=None):
+    """out = softmax(q k^T / sqrt(d)) v for q (B, Tq, d), k (B, Tk, d), v (B, Tk, dv), in C.
+
+    version "flash" (default: blocks of queries against streamed blocks of
+    keys, online softmax, OpenMP threads) or "naive" (one row of scores at a
+    time, one thread). Returns out (B, Tq, dv), or (out, lse) with lse (B, Tq)
+    the log-sum-exp of each row of scaled scores.
+    """
+    q, k, v = _c_array(q), _c_array(k), _c_array(v)
+    batch, tq, d = q.shape
+    tk, dv = v.shape[1:]
+    out = np.empty((batch, tq, dv), q.dtype)  # (B, Tq, dv)
+    lse = np.empty((batch, tq), q.dtype)  # (B, Tq)
+    version, function = _attention_function("forward", version, q.dtype)
+    args = [_pointer(x) for x in (q, k, v, out, lse)] + [batch, tq, tk, d, dv, int(bool(is_causal))]
+    if version == "flash":
+        args.append(_attention_threads(num_threads))
+    _check_attention_status(function(*args), "attention", q, k)
+    return (out, lse) if return_lse else out
+
+
+def attention_backward(q, k, v, out, lse, grad_out, is_causal=False, version=None, num_threads=None):
+    """(dq, dk, dv) of attention from the saved out and lse, in C, recomputing the probabilities
+    P = exp(S - lse) block by block: dv = P^T dO, dS = P * (dO v^T - rowsum(dO * out)),
+    dq = dS k / sqrt(d), dk = dS^T q / sqrt(d)."""
+    q, k, v, out, lse, grad_out = (_c_array(x) for x in (q, k, v, out, lse, grad_out))
+    batch, tq, d = q.shape
+    tk, dv = v.shape[1:]
+    grads = np.empty_like(q), np.empty_like(k), np.empty_like(v)  # (B, Tq, d), (B, Tk, d), (B, Tk, dv)
+    version, function = _attention_function("backward", version, q.dtype)
+    args = ([_pointer(x) for x in (q, k, v, out, lse, grad_out) + grads]
+            + [batch, tq, tk, d, dv, int(bool(is_causal))])
+    if version == "flash":
+        args.append(_attention_threads(num_threads))
+    _check_attention_status(function(*args), "attention_backward", q, k)
+    return grads
