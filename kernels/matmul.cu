@@ -6,13 +6,15 @@
  *     backward  dA = dC B^T     trans_b = 1
  *               dB = A^T dC     trans_a = 1
  * A is stored row-major as (M, K), or (K, M) when trans_a; B as (K, N), or
- * (N, K) when trans_b; C is (M, N). blockIdx.z walks the batch: matrix z of A
+ * (N, K) when trans_b; C is (M, N). blockIdx.x walks the rows of C (gridDim.x may
+ * exceed 65535, so M = batch x sequence rows is not limited), blockIdx.y its columns,
+ * and blockIdx.z the batch: matrix z of A
  * starts at z * batch_stride_a (0 broadcasts one matrix over the batch), of C at
  * z * M * N. Any M, N, K >= 1: every load and store is bounds-checked.
  *
  * Versions (each one a lesson step; all three compute the same thing):
  *   matmul_v1  naive: one thread per C element, reads its A row and B column
- *              from global memory. Block (16, 16), grid (ceil(N/16), ceil(M/16), batch).
+ *              from global memory. Block (16, 16), grid (ceil(M/16), ceil(N/16), batch).
  *   matmul_v2  shared-memory tiling: a 16x16 block stages 16x16 panels of A
  *              and B in shared memory, so each global element is read by one
  *              thread instead of 16. Same launch as v1.
@@ -22,7 +24,7 @@
  *              instead of 1/2. Thread (tx, ty) = (tid % 16, tid / 16) owns rows
  *              ty + 16 i and columns tx + 16 j, so a warp reads consecutive
  *              shared addresses (no bank conflicts) and writes C coalesced.
- *              Block 256, grid (ceil(N/128), ceil(M/128), batch).
+ *              Block 256, grid (ceil(M/128), ceil(N/128), batch).
  *
  * Resources (nvcc 13.0 -cubin -Xptxas -v, sm_80 / sm_90, 0 bytes spilled):
  *   matmul_v1   38 / 40 registers, no shared memory
@@ -99,8 +101,8 @@ KERNEL matmul_v1(const float *__restrict__ A, const float *__restrict__ B, float
     A += blockIdx.z * batch_stride_a;
     B += blockIdx.z * batch_stride_b;
     C += (long long)blockIdx.z * M * N;
-    int i = blockIdx.y * blockDim.y + threadIdx.y;
-    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    int i = blockIdx.x * blockDim.y + threadIdx.y;
+    int j = blockIdx.y * blockDim.x + threadIdx.x;
     if (i >= M || j >= N)
         return;
     float acc = 0.0f;
@@ -120,7 +122,7 @@ KERNEL matmul_v2(const float *__restrict__ A, const float *__restrict__ B, float
     C += (long long)blockIdx.z * M * N;
     int tx = threadIdx.x, ty = threadIdx.y;
     int tid = ty * V2_TILE + tx;
-    int i0 = blockIdx.y * V2_TILE, j0 = blockIdx.x * V2_TILE;
+    int i0 = blockIdx.x * V2_TILE, j0 = blockIdx.y * V2_TILE;
     float acc = 0.0f;
     for (int p0 = 0; p0 < K; p0 += V2_TILE) {
         load_a_panel(A, trans_a, M, K, i0, p0, As, V2_TILE, V2_TILE, tid, V2_TILE * V2_TILE);
@@ -147,7 +149,7 @@ KERNEL matmul_v3(const float *__restrict__ A, const float *__restrict__ B, float
     C += (long long)blockIdx.z * M * N;
     int tid = threadIdx.x;
     int tx = tid % V3_TX, ty = tid / V3_TX;
-    int i0 = blockIdx.y * V3_BM, j0 = blockIdx.x * V3_BN;
+    int i0 = blockIdx.x * V3_BM, j0 = blockIdx.y * V3_BN;
 
     float acc[V3_TM][V3_TN];
     float a_reg[V3_TM], b_reg[V3_TN];

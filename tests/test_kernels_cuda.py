@@ -138,6 +138,9 @@ def test_matmul_empty_bad_version_and_32_bit_limit():
     huge = np.broadcast_to(np.float32(1), (2 ** 16, 2 ** 15))
     with pytest.raises(ValueError, match=r"matmul: the cuda kernels index with 32-bit ints, but a has 2147483648"):
         cuda_backend.matmul(huge, np.ones((2 ** 15, 1), np.float32), sim=True)
+    wide = np.ones((1, 16 * 65535 + 1), np.float32)
+    with pytest.raises(ValueError, match=r"cuda matmul v1: 1048561 output columns need 65536 blocks along gridDim.y"):
+        cuda_backend.matmul(np.ones((1, 1), np.float32), wide, sim=True, version="v1")
 
 
 # ---------------------------------------------------------------- attention in the simulator

@@ -123,9 +123,12 @@ def _launch_matmul(A, B, C, M, N, K, trans_a, trans_b, stride_a, stride_b, versi
     """C[z] = op(A[z]) op(B[z]) for every z of C (n, M, N); A and B are (n or 1, ...) float32 stacks."""
     kernel = _kernel("matmul", f"matmul_{version}", sim)
     if version == "v3":
-        block, tiles = (_V3_THREADS, 1, 1), (_ceil_div(N, _V3_TILE), _ceil_div(M, _V3_TILE))
+        block, tiles = (_V3_THREADS, 1, 1), (_ceil_div(M, _V3_TILE), _ceil_div(N, _V3_TILE))
     else:
-        block, tiles = (_V12_BLOCK, _V12_BLOCK, 1), (_ceil_div(N, _V12_BLOCK), _ceil_div(M, _V12_BLOCK))
+        block, tiles = (_V12_BLOCK, _V12_BLOCK, 1), (_ceil_div(M, _V12_BLOCK), _ceil_div(N, _V12_BLOCK))
+    if tiles[1] > MAX_GRID_YZ:
+        raise ValueError(f"cuda matmul {version}: {N} output columns need {tiles[1]} blocks along gridDim.y, "
+                         f"more than CUDA's {MAX_GRID_YZ}; use backend 'numpy' or 'c'")
     for z in _chunks(C.shape[0]):
         a = A[z] if stride_a else A
         b = B[z] if stride_b else B
