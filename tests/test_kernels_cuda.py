@@ -2,8 +2,8 @@
 
 - through the CUDA simulator, in several thread orders, on shapes that are not
   multiples of any tile (1, 15, 17, 33, 37, non-square), causal and not;
-- compiled with NVRTC (the compiler CuPy uses) for sm_80 and sm_90, and with
-  nvcc where it exists, checking that no kernel spills registers;
+- compiled with NVRTC (the compiler CuPy uses) for sm_80 and sm_90, checking with
+  ptxas -v that no kernel uses local memory, and with nvcc -ptx where nvcc exists;
 - on a real GPU through CuPy (marked gpu, skipped without one).
 """
 import re

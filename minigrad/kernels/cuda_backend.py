@@ -90,8 +90,6 @@ def _chunks(n):
     return [slice(start, min(start + MAX_GRID_YZ, n)) for start in range(0, n, MAX_GRID_YZ)]
 
 
-# ---------------------------------------------------------------- matmul
-
 def _check_int32_indexing(fn, **counts):
     """The kernels index within a matrix (and rows of a batch) with 32-bit ints: refuse what would overflow."""
     for what, count in counts.items():
@@ -99,6 +97,8 @@ def _check_int32_indexing(fn, **counts):
             raise ValueError(f"{fn}: the cuda kernels index with 32-bit ints, but {what} has {count} "
                              f"elements (limit 2**31 - 1); split the problem or use backend 'numpy' or 'c'")
 
+
+# ---------------------------------------------------------------- matmul
 
 def _check_version(fn, version, versions):
     if version not in versions:
@@ -154,7 +154,7 @@ def matmul(a, b, sim=False, version="v3"):
     return _from_kernel(C.reshape(batch + (M, N)), a)
 
 
-def _sum_to_shape(x, shape, xp):
+def _sum_to_shape(x, shape):
     """Sum a broadcast gradient x back to `shape`: over added leading dims and dims that were 1."""
     lead = x.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and x.shape[lead + i] != 1)
@@ -181,8 +181,8 @@ def matmul_backward(a, b, grad_out, sim=False, version="v3"):
     _launch_matmul(G, B, grad_a, M, K, N, 0, 1, M * N, stride_b, version, sim)
     grad_b = _output(xp, (n, K, N), sim)          # (n, K, N) = A^T @ G (n, M, N)
     _launch_matmul(A, G, grad_b, K, N, M, 1, 0, stride_a, M * N, version, sim)
-    grad_a = _sum_to_shape(grad_a.reshape(batch + (M, K)), a.shape, xp)
-    grad_b = _sum_to_shape(grad_b.reshape(batch + (K, N)), b.shape, xp)
+    grad_a = _sum_to_shape(grad_a.reshape(batch + (M, K)), a.shape)
+    grad_b = _sum_to_shape(grad_b.reshape(batch + (K, N)), b.shape)
     return _from_kernel(grad_a, a), _from_kernel(grad_b, b)
 
 
