@@ -102,11 +102,12 @@ def bench_attention_gpu(cupy):
             flash_mib = peak_bytes(cupy, lambda: cuda_backend.attention(q, k, v, causal, True)) / 2 ** 20
             try:
                 naive_fwd = gpu_time(cupy, lambda: naive_attention(cupy, q, k, v, causal), 3)
-                p = naive_attention(cupy, q, k, v, causal)[1]
-                naive_bwd = gpu_time(cupy, lambda: naive_attention_backward(cupy, q, k, v, p, g), 3)
-                del p
+                probs = naive_attention(cupy, q, k, v, causal)[1]
+                naive_bwd = gpu_time(cupy, lambda: naive_attention_backward(cupy, q, k, v, probs, g), 3)
+                probs = None
                 naive_mib = peak_bytes(cupy, lambda: naive_attention(cupy, q, k, v, causal)) / 2 ** 20
             except cupy.cuda.memory.OutOfMemoryError:
+                probs = None
                 naive_fwd = naive_bwd = naive_mib = float("nan")   # printed as nan: the naive form did not fit
             cupy.get_default_memory_pool().free_all_blocks()
             print(f"{T:>6} {str(causal):>6} {naive_fwd * 1e3:10.2f} "
