@@ -226,6 +226,15 @@ def test_dispatcher_routes_cuda_sim_to_these_kernels():
         close(mine, ref, f"dispatch attention_backward {name}", rtol=1e-4, atol=1e-4)
 
 
+def test_simulator_refuses_device_arrays():
+    class ndarray:  # what a CuPy array looks like to the backend, without CuPy
+        __module__ = "cupy._core.core"
+        shape, dtype = (2, 2), np.dtype(np.float32)
+
+    with pytest.raises(TypeError, match=r"matmul: backend 'cuda-sim' runs on host \(NumPy\) arrays, got ndarray"):
+        cuda_backend.matmul(ndarray(), np.ones((2, 2), np.float32), sim=True)
+
+
 def test_gpu_code_path_runs_with_the_simulator_standing_in_for_cupy(monkeypatch):
     """sim=False goes through require_cupy() and cupy.RawModule; a NumPy-backed stand-in whose
     RawModule is the simulator runs that exact path (options, launches, copies) without a GPU."""

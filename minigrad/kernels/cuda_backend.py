@@ -56,8 +56,13 @@ def _kernel(module, name, sim):
     return load_module(module, sim).get_function(name)
 
 
-def _array_module(sim):
+def _array_module(fn, sim, *arrays):
+    """numpy for the simulator, cupy for the GPU (after checking that one is usable)."""
     if sim:
+        if any(not isinstance(x, np.ndarray) for x in arrays):
+            raise TypeError(f"{fn}: backend 'cuda-sim' runs on host (NumPy) arrays, got "
+                            f"{', '.join(type(x).__name__ for x in arrays)}; use backend 'cuda' for "
+                            "device arrays, or copy them to the host with .get()")
         return np
     from minigrad.device import require_cupy
     return require_cupy()
@@ -140,7 +145,7 @@ def _launch_matmul(A, B, C, M, N, K, trans_a, trans_b, stride_a, stride_b, versi
 def matmul(a, b, sim=False, version="v3"):
     """np.matmul(a, b) for ndim >= 2 (batch dims broadcast) with kernels/matmul.cu version v1, v2 or v3."""
     _check_version("matmul", version, MATMUL_VERSIONS)
-    xp = _array_module(sim)
+    xp = _array_module("matmul", sim, a, b)
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     (M, K), N = a.shape[-2:], b.shape[-1]
     n = int(np.prod(batch, dtype=np.int64))
@@ -167,7 +172,7 @@ def matmul_backward(a, b, grad_out, sim=False, version="v3"):
     The transposes are read in place by the kernel (trans_b / trans_a flags), never copied.
     """
     _check_version("matmul_backward", version, MATMUL_VERSIONS)
-    xp = _array_module(sim)
+    xp = _array_module("matmul_backward", sim, a, b, grad_out)
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     (M, K), N = a.shape[-2:], b.shape[-1]
     n = int(np.prod(batch, dtype=np.int64))
@@ -222,7 +227,7 @@ def attention(q, k, v, is_causal=False, return_lse=False, sim=False, version="v2
     """
     _check_version("attention", version, ATTENTION_FORWARD_VERSIONS)
     d, dv = _check_attention_sizes("attention", q, k, v)
-    xp = _array_module(sim)
+    xp = _array_module("attention", sim, q, k, v)
     (B, Tq, _), Tk = q.shape, k.shape[1]
     if B == 0 or Tq == 0 or Tk == 0:
         # a softmax over zero keys is 0/0: NaN outputs and lse = log 0, as the naive formula gives
@@ -249,7 +254,7 @@ def attention_backward(q, k, v, out, lse, grad_out, is_causal=False, sim=False):
     per key tile accumulates dk and dv and adds its share of dq atomically.
     """
     d, dv = _check_attention_sizes("attention_backward", q, k, v)
-    xp = _array_module(sim)
+    xp = _array_module("attention_backward", sim, q, k, v, out, lse, grad_out)
     (B, Tq, _), Tk = q.shape, k.shape[1]
     if B == 0 or Tq == 0 or Tk == 0:
         zeros = [xp.zeros(x.shape, xp.float32) for x in (q, k, v)]
