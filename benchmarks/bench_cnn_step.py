@@ -4,7 +4,8 @@ The model is the digits CNN of lesson 02_convolution on a batch of 64 8x8 single
 Conv2d(1,16,3,padding=1)-ReLU-MaxPool2d(2)-Conv2d(16,32,3,padding=1)-ReLU-MaxPool2d(2)-Flatten-Linear(128,10),
 cross-entropy loss, SGD(lr=0.1, momentum=0.9). PyTorch (when installed) runs the same model with the same
 weights and batch, in the same process, at the same thread count (threadpoolctl limits NumPy's BLAS,
-torch.set_num_threads limits PyTorch). The pixels are random: the time of a step does not depend on them.
+torch.set_num_threads limits PyTorch), one step of each in turn so that load from other processes
+falls on both alike. The pixels are random: the time of a step does not depend on them.
 Compare the ratio, not the absolute times.
 
     python benchmarks/bench_cnn_step.py                  # 1 and 2 threads, minigrad and PyTorch
@@ -63,15 +64,19 @@ def torch_step(model, opt, x, y):
     return loss.item()
 
 
-def median_ms(step, steps, warmup=5):
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+def median_ms(steps, rounds, warmup=5):
+    """Median ms per step of each function in `steps`, timed in alternation (one step of each per round),
+    so that load from other processes on the machine slows all of them alike."""
+    for step in steps:
+        for _ in range(warmup):
+            step()
+    times = [[] for _ in steps]
+    for _ in range(rounds):
+        for step, samples in zip(steps, times):
+            start = time.perf_counter()
+            step()
+            samples.append(time.perf_counter() - start)
+    return [1000 * float(np.median(samples)) for samples in times]
 
 
 def main():
@@ -108,16 +113,18 @@ def main():
 
     print(f"small CNN step, batch {BATCH}, 8x8x1 images, median of {args.steps} steps")
     for threads in args.threads:
-        with threadpool_limits(threads):
-            mg_ms = median_ms(lambda: minigrad_step(model, opt, x, labels), args.steps)
-        line = f"threads={threads}: minigrad {mg_ms:7.2f} ms"
+        steps = [lambda: minigrad_step(model, opt, x, labels)]
         if torch is not None:
             torch.set_num_threads(threads)
             tmodel = torch_model(state)
             topt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9)
             tx, ty = torch.from_numpy(images), torch.from_numpy(labels)
-            torch_ms = median_ms(lambda: torch_step(tmodel, topt, tx, ty), args.steps)
-            line += f"   PyTorch eager {torch_ms:7.2f} ms   minigrad/PyTorch = {mg_ms / torch_ms:.2f}x"
+            steps.append(lambda: torch_step(tmodel, topt, tx, ty))
+        with threadpool_limits(threads):
+            ms = median_ms(steps, args.steps)
+        line = f"threads={threads}: minigrad {ms[0]:7.2f} ms"
+        if torch is not None:
+            line += f"   PyTorch eager {ms[1]:7.2f} ms   minigrad/PyTorch = {ms[0] / ms[1]:.2f}x"
         print(line)
 
 

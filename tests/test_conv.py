@@ -201,6 +201,16 @@ def test_max_pool2d_gradient_goes_to_the_maximum():
     np.testing.assert_array_equal(x.grad, [[[[0.0, 1.0], [0.0, 0.0]]]])
 
 
+def test_max_pool2d_ties_send_the_gradient_to_the_first_maximum_only():
+    """Like PyTorch: a window of equal values passes its gradient once, to its first (row-major) element."""
+    x = t64(np.array([[[[2.0, 2.0, 0.0, 0.0], [2.0, 2.0, 0.0, 3.0]]]]))
+    F.max_pool2d(x, 2).sum().backward()
+    np.testing.assert_array_equal(x.grad, [[[[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]]])
+    overlapping = t64(np.ones((1, 1, 3, 3)))
+    F.max_pool2d(overlapping, 2, 1).sum().backward()
+    np.testing.assert_array_equal(overlapping.grad[0, 0], [[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+
+
 def test_max_pool2d_unbatched_and_module():
     x = rng(23).standard_normal((3, 4, 4))
     np.testing.assert_array_equal(F.max_pool2d(t64(x, False), 2).data, max_pool_loop(x[None], 2, 2)[0])

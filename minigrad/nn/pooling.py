@@ -39,12 +39,12 @@ def max_pool2d(x, kernel_size, stride=None):
 
     def backward(grad):
         dx = np.zeros_like(x.data, dtype=grad.dtype)
-        taken = np.zeros(out.shape, dtype=bool)
+        unclaimed = grad.copy(order="K")                               # zeroed once a window's max is found
         for p, q in offsets:
-            hit = offset_view(x.data, p, q) == out
-            hit &= ~taken                                              # only the first maximum of a window
-            taken |= hit
-            offset_view(dx, p, q)[...] += grad * hit
+            claimed = unclaimed * (offset_view(x.data, p, q) == out)
+            dx_pq = offset_view(dx, p, q)
+            dx_pq += claimed
+            unclaimed -= claimed                                       # so only the first maximum gets it
         return (dx,)
 
     return Tensor.from_op(out, (x,), backward, "max_pool2d")
