@@ -110,12 +110,12 @@ KERNEL attention_forward_v1(const float *__restrict__ q, const float *__restrict
 {
     DYNAMIC_SHARED(float, smem);
     float *Qs = smem;                          /* (BR, d) */
-    float *Ks = Qs + F1_BR * d;               /* (BC, d), rows d + 1 apart */
-    float *Vs = Ks + F1_BC * (d + 1);         /* (BC, dv) */
-    float *Ps = Vs + F1_BC * dv;              /* (BR, BC) scores, then exp(S - m') */
-    float *row_max = Ps + F1_BR * F1_BC;     /* (BR) m */
-    float *row_sum = row_max + F1_BR;         /* (BR) l */
-    float *row_rescale = row_sum + F1_BR;     /* (BR) exp(m - m') */
+    float *Ks = Qs + F1_BR * d;                /* (BC, d), rows d + 1 apart */
+    float *Vs = Ks + F1_BC * (d + 1);          /* (BC, dv) */
+    float *Ps = Vs + F1_BC * dv;               /* (BR, BC) scores, then exp(S - m') */
+    float *row_max = Ps + F1_BR * F1_BC;       /* (BR) m */
+    float *row_sum = row_max + F1_BR;          /* (BR) l */
+    float *row_rescale = row_sum + F1_BR;      /* (BR) exp(m - m') */
 
     int tid = threadIdx.x;
     int b = blockIdx.y;
@@ -131,7 +131,7 @@ KERNEL attention_forward_v1(const float *__restrict__ q, const float *__restrict
         row_max[tid] = -INFINITY;
         row_sum[tid] = 0.0f;
     }
-    float o[F1_O_PER_THREAD];                 /* out tile element tid + n * THREADS of (BR, dv) */
+    float o[F1_O_PER_THREAD];                  /* out tile element tid + n * THREADS of (BR, dv) */
     UNROLL
     for (int n = 0; n < F1_O_PER_THREAD; n++)
         o[n] = 0.0f;
