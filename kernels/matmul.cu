@@ -7,10 +7,10 @@
  *               dB = A^T dC     trans_a = 1
  * A is stored row-major as (M, K), or (K, M) when trans_a; B as (K, N), or
  * (N, K) when trans_b; C is (M, N). blockIdx.x walks the rows of C (gridDim.x may
- * exceed 65535, so M = batch x sequence rows is not limited), blockIdx.y its columns,
- * and blockIdx.z the batch: matrix z of A
- * starts at z * batch_stride_a (0 broadcasts one matrix over the batch), of C at
- * z * M * N. Any M, N, K >= 1: every load and store is bounds-checked.
+ * exceed 65535, so M = batch x sequence rows is not limited), blockIdx.y its
+ * columns, and blockIdx.z the batch: matrix z of A starts at z * batch_stride_a
+ * (0 broadcasts one matrix over the batch), of C at z * M * N. Any M, N, K >= 1:
+ * every load and store is bounds-checked.
  *
  * Versions (each one a lesson step; all three compute the same thing):
  *   matmul_v1  naive: one thread per C element, reads its A row and B column
@@ -20,8 +20,8 @@
  *              thread instead of 16. Same launch as v1.
  *   matmul_v3  register blocking: a 256-thread block computes a 128x128 tile of
  *              C, each thread an 8x8 sub-tile held in registers, from 128x8 and
- *              8x128 panels in shared memory: 16 FMAs per shared-memory load
- *              instead of 1/2. Thread (tx, ty) = (tid % 16, tid / 16) owns rows
+ *              8x128 panels in shared memory: 4 FMAs per shared-memory load
+ *              instead of v2's 1/2. Thread (tx, ty) = (tid % 16, tid / 16) owns rows
  *              ty + 16 i and columns tx + 16 j, so a warp reads consecutive
  *              shared addresses (no bank conflicts) and writes C coalesced.
  *              Block 256, grid (ceil(M/128), ceil(N/128), batch).
@@ -36,8 +36,6 @@
  * Benchmark:  python benchmarks/bench_cuda.py   (GFLOP/s beside cupy.matmul on a GPU)
  * Python:     minigrad.kernels.matmul(a, b, backend="cuda" | "cuda-sim")
  */
-
-#define V1_BLOCK 16
 
 #define V2_TILE 16
 

@@ -25,7 +25,7 @@ COMPILE_OPTIONS = ("-std=c++11",)  # NVRTC's; the simulator accepts and ignores 
 HEAD_DIM_MAX = 128          # D_MAX in attention.cu
 MAX_GRID_YZ = 65535         # CUDA's limit on gridDim.y and gridDim.z
 
-_V12_BLOCK = 16             # V1_BLOCK and V2_TILE in matmul.cu
+_V12_BLOCK = 16             # v1's block side and V2_TILE in matmul.cu
 _V3_TILE, _V3_THREADS = 128, 256
 _F1_BR, _F1_BC, _F1_THREADS = 32, 16, 128      # attention_forward_v1
 _F2_BR, _F2_BC, _F2_THREADS = 32, 32, 128         # attention_forward_v2
