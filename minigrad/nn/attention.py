@@ -61,9 +61,12 @@ def masked_softmax(s):
     return p
 
 
-def softmax_backward(p, dp):
-    """ds = p ∘ (dp − Σ_j dp_j p_j), the softmax Jacobian-vector product (J = diag(p) − p pᵀ); overwrites dp."""
-    dp -= np.einsum("...j,...j->...", dp, p)[..., None]
+def softmax_backward(p, dp, row_dot):
+    """ds = p ∘ (dp − Σ_j dp_j p_j), the softmax Jacobian-vector product (J = diag(p) − p pᵀ); overwrites dp.
+
+    row_dot is Σ_j dp_j p_j for each row, passed in because attention gets it more cheaply (see below).
+    """
+    dp -= row_dot[..., None]
     dp *= p
     return dp
 
@@ -115,8 +118,7 @@ def numpy_attention(q, k, v, attn_mask, dropout_p, is_causal, scale):
     """The formula in NumPy, forward and backward in one op (the reference the kernels are tested against)."""
     dtype = q.dtype
     qd, kd, vd = q.data, k.data, v.data
-    s = qd @ np.swapaxes(kd, -1, -2)  # (…, L, S)
-    s *= dtype.type(scale)
+    s = (qd * dtype.type(scale)) @ np.swapaxes(kd, -1, -2)  # (…, L, S); scaling q is cheaper than scaling s
     if is_causal:
         s += causal_bias(s.shape[-2], s.shape[-1], dtype)
     if attn_mask is not None:
@@ -133,12 +135,13 @@ def numpy_attention(q, k, v, attn_mask, dropout_p, is_causal, scale):
         dp = grad @ np.swapaxes(vd, -1, -2)  # (…, L, S)
         if dropout_p > 0.0:
             dp *= keep * dtype.type(1.0 / (1.0 - dropout_p))
-        ds = softmax_backward(p, dp)  # gradient of the masked scores, which is also that of an additive mask
-        dmask = None if mask_tensor is None else unbroadcast(ds, mask_tensor.data.shape).copy()
-        ds *= dtype.type(scale)
-        dq = unbroadcast(ds @ kd, qd.shape)
-        dk = unbroadcast(np.swapaxes(ds, -1, -2) @ qd, kd.shape)
-        return (dq, dk, dv) if mask_tensor is None else (dq, dk, dv, dmask)
+        # Σ_j dp_ij p_ij = Σ_j (g_i · v_j) p_used_ij = g_i · out_i: a sum over Ev instead of over S
+        ds = softmax_backward(p, dp, np.einsum("...e,...e->...", grad, out))  # grad of the masked scores
+        dq = unbroadcast(ds @ kd, qd.shape) * dtype.type(scale)
+        dk = unbroadcast(np.swapaxes(ds, -1, -2) @ qd, kd.shape) * dtype.type(scale)
+        if mask_tensor is None:
+            return dq, dk, dv
+        return dq, dk, dv, unbroadcast(ds, mask_tensor.data.shape)  # an additive mask gets the scores' gradient
 
     mask_tensor = attn_mask if isinstance(attn_mask, Tensor) and attn_mask.dtype.kind == "f" else None
     parents = (q, k, v) if mask_tensor is None else (q, k, v, mask_tensor)
