@@ -17,6 +17,7 @@ from minigrad.kernels import c_backend
 
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ_ATTENTION = settings(FUZZ, max_examples=40)  # each example runs a float64 NumPy reference
 
 
 @pytest.fixture(autouse=True)
@@ -177,7 +178,7 @@ def attention_problems(draw):
 
 @pytest.mark.skipif(not _c_attention_works(), reason="backend 'c' does not implement attention yet "
                     "(kernels/attention.c and its section of c_backend.py)")
-@FUZZ
+@FUZZ_ATTENTION
 @given(attention_problems())
 def test_random_attention_matches_the_numpy_reference(problem):
     q, k, v, is_causal = problem

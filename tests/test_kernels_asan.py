@@ -1,0 +1,66 @@
+"""The C kernels rebuilt with AddressSanitizer + UndefinedBehaviorSanitizer run the kernel tests clean.
+
+build.py --sanitize compiles the extension with -fsanitize=address,undefined
+(and -fno-sanitize-recover, so any finding aborts) into a temporary
+directory; a subprocess then runs the C kernels' tests against that
+build (MINIGRAD_CKERNELS_DIR) with the ASan runtime preloaded into Python.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+C_KERNEL_TESTS = ("test_kernels_matmul.py", "test_kernels_fuzz.py", "test_kernels_attention.py")
+
+
+def c_compiler():
+    """The compiler Python builds extensions with, if it is installed."""
+    compiler = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
+    return shutil.which(compiler)
+
+
+def asan_runtime(compiler):
+    """Path of the compiler's shared ASan runtime (what must be preloaded into an uninstrumented python)."""
+    for name in ("libasan.so", "libclang_rt.asan-x86_64.so"):
+        result = subprocess.run([compiler, f"-print-file-name={name}"], capture_output=True, text=True)
+        path = result.stdout.strip()
+        if result.returncode == 0 and os.path.isabs(path) and os.path.exists(path):
+            return path
+    return None
+
+
+@pytest.mark.slow
+def test_kernel_tests_run_clean_under_asan_and_ubsan(tmp_path):
+    compiler = c_compiler()
+    if compiler is None:
+        pytest.skip("no C compiler on this machine: the C kernels (and their sanitizer build) need one")
+    runtime = asan_runtime(compiler)
+    assert runtime, f"{compiler} has no shared AddressSanitizer runtime (libasan); install it (Debian: libasan8)"
+
+    build = subprocess.run([sys.executable, str(ROOT / "build.py"), "--sanitize", str(tmp_path)],
+                           capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert build.returncode == 0, f"sanitizer build failed:\n{build.stdout[-3000:]}\n{build.stderr[-3000:]}"
+
+    # The tests of the C kernels (the CUDA ones do not touch this extension).
+    tests = [f"tests/{name}" for name in C_KERNEL_TESTS if (ROOT / "tests" / name).exists()]
+    env = dict(os.environ,
+               MINIGRAD_CKERNELS_DIR=str(tmp_path),
+               LD_PRELOAD=runtime,
+               ASAN_OPTIONS="detect_leaks=0:abort_on_error=1",  # CPython's own allocations are not leaks
+               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    # --capture=sys: a sanitizer report goes to file descriptor 2, which we then see even if the process aborts.
+    run = subprocess.run([sys.executable, "-m", "pytest", *tests, "-q", "-x", "--capture=sys",
+                          "-p", "no:cacheprovider"],
+                         capture_output=True, text=True, timeout=1200, cwd=ROOT, env=env)
+    output = run.stdout + run.stderr
+    assert "_ckernels" in build.stdout
+    for finding in ("ERROR: AddressSanitizer", "runtime error:"):
+        assert finding not in output, f"sanitizer finding:\n{output[-6000:]}"
+    assert run.returncode == 0, f"kernel tests failed under the sanitizers (exit {run.returncode}):\n{output[-6000:]}"
+    assert " passed" in output
