@@ -4,8 +4,10 @@ Most kernels below share one module so that the suite compiles it once; compiled
 modules are cached on disk ($MINIGRAD_CACHE_DIR), so a second run compiles nothing.
 """
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -572,6 +574,81 @@ extern "C" __global__ void recurse(int *y, int n)
 """
 
 
+BOUNDS = r"""
+extern "C" __global__ void write_at(float *y, int index)
+{
+    y[index] = 1.0f;
+}
+
+extern "C" __global__ void read_next(const float *x, float *y, int n)
+{
+    int i = threadIdx.x;
+    if (i < n)
+        y[i] = x[i + 1];
+}
+
+extern "C" __global__ void read_shared_at(float *y, int index)
+{
+    extern __shared__ float buf[];
+    buf[threadIdx.x] = 2.0f;
+    __syncthreads();
+    y[threadIdx.x] = buf[index];
+}
+
+extern "C" __global__ void scale_in_place(const float *x, float *y, int n)
+{
+    int i = threadIdx.x;
+    if (i < n)
+        y[i] = 2.0f * x[i];
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def bounds():
+    return SimModule(code=BOUNDS)
+
+
+@pytest.mark.parametrize("index,message", [
+    (10, r"wrote element 10, past the end of argument 0 `float \*y` \(10 elements\)"),
+    (-3, r"wrote element -3, before the start of argument 0 `float \*y` \(10 elements\)"),
+    (1000, r"invalid memory access at address 0x[0-9a-f]+ .*; that is element 1000 of argument 0 `float \*y` "
+           r"\(10 elements\), past its end"),
+    (-2000, r"that is element -2000 of argument 0 `float \*y` \(10 elements\), before its start"),
+])
+def test_out_of_bounds_writes_name_the_array(bounds, index, message):
+    y = np.zeros(10, np.float32)
+    with pytest.raises(KernelFaultError, match=message):
+        bounds.get_function("write_at")(1, 1, (y, np.int32(index)))
+    assert not y.any()  # nothing is copied back from a failed launch
+
+
+def test_reading_one_past_the_end_gives_nan(bounds):
+    x, y = np.arange(5, dtype=np.float32), np.zeros(5, np.float32)
+    bounds.get_function("read_next")(1, 5, (x, y, np.int32(5)))
+    np.testing.assert_array_equal(y[:4], x[1:])
+    assert np.isnan(y[4])
+
+
+def test_reading_past_dynamic_shared_memory_faults(bounds):
+    y = np.zeros(4, np.float32)
+    kernel = bounds.get_function("read_shared_at")
+    kernel(1, 4, (y, np.int32(3)), shared_mem=16)
+    np.testing.assert_array_equal(y, 2.0)
+    with pytest.raises(KernelFaultError, match=r"byte 6000 of the dynamic shared memory \(shared_mem=16 bytes\), past"):
+        kernel(1, 4, (y, np.int32(1500)), shared_mem=16)
+
+
+def test_aliased_arguments_see_one_memory(bounds):
+    kernel = bounds.get_function("scale_in_place")
+    a = np.arange(6, dtype=np.float32)
+    kernel(1, 6, (a, a, np.int32(6)))  # the same array as input and output
+    np.testing.assert_array_equal(a, 2 * np.arange(6))
+    b = np.arange(6, dtype=np.float32)
+    kernel(1, 5, (b[:-1], b[1:], np.int32(5)))  # overlapping views: thread i reads what thread i-1 wrote
+    np.testing.assert_array_equal(b, [0, 0, 0, 0, 0, 0])
+
+
 def test_kernel_faults_raise_instead_of_killing_python():
     mod = SimModule(code=FAULTS)
     y = np.zeros(8, np.float32)
@@ -606,6 +683,19 @@ def test_assert_and_printf_in_a_kernel(capfd):
     with pytest.raises(KernelFaultError, match=r"block \(1, 0, 0\), thread \(2, 0, 0\): assertion `x\[i\] >= 0` "
                                                r"failed at line 7"):
         kernel(2, 4, (x, np.int32(8)))
+
+
+def test_ctrl_c_stops_a_long_launch(mod):
+    # about a million blocks: seconds of simulation, cut short by SIGINT as by Ctrl-C in a notebook
+    x = np.zeros(1, np.float32)
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt, match=r"kernel vec_add .*interrupted after block"):
+            mod.get_function("vec_add")((1 << 20, 8), (1,), (x, x, x, np.int32(0)))
+    finally:
+        timer.cancel()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 # ---- compiling --------------------------------------------------------------------------

@@ -204,6 +204,10 @@ def load(code, options=(), filename="kernel.cu"):
                              void *dynamic_shared, size_t dynamic_bytes, int order, uint64_t seed,
                              size_t stack_bytes, char *error, size_t error_size);
             size_t minigrad_sim_static_shared_bytes(void);
+            void *minigrad_sim_fault_address(void);
+            void *minigrad_sim_guarded_alloc(size_t bytes);
+            void minigrad_sim_guarded_free(void *data, size_t bytes);
+            long long minigrad_sim_guarded_damage(void *data, size_t bytes);
         """)
         kernels = {name: (i, tuple(Param(**p) for p in params))
                    for i, (name, params) in enumerate(meta["kernels"].items())}

@@ -28,7 +28,7 @@
 #define SIM_MAX_THREADS 1024
 
 enum { SIM_BLOCK_DONE = -1, SIM_OK, SIM_BARRIER_DIVERGENCE, SIM_WARP_DIVERGENCE, SIM_BAD_LAUNCH, SIM_NO_MEMORY,
-       SIM_FAULT };
+       SIM_FAULT, SIM_INTERRUPTED };
 enum { SIM_ORDER_FORWARD, SIM_ORDER_REVERSE, SIM_ORDER_RANDOM };
 
 uint3 __sim_threadIdx, __sim_blockIdx;
@@ -395,6 +395,15 @@ static int run_block(int n, int order, uint64_t *rng, char *error, size_t error_
     }
 }
 
+static volatile sig_atomic_t interrupted;
+
+/* Ctrl-C (or a notebook's interrupt) during a launch: stop after the running block. */
+static void on_interrupt(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
 static int run_grid(const unsigned int *grid, int n, size_t dynamic_bytes, int order, uint64_t seed,
                     char *error, size_t error_size)
 {
@@ -420,6 +429,11 @@ static int run_grid(const unsigned int *grid, int n, size_t dynamic_bytes, int o
         int status = run_block(n, order, &rng, error, error_size);
         if (status != SIM_OK)
             return status;
+        if (interrupted) {
+            snprintf(error, error_size, "interrupted after block %s, %llu of %llu blocks done",
+                     coords(__sim_blockIdx), (unsigned long long)i + 1, (unsigned long long)blocks);
+            return SIM_INTERRUPTED;
+        }
     }
     return SIM_OK;
 }
@@ -498,12 +512,16 @@ SIM_API int minigrad_sim_launch(int kernel, void **args, const unsigned int *gri
         thread_index[t] = (uint3){t % block[0], t / block[0] % block[1], t / (block[0] * block[1])};
 
     stack_t alternate = {.ss_sp = signal_stack, .ss_size = sizeof signal_stack}, old_stack;
-    struct sigaction action = {.sa_sigaction = on_fault, .sa_flags = SA_SIGINFO | SA_ONSTACK}, old[3];
-    static const int signals[3] = {SIGSEGV, SIGBUS, SIGFPE};
+    struct sigaction action = {.sa_sigaction = on_fault, .sa_flags = SA_SIGINFO | SA_ONSTACK}, old[4];
+    struct sigaction interrupt = {.sa_handler = on_interrupt};
+    static const int signals[4] = {SIGSEGV, SIGBUS, SIGFPE, SIGINT};
     sigemptyset(&action.sa_mask);
+    sigemptyset(&interrupt.sa_mask);
     sigaltstack(&alternate, &old_stack);
     for (int i = 0; i < 3; i++)
         sigaction(signals[i], &action, &old[i]);
+    interrupted = 0;
+    sigaction(SIGINT, &interrupt, &old[3]);
     int status;
     if (sigsetjmp(fault_exit, 1)) {
         describe_fault(error, error_size);
@@ -511,13 +529,68 @@ SIM_API int minigrad_sim_launch(int kernel, void **args, const unsigned int *gri
     } else {
         status = run_grid(grid, n, dynamic_bytes, order, seed, error, error_size);
     }
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         sigaction(signals[i], &old[i], NULL);
     sigaltstack(&old_stack, NULL);
     if (status != SIM_OK)
         fiber_count = 0;  /* the fibers stopped inside the kernel: start them afresh next time */
     fflush(stdout);       /* printf from kernels shows before Python prints anything else */
     return status;
+}
+
+/* Where the last fault of a launch happened, for Python to name the array it missed. */
+SIM_API void *minigrad_sim_fault_address(void)
+{
+    return fault_address;
+}
+
+/* Device memory for one launch argument: `bytes` (rounded up to 16) end exactly where
+ * GUARD_BYTES of inaccessible memory begin, and as much lies below its first page, so an
+ * index up to 64 KiB past either end faults instead of touching the process's other
+ * memory. The bytes around the data within its pages hold 0xFF (NaN as float), so that
+ * stray reads show and stray writes can be found afterwards. */
+#define GUARD_BYTES ((size_t)64 * 1024)
+
+static size_t guard_body(size_t bytes)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), padded = (bytes + 15) & ~(size_t)15;
+    return (padded + page - 1) / page * page;
+}
+
+SIM_API void *minigrad_sim_guarded_alloc(size_t bytes)
+{
+    size_t body = guard_body(bytes);
+    char *base = mmap(NULL, body + 2 * GUARD_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED)
+        return NULL;
+    if (mprotect(base, GUARD_BYTES, PROT_NONE) || mprotect(base + GUARD_BYTES + body, GUARD_BYTES, PROT_NONE)) {
+        munmap(base, body + 2 * GUARD_BYTES);
+        return NULL;
+    }
+    memset(base + GUARD_BYTES, 0xFF, body);
+    return base + GUARD_BYTES + body - ((bytes + 15) & ~(size_t)15);
+}
+
+SIM_API void minigrad_sim_guarded_free(void *data, size_t bytes)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    char *first_page = (char *)((uintptr_t)data / page * page);
+    munmap(first_page - GUARD_BYTES, guard_body(bytes) + 2 * GUARD_BYTES);
+}
+
+/* Offset from `data` of the first poison byte around it that was overwritten, or 0 if none
+ * (an offset of 0 is the data itself, never poison). */
+SIM_API long long minigrad_sim_guarded_damage(void *data, size_t bytes)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    unsigned char *d = data, *first_page = (unsigned char *)((uintptr_t)data / page * page);
+    for (unsigned char *p = first_page; p < d; p++)
+        if (*p != 0xFF)
+            return (long long)(p - d);
+    for (size_t i = bytes; i < ((bytes + 15) & ~(size_t)15); i++)
+        if (d[i] != 0xFF)
+            return (long long)i;
+    return 0;
 }
 
 /* Bytes of static __shared__ memory in this module (all kernels together). */

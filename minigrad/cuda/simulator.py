@@ -15,6 +15,7 @@ import threading
 import numpy as np
 
 from . import build
+from .device_memory import LaunchMemory
 from .errors import BarrierDivergenceError, CudaSimError, KernelFaultError, WarpDivergenceError
 
 MAX_THREADS_PER_BLOCK = 1024
@@ -23,8 +24,9 @@ MAX_GRID_DIMS = (2**31 - 1, 65535, 65535)
 DEFAULT_DYNAMIC_SHARED_BYTES = 48 * 1024  # what a kernel may ask for without opting in
 MAX_DYNAMIC_SHARED_BYTES = 227 * 1024  # the most any GPU (sm_90) allows after opting in
 ORDERS = ("forward", "reverse", "random")
+_FAULT = 5
 _STATUS_ERRORS = {1: BarrierDivergenceError, 2: WarpDivergenceError, 3: CudaSimError, 4: MemoryError,
-                  5: KernelFaultError}
+                  _FAULT: KernelFaultError, 6: KeyboardInterrupt}
 _ERROR_BYTES = 1024
 # One launch at a time in the whole process: the fault handlers a launch installs are process-wide.
 _launch_lock = threading.Lock()
@@ -97,22 +99,26 @@ class SimKernel:
         if len(args) != len(self.params):
             raise TypeError(f"{where}({', '.join(map(str, self.params))}) takes {len(self.params)} arguments, "
                             f"got {len(args)}")
-        lib = self.module._library
-        ffi = lib.ffi
-        keep = [ffi.from_buffer(_check_argument(where, i, p, a)) for i, (p, a) in enumerate(zip(self.params, args))]
-        pointers = ffi.new("void *[]", keep or 1)
-        shared = np.empty(int(shared_mem) + 64, np.uint8)
-        shared_ptr = ffi.cast("void *", (shared.ctypes.data + 63) // 64 * 64)  # 64-byte aligned, like a GPU's
+        values = [_check_argument(where, i, p, a) for i, (p, a) in enumerate(zip(self.params, args))]
         kind, seed = parse_order(order or self.order or self.module.order
                                  or os.environ.get("MINIGRAD_CUDA_SIM_ORDER") or "forward")
+        lib, ffi = self.module._library.lib, self.module._library.ffi
         error = ffi.new("char[]", _ERROR_BYTES)
         with _launch_lock:
-            status = lib.lib.minigrad_sim_launch(self._index, pointers, grid, block, shared_ptr, int(shared_mem),
-                                                 kind, seed, lib.stack_bytes, error, _ERROR_BYTES)
-        if status:
-            message = ffi.string(error).decode(errors="replace")
-            raise _STATUS_ERRORS.get(status, CudaSimError)(
-                f"{where} (grid {grid}, block {block}, {ORDERS[kind]} order): {message}")
+            memory = LaunchMemory(lib, ffi, self.params, values, int(shared_mem))
+            try:
+                status = lib.minigrad_sim_launch(self._index, ffi.new("void *[]", memory.pointers or 1), grid, block,
+                                                 memory.shared, int(shared_mem), kind, seed,
+                                                 self.module._library.stack_bytes, error, _ERROR_BYTES)
+                where = f"{where} (grid {grid}, block {block}, {ORDERS[kind]} order)"
+                if status:
+                    message = ffi.string(error).decode(errors="replace")
+                    if status == _FAULT:
+                        message += memory.describe(int(ffi.cast("uintptr_t", lib.minigrad_sim_fault_address())))
+                    raise _STATUS_ERRORS.get(status, CudaSimError)(f"{where}: {message}")
+                memory.finish(where)
+            finally:
+                memory.free()
 
 
 def _check_argument(where, i, param, value):
