@@ -557,15 +557,30 @@ static size_t guard_body(size_t bytes)
     return (padded + page - 1) / page * page;
 }
 
+/* Freed allocations kept for the next launches, which mostly ask for the same sizes:
+ * reusing them saves the system calls and page faults of fresh mappings. */
+#define POOL_SLOTS 32
+#define POOL_MAX_BODY ((size_t)16 << 20)
+static struct { char *base; size_t body; } pool[POOL_SLOTS];
+static int pool_count;
+
 SIM_API void *minigrad_sim_guarded_alloc(size_t bytes)
 {
     size_t body = guard_body(bytes);
-    char *base = mmap(NULL, body + 2 * GUARD_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (base == MAP_FAILED)
-        return NULL;
-    if (mprotect(base, GUARD_BYTES, PROT_NONE) || mprotect(base + GUARD_BYTES + body, GUARD_BYTES, PROT_NONE)) {
-        munmap(base, body + 2 * GUARD_BYTES);
-        return NULL;
+    char *base = NULL;
+    for (int i = 0; i < pool_count && !base; i++)
+        if (pool[i].body == body) {
+            base = pool[i].base;
+            pool[i] = pool[--pool_count];
+        }
+    if (!base) {
+        base = mmap(NULL, body + 2 * GUARD_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (base == MAP_FAILED)
+            return NULL;
+        if (mprotect(base, GUARD_BYTES, PROT_NONE) || mprotect(base + GUARD_BYTES + body, GUARD_BYTES, PROT_NONE)) {
+            munmap(base, body + 2 * GUARD_BYTES);
+            return NULL;
+        }
     }
     memset(base + GUARD_BYTES, 0xFF, body);
     return base + GUARD_BYTES + body - ((bytes + 15) & ~(size_t)15);
@@ -573,9 +588,14 @@ SIM_API void *minigrad_sim_guarded_alloc(size_t bytes)
 
 SIM_API void minigrad_sim_guarded_free(void *data, size_t bytes)
 {
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    char *first_page = (char *)((uintptr_t)data / page * page);
-    munmap(first_page - GUARD_BYTES, guard_body(bytes) + 2 * GUARD_BYTES);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), body = guard_body(bytes);
+    char *base = (char *)((uintptr_t)data / page * page) - GUARD_BYTES;
+    if (pool_count < POOL_SLOTS && body <= POOL_MAX_BODY) {
+        pool[pool_count].base = base;
+        pool[pool_count++].body = body;
+    } else {
+        munmap(base, body + 2 * GUARD_BYTES);
+    }
 }
 
 /* Offset from `data` of the first poison byte around it that was overwritten, or 0 if none
