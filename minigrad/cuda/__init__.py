@@ -8,7 +8,17 @@ The source is compiled as C (cached by content hash); every CUDA thread is a fib
 so __syncthreads() and warp shuffles are real barriers. Threads between barriers run
 in forward, reverse or seeded random order (SimModule(order=...), kernel(...,
 order=...) or $MINIGRAD_CUDA_SIM_ORDER) and shared memory starts every block as NaN,
-which together expose a missing __syncthreads(). Nothing is compiled at import.
+which together expose a missing __syncthreads(). What a GPU would do silently or
+with a hang becomes a Python error that names block, thread and line:
+    BarrierDivergenceError  a thread returned, or waits at another __syncthreads(),
+                            while the rest of its block waits at a barrier
+    WarpDivergenceError     a lane named in a shuffle's mask never reaches it
+    KernelFaultError        an index past the end of an argument or of the dynamic
+                            shared memory, a bad pointer, a stack overflow, an integer
+                            division by zero, or a failed assert()
+    TypeError / ValueError  a launch argument a GPU would misread (dtype, Python
+                            scalar, non-contiguous array) or beyond CUDA's limits
+Ctrl-C stops a long launch. Nothing is compiled at import. Linux only.
 """
 from .errors import BarrierDivergenceError, CompileError, CudaSimError, KernelFaultError, WarpDivergenceError
 from .simulator import SimKernel, SimModule

@@ -33,12 +33,12 @@ _launch_lock = threading.Lock()
 
 
 def parse_order(order):
-    """'forward' | 'reverse' | 'random' | 'random:SEED' -> (index into ORDERS, seed)."""
+    """'forward' | 'reverse' | 'random' | 'random:SEED' -> (index into ORDERS, seed); 'random' is 'random:0'."""
     kind, _, seed = str(order).partition(":")
     if kind not in ORDERS or (seed and (kind != "random" or not seed.isdigit())):
         raise ValueError(f"thread order {order!r} is not one of forward, reverse, random, random:SEED "
                          "(SEED a non-negative integer)")
-    return ORDERS.index(kind), int(seed or 0)
+    return ORDERS.index(kind), int(seed or 0) % 2**64
 
 
 def _dims(what, value, limits, kernel):
