@@ -94,7 +94,7 @@ def torch_step(model, opt, x, y):
 
 
 def interleaved_median_ms(steps_by_name, repeats, warmup=2):
-    """Median ms per call of each step function, calling them in turn so both see the same machine load."""
+    """(median, min) ms per call of each step function, called in turn so both see the same machine load."""
     for _ in range(warmup):
         for step in steps_by_name.values():
             step()
@@ -104,7 +104,7 @@ def interleaved_median_ms(steps_by_name, repeats, warmup=2):
             start = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - start)
-    return {name: 1000 * float(np.median(t)) for name, t in times.items()}
+    return {name: (1000 * float(np.median(t)), 1000 * min(t)) for name, t in times.items()}
 
 
 def main():
@@ -150,7 +150,8 @@ def main():
     print(f"GPT training step, vocab {CONFIG['vocab_size']}, T {CONFIG['block_size']}, batch {BATCH}, "
           f"{CONFIG['n_layer']} layers, {CONFIG['n_head']} heads, d {CONFIG['d_model']}, float32, "
           f"backend {args.backend!r}, median of {args.steps} steps")
-    print(f"{'threads':>7} {'minigrad ms':>12} {'PyTorch ms':>11} {'ratio':>6}")
+    print("median (min) ms per step; ratio = minigrad / PyTorch")
+    print(f"{'threads':>7} {'minigrad':>16} {'PyTorch':>16} {'ratio':>12}")
     for threads in args.threads:
         steps = {"minigrad": lambda: minigrad_step(model, opt, x, y)}
         if torch is not None:
@@ -158,8 +159,9 @@ def main():
             steps["torch"] = lambda: torch_step(tmodel, topt, tx, ty)
         with threadpool_limits(threads):
             ms = interleaved_median_ms(steps, args.steps)
-        ours, theirs = ms["minigrad"], ms.get("torch", math.nan)
-        print(f"{threads:>7} {ours:>12.1f} {theirs:>11.1f} {ours / theirs:>6.2f}")
+        ours, theirs = ms["minigrad"], ms.get("torch", (math.nan, math.nan))
+        print(f"{threads:>7} {ours[0]:>8.1f} ({ours[1]:>5.1f}) {theirs[0]:>8.1f} ({theirs[1]:>5.1f}) "
+              f"{ours[0] / theirs[0]:>5.2f} ({ours[1] / theirs[1]:.2f})")
 
 
 if __name__ == "__main__":
