@@ -17,6 +17,7 @@ from ..backend import get_backend
 from ..device import array_module
 from ..random import generator
 from ..tensor import Tensor, as_tensor, unbroadcast
+from .linear import Linear, linear
 from .module import Module, Parameter
 
 
@@ -197,8 +198,6 @@ class MultiheadAttention(Module):
         if embed_dim % num_heads != 0:
             raise ValueError(f"MultiheadAttention: embed_dim {embed_dim} must be divisible by num_heads "
                              f"{num_heads} (each head gets embed_dim / num_heads features)")
-        from .linear import Linear
-
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
         self.dropout, self.batch_first = dropout, batch_first
         self.in_proj_weight = Parameter(xavier_uniform((3 * embed_dim, embed_dim), embed_dim, 3 * embed_dim))
@@ -208,8 +207,6 @@ class MultiheadAttention(Module):
             self.out_proj.bias.data[...] = 0  # PyTorch zeroes both projection biases at init
 
     def forward(self, x, attn_mask=None, is_causal=False):
-        from . import functional as F
-
         if x.ndim != 3 or x.shape[-1] != self.embed_dim:
             layout = "(B, T, E)" if self.batch_first else "(T, B, E)"
             raise ValueError(f"MultiheadAttention expects input {layout} with E = embed_dim {self.embed_dim}, "
@@ -221,7 +218,7 @@ class MultiheadAttention(Module):
         W, b = self.in_proj_weight, self.in_proj_bias
         # q = x W_qᵀ + b_q with W_q the first E rows of W_in, and so on: slicing the (3E, E) weight
         # costs less in the backward pass than slicing a (B, T, 3E) activation
-        q, k, v = (F.linear(x, W[i * E:(i + 1) * E], None if b is None else b[i * E:(i + 1) * E])
+        q, k, v = (linear(x, W[i * E:(i + 1) * E], None if b is None else b[i * E:(i + 1) * E])
                    .reshape(B, T, H, hd).transpose(1, 2) for i in range(3))  # (B, H, T, hd) each
         mask = None if attn_mask is None else self._sdpa_mask(attn_mask, B, T)
         y = scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,

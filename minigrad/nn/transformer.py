@@ -12,14 +12,13 @@ import numpy as np
 from ..autograd import no_grad
 from ..random import generator
 from ..tensor import Tensor
+from .activation import GELU
 from .attention import MultiheadAttention
+from .dropout import Dropout
+from .embedding import Embedding
+from .linear import Linear
 from .module import Module, ModuleList, Sequential
-
-
-def _layers():
-    """Part A's layers, imported late so this file loads no matter the order `nn/__init__` imports in."""
-    from . import Dropout, Embedding, GELU, LayerNorm, Linear
-    return Dropout, Embedding, GELU, LayerNorm, Linear
+from .normalization import LayerNorm
 
 
 class TransformerBlock(Module):
@@ -32,7 +31,6 @@ class TransformerBlock(Module):
 
     def __init__(self, d_model, n_heads, causal=True, dropout=0.0):
         super().__init__()
-        Dropout, _, GELU, LayerNorm, Linear = _layers()
         self.causal = causal
         self.ln1 = LayerNorm(d_model)
         self.attn = MultiheadAttention(d_model, n_heads, dropout=dropout)
@@ -78,7 +76,6 @@ class GPT(Module):
 
     def __init__(self, vocab_size, block_size, n_layer, n_head, d_model, dropout=0.0):
         super().__init__()
-        Dropout, Embedding, _, LayerNorm, Linear = _layers()
         self.vocab_size, self.block_size = vocab_size, block_size
         self.wte = Embedding(vocab_size, d_model)
         self.wpe = Embedding(block_size, d_model)
@@ -90,7 +87,6 @@ class GPT(Module):
         self._init_gpt2(n_layer)
 
     def _init_gpt2(self, n_layer):
-        _, Embedding, _, _, Linear = _layers()
         rng = generator()
 
         def normal(p, std):
