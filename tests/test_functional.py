@@ -218,3 +218,41 @@ def test_embedding_bad_ids():
         F.embedding(np.array([-1]), w)
     with pytest.raises(TypeError, match=r"integer token ids, got dtype float"):
         F.embedding(np.array([1.0]), w)
+
+
+# ----- float32 stays float32 ---------------------------------------------------------------------------
+def test_every_op_keeps_float32_in_values_and_gradients():
+    """No op may silently promote a float32 model to float64 (that would double memory and halve speed)."""
+    r = rng(18)
+
+    def f32(*shape):
+        return mg.tensor(r.standard_normal(shape).astype(np.float32), requires_grad=True)
+
+    x4, w4, b = f32(2, 3, 6, 6), f32(4, 3, 3, 3), f32(4)
+    x3, w2, v = f32(2, 5, 4), f32(3, 4), f32(3)
+    probs = mg.tensor(r.uniform(0.1, 0.9, (2, 5)).astype(np.float32), requires_grad=True)
+    target = mg.tensor(r.uniform(0, 1, (2, 5)).astype(np.float32))
+    ln_w, ln_b = f32(4), f32(4)
+    h, w_hh = f32(2, 3), f32(3, 3)
+    cases = {
+        "gelu": lambda: F.gelu(x3), "gelu_tanh": lambda: F.gelu(x3, approximate="tanh"),
+        "softmax": lambda: F.softmax(x3, -1), "log_softmax": lambda: F.log_softmax(x3, -1),
+        "linear": lambda: F.linear(x3, w2, v), "conv2d": lambda: F.conv2d(x4, w4, b, stride=2, padding=1),
+        "convolve2d": lambda: F.convolve2d(x4[0], w4[0, 0], mode="full"), "max_pool2d": lambda: F.max_pool2d(x4, 2),
+        "dropout": lambda: F.dropout(x3, 0.5, True), "layer_norm": lambda: F.layer_norm(x3, 4, ln_w, ln_b),
+        "embedding": lambda: F.embedding(np.array([[0, 2], [1, 1]]), w2),
+        "mse_loss": lambda: F.mse_loss(x3, x3.detach() * 2),
+        "cross_entropy": lambda: F.cross_entropy(x3, np.array([[0, 1, 2, 3], [3, 2, 1, 0]])),
+        "binary_cross_entropy": lambda: F.binary_cross_entropy(probs, target),
+        "binary_cross_entropy_with_logits": lambda: F.binary_cross_entropy_with_logits(probs, target),
+        "rnn_tanh_cell": lambda: F.rnn_tanh_cell(x3[:, 0], h, w2, w_hh, v, v),
+    }
+    for name, op in cases.items():
+        leaves = (x4, w4, b, x3, w2, v, probs, ln_w, ln_b, h, w_hh)
+        for leaf in leaves:
+            leaf.grad = None
+        out = op()
+        assert out.dtype == np.float32, f"{name} returned {out.dtype}"
+        out.sum().backward()
+        for leaf in leaves:
+            assert leaf.grad is None or leaf.grad.dtype == np.float32, f"{name} gave a {leaf.grad.dtype} gradient"
