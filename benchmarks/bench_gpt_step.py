@@ -2,8 +2,9 @@
 
 The model is the char-level GPT of the lessons: vocab 96, context 128, batch 16, 4 layers, 4 heads,
 d_model 128, MLP 4x, float32. PyTorch (when installed) runs the same architecture with the same weights
-and the same batch, in the same process, at the same thread count, one step of each in turn (threadpoolctl limits NumPy's BLAS,
-torch.set_num_threads limits PyTorch). Compare the ratio, not the absolute times.
+and the same batch, in the same process, at the same thread count (threadpoolctl limits NumPy's BLAS,
+torch.set_num_threads limits PyTorch), one step of each in turn so that both see the same machine load.
+Compare the ratios, not the absolute times.
 
     python benchmarks/bench_gpt_step.py                  # 1 and 2 threads, minigrad and PyTorch
     python benchmarks/bench_gpt_step.py --steps 5 --threads 1

@@ -41,7 +41,8 @@ def attention_ref(x, sd, prefix, H, causal):
 
 
 def block_ref(x, sd, prefix, H, causal=True):
-    x = x + attention_ref(ln_ref(x, sd[prefix + "ln1.weight"], sd[prefix + "ln1.bias"]), sd, prefix + "attn.", H, causal)
+    h = ln_ref(x, sd[prefix + "ln1.weight"], sd[prefix + "ln1.bias"])
+    x = x + attention_ref(h, sd, prefix + "attn.", H, causal)
     h = ln_ref(x, sd[prefix + "ln2.weight"], sd[prefix + "ln2.bias"])
     h = gelu_ref(h @ sd[prefix + "mlp.0.weight"].T + sd[prefix + "mlp.0.bias"])
     return x + h @ sd[prefix + "mlp.2.weight"].T + sd[prefix + "mlp.2.bias"]
