@@ -98,78 +98,13 @@ int matmul_has_openmp(void)
 }
 
 #ifdef HAVE_AVX2_KERNEL
-/* ab (6 x 16) = sum over p of a[:, p] b[p, :]; a is a packed 6-row sliver
-   (a[p*6 + i]), b a packed 16-column sliver (b[p*16 + j], 64-byte aligned). */
-static void micro_kernel_avx2_f32(int64_t kc, const float *restrict a,
-                                  const float *restrict b, float *restrict ab)
-{
-    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
-    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
-    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
-    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
-    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
-    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
-    for (int64_t p = 0; p < kc; p++) {
-        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
-        __m256 ai;
-        ai = _mm256_broadcast_ss(a + 0);
-        c00 = _mm256_fmadd_ps(ai, b0, c00); c01 = _mm256_fmadd_ps(ai, b1, c01);
-        ai = _mm256_broadcast_ss(a + 1);
-        c10 = _mm256_fmadd_ps(ai, b0, c10); c11 = _mm256_fmadd_ps(ai, b1, c11);
-        ai = _mm256_broadcast_ss(a + 2);
-        c20 = _mm256_fmadd_ps(ai, b0, c20); c21 = _mm256_fmadd_ps(ai, b1, c21);
-        ai = _mm256_broadcast_ss(a + 3);
-        c30 = _mm256_fmadd_ps(ai, b0, c30); c31 = _mm256_fmadd_ps(ai, b1, c31);
-        ai = _mm256_broadcast_ss(a + 4);
-        c40 = _mm256_fmadd_ps(ai, b0, c40); c41 = _mm256_fmadd_ps(ai, b1, c41);
-        ai = _mm256_broadcast_ss(a + 5);
-        c50 = _mm256_fmadd_ps(ai, b0, c50); c51 = _mm256_fmadd_ps(ai, b1, c51);
-        a += 6;
-        b += 16;
-    }
-    _mm256_store_ps(ab + 0, c00);  _mm256_store_ps(ab + 8, c01);
-    _mm256_store_ps(ab + 16, c10); _mm256_store_ps(ab + 24, c11);
-    _mm256_store_ps(ab + 32, c20); _mm256_store_ps(ab + 40, c21);
-    _mm256_store_ps(ab + 48, c30); _mm256_store_ps(ab + 56, c31);
-    _mm256_store_ps(ab + 64, c40); _mm256_store_ps(ab + 72, c41);
-    _mm256_store_ps(ab + 80, c50); _mm256_store_ps(ab + 88, c51);
-}
-
-/* ab (6 x 8) = sum over p of a[:, p] b[p, :], the float64 twin of the above. */
-static void micro_kernel_avx2_f64(int64_t kc, const double *restrict a,
-                                  const double *restrict b, double *restrict ab)
-{
-    __m256d c00 = _mm256_setzero_pd(), c01 = _mm256_setzero_pd();
-    __m256d c10 = _mm256_setzero_pd(), c11 = _mm256_setzero_pd();
-    __m256d c20 = _mm256_setzero_pd(), c21 = _mm256_setzero_pd();
-    __m256d c30 = _mm256_setzero_pd(), c31 = _mm256_setzero_pd();
-    __m256d c40 = _mm256_setzero_pd(), c41 = _mm256_setzero_pd();
-    __m256d c50 = _mm256_setzero_pd(), c51 = _mm256_setzero_pd();
-    for (int64_t p = 0; p < kc; p++) {
-        __m256d b0 = _mm256_load_pd(b), b1 = _mm256_load_pd(b + 4);
-        __m256d ai;
-        ai = _mm256_broadcast_sd(a + 0);
-        c00 = _mm256_fmadd_pd(ai, b0, c00); c01 = _mm256_fmadd_pd(ai, b1, c01);
-        ai = _mm256_broadcast_sd(a + 1);
-        c10 = _mm256_fmadd_pd(ai, b0, c10); c11 = _mm256_fmadd_pd(ai, b1, c11);
-        ai = _mm256_broadcast_sd(a + 2);
-        c20 = _mm256_fmadd_pd(ai, b0, c20); c21 = _mm256_fmadd_pd(ai, b1, c21);
-        ai = _mm256_broadcast_sd(a + 3);
-        c30 = _mm256_fmadd_pd(ai, b0, c30); c31 = _mm256_fmadd_pd(ai, b1, c31);
-        ai = _mm256_broadcast_sd(a + 4);
-        c40 = _mm256_fmadd_pd(ai, b0, c40); c41 = _mm256_fmadd_pd(ai, b1, c41);
-        ai = _mm256_broadcast_sd(a + 5);
-        c50 = _mm256_fmadd_pd(ai, b0, c50); c51 = _mm256_fmadd_pd(ai, b1, c51);
-        a += 6;
-        b += 8;
-    }
-    _mm256_store_pd(ab + 0, c00);  _mm256_store_pd(ab + 4, c01);
-    _mm256_store_pd(ab + 8, c10);  _mm256_store_pd(ab + 12, c11);
-    _mm256_store_pd(ab + 16, c20); _mm256_store_pd(ab + 20, c21);
-    _mm256_store_pd(ab + 24, c30); _mm256_store_pd(ab + 28, c31);
-    _mm256_store_pd(ab + 32, c40); _mm256_store_pd(ab + 36, c41);
-    _mm256_store_pd(ab + 40, c50); _mm256_store_pd(ab + 44, c51);
-}
+/* Defined at the end: they use the type-generic store_tile_* for partial tiles. */
+static void micro_kernel_avx2_f32(int64_t kc, const float *restrict a, const float *restrict b,
+                                  float *restrict c, int64_t ldc, float alpha, float beta,
+                                  int64_t mr, int64_t nr);
+static void micro_kernel_avx2_f64(int64_t kc, const double *restrict a, const double *restrict b,
+                                  double *restrict c, int64_t ldc, double alpha, double beta,
+                                  int64_t mr, int64_t nr);
 #endif
 
 /* Block sizes: a B sliver (KC x NR) fits L1 (32 KiB), an A block (MC x KC)
@@ -197,3 +132,142 @@ static void micro_kernel_avx2_f64(int64_t kc, const double *restrict a,
 #define SIMD_MICRO_KERNEL micro_kernel_avx2_f64
 #endif
 #include "matmul_body.inc"
+
+#ifdef HAVE_AVX2_KERNEL
+/* One row of a full tile: c[0:2W] = alpha * (lo, hi) + beta * c[0:2W] (C need not be aligned). */
+static inline void update_row_avx2_f32(float *c, __m256 lo, __m256 hi, __m256 alpha, __m256 beta,
+                                       int read_c)
+{
+    lo = _mm256_mul_ps(alpha, lo);
+    hi = _mm256_mul_ps(alpha, hi);
+    if (read_c) {
+        lo = _mm256_fmadd_ps(beta, _mm256_loadu_ps(c), lo);
+        hi = _mm256_fmadd_ps(beta, _mm256_loadu_ps(c + 8), hi);
+    }
+    _mm256_storeu_ps(c, lo);
+    _mm256_storeu_ps(c + 8, hi);
+}
+
+static inline void update_row_avx2_f64(double *c, __m256d lo, __m256d hi, __m256d alpha,
+                                       __m256d beta, int read_c)
+{
+    lo = _mm256_mul_pd(alpha, lo);
+    hi = _mm256_mul_pd(alpha, hi);
+    if (read_c) {
+        lo = _mm256_fmadd_pd(beta, _mm256_loadu_pd(c), lo);
+        hi = _mm256_fmadd_pd(beta, _mm256_loadu_pd(c + 4), hi);
+    }
+    _mm256_storeu_pd(c, lo);
+    _mm256_storeu_pd(c + 4, hi);
+}
+
+/* C (6 x 16) = alpha * sum over p of a[:, p] b[p, :] + beta * C: a is a packed
+   6-row sliver (a[p*6 + i]), b a packed 16-column sliver (b[p*16 + j], 64-byte
+   aligned). The 6 x 16 tile lives in 12 registers of 8 floats; each p costs 2
+   loads of b, 6 broadcasts of a and 12 FMAs. Partial tiles (mr < 6 or
+   nr < 16, at the edges of C) go through an aligned buffer. */
+static void micro_kernel_avx2_f32(int64_t kc, const float *restrict a, const float *restrict b,
+                                  float *restrict c, int64_t ldc, float alpha, float beta,
+                                  int64_t mr, int64_t nr)
+{
+    /* C's rows are a whole row of C apart: fetch them while the FMAs run. */
+    for (int64_t i = 0; i < mr; i++)
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+    for (int64_t p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        __m256 ai;
+        ai = _mm256_broadcast_ss(a + 0);
+        c00 = _mm256_fmadd_ps(ai, b0, c00); c01 = _mm256_fmadd_ps(ai, b1, c01);
+        ai = _mm256_broadcast_ss(a + 1);
+        c10 = _mm256_fmadd_ps(ai, b0, c10); c11 = _mm256_fmadd_ps(ai, b1, c11);
+        ai = _mm256_broadcast_ss(a + 2);
+        c20 = _mm256_fmadd_ps(ai, b0, c20); c21 = _mm256_fmadd_ps(ai, b1, c21);
+        ai = _mm256_broadcast_ss(a + 3);
+        c30 = _mm256_fmadd_ps(ai, b0, c30); c31 = _mm256_fmadd_ps(ai, b1, c31);
+        ai = _mm256_broadcast_ss(a + 4);
+        c40 = _mm256_fmadd_ps(ai, b0, c40); c41 = _mm256_fmadd_ps(ai, b1, c41);
+        ai = _mm256_broadcast_ss(a + 5);
+        c50 = _mm256_fmadd_ps(ai, b0, c50); c51 = _mm256_fmadd_ps(ai, b1, c51);
+        a += 6;
+        b += 16;
+    }
+    if (mr == 6 && nr == 16) {
+        __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+        int read_c = beta != 0;
+        update_row_avx2_f32(c + 0 * ldc, c00, c01, va, vb, read_c);
+        update_row_avx2_f32(c + 1 * ldc, c10, c11, va, vb, read_c);
+        update_row_avx2_f32(c + 2 * ldc, c20, c21, va, vb, read_c);
+        update_row_avx2_f32(c + 3 * ldc, c30, c31, va, vb, read_c);
+        update_row_avx2_f32(c + 4 * ldc, c40, c41, va, vb, read_c);
+        update_row_avx2_f32(c + 5 * ldc, c50, c51, va, vb, read_c);
+        return;
+    }
+    _Alignas(ALIGNMENT) float ab[6 * 16];
+    _mm256_store_ps(ab + 0, c00);  _mm256_store_ps(ab + 8, c01);
+    _mm256_store_ps(ab + 16, c10); _mm256_store_ps(ab + 24, c11);
+    _mm256_store_ps(ab + 32, c20); _mm256_store_ps(ab + 40, c21);
+    _mm256_store_ps(ab + 48, c30); _mm256_store_ps(ab + 56, c31);
+    _mm256_store_ps(ab + 64, c40); _mm256_store_ps(ab + 72, c41);
+    _mm256_store_ps(ab + 80, c50); _mm256_store_ps(ab + 88, c51);
+    store_tile_f32(mr, nr, ab, alpha, beta, c, ldc);
+}
+
+/* C (6 x 8) = alpha * sum over p of a[:, p] b[p, :] + beta * C, the float64
+   twin of the above (registers of 4 doubles). */
+static void micro_kernel_avx2_f64(int64_t kc, const double *restrict a, const double *restrict b,
+                                  double *restrict c, int64_t ldc, double alpha, double beta,
+                                  int64_t mr, int64_t nr)
+{
+    for (int64_t i = 0; i < mr; i++)
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+    __m256d c00 = _mm256_setzero_pd(), c01 = _mm256_setzero_pd();
+    __m256d c10 = _mm256_setzero_pd(), c11 = _mm256_setzero_pd();
+    __m256d c20 = _mm256_setzero_pd(), c21 = _mm256_setzero_pd();
+    __m256d c30 = _mm256_setzero_pd(), c31 = _mm256_setzero_pd();
+    __m256d c40 = _mm256_setzero_pd(), c41 = _mm256_setzero_pd();
+    __m256d c50 = _mm256_setzero_pd(), c51 = _mm256_setzero_pd();
+    for (int64_t p = 0; p < kc; p++) {
+        __m256d b0 = _mm256_load_pd(b), b1 = _mm256_load_pd(b + 4);
+        __m256d ai;
+        ai = _mm256_broadcast_sd(a + 0);
+        c00 = _mm256_fmadd_pd(ai, b0, c00); c01 = _mm256_fmadd_pd(ai, b1, c01);
+        ai = _mm256_broadcast_sd(a + 1);
+        c10 = _mm256_fmadd_pd(ai, b0, c10); c11 = _mm256_fmadd_pd(ai, b1, c11);
+        ai = _mm256_broadcast_sd(a + 2);
+        c20 = _mm256_fmadd_pd(ai, b0, c20); c21 = _mm256_fmadd_pd(ai, b1, c21);
+        ai = _mm256_broadcast_sd(a + 3);
+        c30 = _mm256_fmadd_pd(ai, b0, c30); c31 = _mm256_fmadd_pd(ai, b1, c31);
+        ai = _mm256_broadcast_sd(a + 4);
+        c40 = _mm256_fmadd_pd(ai, b0, c40); c41 = _mm256_fmadd_pd(ai, b1, c41);
+        ai = _mm256_broadcast_sd(a + 5);
+        c50 = _mm256_fmadd_pd(ai, b0, c50); c51 = _mm256_fmadd_pd(ai, b1, c51);
+        a += 6;
+        b += 8;
+    }
+    if (mr == 6 && nr == 8) {
+        __m256d va = _mm256_set1_pd(alpha), vb = _mm256_set1_pd(beta);
+        int read_c = beta != 0;
+        update_row_avx2_f64(c + 0 * ldc, c00, c01, va, vb, read_c);
+        update_row_avx2_f64(c + 1 * ldc, c10, c11, va, vb, read_c);
+        update_row_avx2_f64(c + 2 * ldc, c20, c21, va, vb, read_c);
+        update_row_avx2_f64(c + 3 * ldc, c30, c31, va, vb, read_c);
+        update_row_avx2_f64(c + 4 * ldc, c40, c41, va, vb, read_c);
+        update_row_avx2_f64(c + 5 * ldc, c50, c51, va, vb, read_c);
+        return;
+    }
+    _Alignas(ALIGNMENT) double ab[6 * 8];
+    _mm256_store_pd(ab + 0, c00);  _mm256_store_pd(ab + 4, c01);
+    _mm256_store_pd(ab + 8, c10);  _mm256_store_pd(ab + 12, c11);
+    _mm256_store_pd(ab + 16, c20); _mm256_store_pd(ab + 20, c21);
+    _mm256_store_pd(ab + 24, c30); _mm256_store_pd(ab + 28, c31);
+    _mm256_store_pd(ab + 32, c40); _mm256_store_pd(ab + 36, c41);
+    _mm256_store_pd(ab + 40, c50); _mm256_store_pd(ab + 44, c51);
+    store_tile_f64(mr, nr, ab, alpha, beta, c, ldc);
+}
+#endif

@@ -1,0 +1,126 @@
+"""GFLOP/s of every C matmul version against NumPy's BLAS (and PyTorch when installed).
+
+    env -u OPENBLAS_CORETYPE python benchmarks/bench_matmul.py
+    env -u OPENBLAS_CORETYPE python benchmarks/bench_matmul.py --sizes 1024 2048 --dtypes float32 --rounds 7
+
+Speed is reported as ratios measured in one run: in every round each
+contender runs once on the same inputs, back to back, so load from other
+processes hits them alike; the table shows the median over rounds of the
+GFLOP/s and of the ratio to NumPy. NumPy's and PyTorch's thread counts are
+set with threadpoolctl / torch.set_num_threads; the C kernels get
+num_threads. Target: the best version >= 0.8x NumPy at 1024^3 and 2048^3
+float32 on 1 and on 2 threads.
+"""
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+from minigrad.kernels import c_backend
+
+# Slow versions only where they finish in reasonable time.
+MAX_SIZE = {"naive": 256, "blocked": 1024, "packed": 2048, "simd": 2048, "parallel": 4096}
+TARGET_RATIO, TARGET_SIZES = 0.8, (1024, 2048)
+
+
+def seconds(call, min_time=0.05):
+    """Time of one call, averaged over enough calls to last min_time."""
+    call()
+    repeats, elapsed = 1, 0.0
+    while True:
+        start = time.perf_counter()
+        for _ in range(repeats):
+            call()
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time:
+            return elapsed / repeats
+        repeats *= 2
+
+
+def contenders(a, b, threads, versions, torch):
+    """name -> zero-argument call computing a @ b."""
+    calls = {"numpy": lambda: a @ b}
+    if torch is not None:
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        calls["torch"] = lambda: (ta @ tb).numpy()
+    for version in versions:
+        if a.shape[0] <= MAX_SIZE[version]:
+            calls[version] = (lambda v=version: c_backend.matmul(a, b, version=v, num_threads=threads))
+    return calls
+
+
+def measure(size, dtype, threads, versions, rounds, torch):
+    """{name: (median GFLOP/s, median ratio to numpy)} over `rounds` interleaved rounds."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size)).astype(dtype)
+    b = rng.standard_normal((size, size)).astype(dtype)
+    calls = contenders(a, b, threads, versions, torch)
+    expected = a.astype(np.float64) @ b
+    for name, call in calls.items():  # a fast wrong kernel is no result
+        error = np.abs(call() - expected).max() / np.abs(expected).max()
+        assert error < (1e-4 if dtype == np.float32 else 1e-10), f"{name} is wrong at {size}: {error:.2g}"
+    flops = 2.0 * size ** 3
+    rates = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            rates[name].append(flops / seconds(call) / 1e9)
+    return {name: (statistics.median(r), statistics.median(x / y for x, y in zip(r, rates["numpy"])))
+            for name, r in rates.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512, 1024, 2048])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--versions", nargs="+", default=list(c_backend.MATMUL_VERSIONS))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
+    args = parser.parse_args()
+
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:
+        raise SystemExit("bench_matmul needs threadpoolctl to set NumPy's thread count: pip install threadpoolctl")
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+        except ImportError:
+            pass
+
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        print(f"WARNING: OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} forces an OpenBLAS kernel; "
+              "run with `env -u OPENBLAS_CORETYPE` to compare against NumPy's best")
+    blas = [(i.get("internal_api"), i.get("architecture"), i.get("version")) for i in threadpool_info()
+            if i.get("user_api") == "blas"]
+    print(f"NumPy BLAS: {blas}; C micro-kernel: {c_backend.simd_kernel()}; "
+          f"PyTorch: {torch.__version__ if torch else 'not installed'}; rounds: {args.rounds} (medians)")
+
+    missed = []
+    for threads in args.threads:
+        # Serial versions are the same on any thread count: show them once.
+        versions = [v for v in args.versions if threads == min(args.threads) or v == "parallel"]
+        if torch is not None:
+            torch.set_num_threads(threads)
+        with threadpool_limits(threads):
+            for dtype in args.dtypes:
+                names = ["numpy"] + (["torch"] if torch else []) + versions
+                print(f"\n{dtype}, {threads} thread{'s' if threads > 1 else ''}: GFLOP/s (ratio to numpy)")
+                print("  size " + "".join(f"{name:>18}" for name in names))
+                for size in args.sizes:
+                    result = measure(size, np.dtype(dtype), threads, versions, args.rounds, torch)
+                    cells = [f"{result[n][0]:8.1f} ({result[n][1]:4.2f}x)" if n in result else f"{'-':>16}"
+                             for n in names]
+                    print(f"  {size:4d} " + "".join(f"{cell:>18}" for cell in cells), flush=True)
+                    best = max((result[v][1], v) for v in versions if v in result)
+                    if dtype == "float32" and size in TARGET_SIZES and best[0] < TARGET_RATIO:
+                        missed.append(f"{size}^3 float32 on {threads} thread(s): best {best[1]} {best[0]:.2f}x")
+    print("\ntarget (best version >= 0.8x NumPy at 1024^3 and 2048^3 float32, 1 and 2 threads): "
+          + ("met where measured" if not missed else "MISSED: " + "; ".join(missed)))
+
+
+if __name__ == "__main__":
+    main()
