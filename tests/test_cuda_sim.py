@@ -416,6 +416,33 @@ def test_kernel_signatures_are_read_after_macros():
         SimModule(code='typedef struct { short bits; } half;\nextern "C" __global__ void k(half x) {}')
 
 
+def test_static_shared_memory_is_counted_per_kernel():
+    code = r"""
+    #define N 1024
+    extern "C" __global__ void two_arrays(float *y)
+    {
+        __shared__ float a[N][4], b[N];
+        __shared__ __align__(16) double c[8];
+        a[0][threadIdx.x] = 1.0f;
+        b[threadIdx.x] = 2.0f;
+        c[threadIdx.x] = 3.0;
+        __syncthreads();
+        y[threadIdx.x] = a[0][threadIdx.x] + b[threadIdx.x] + (float)c[threadIdx.x];
+    }
+    extern "C" __global__ void none(float *y) { y[0] = 0.0f; }
+    """
+    mod = SimModule(code=code)
+    kernel = mod.get_function("two_arrays")
+    assert kernel.shared_size_bytes == 4 * 1024 * 4 + 4 * 1024 + 8 * 8
+    assert mod.get_function("none").shared_size_bytes == 0
+    y = np.zeros(4, np.float32)
+    kernel(1, 4, (y,), shared_mem=48 * 1024 - kernel.shared_size_bytes)
+    np.testing.assert_array_equal(y, 6.0)
+    with pytest.raises(ValueError, match=r"20544 bytes of static __shared__ arrays plus shared_mem=28609 make 49153 "
+                                         r"bytes .* a GPU allows 49152"):
+        kernel(1, 4, (y,), shared_mem=48 * 1024 - kernel.shared_size_bytes + 1)
+
+
 def test_options_define_macros():
     code = r"""
     extern "C" __global__ void fill(float *y) { y[threadIdx.x] = SCALE * OFFSET; }

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CompileError, CudaSimError
-from .signature import Param, parse_kernels
+from .signature import Param, parse_kernels, static_shared_sizes
 
 HERE = Path(__file__).resolve().parent
 RUNTIME_FILES = ("sim_runtime.h", "sim_scheduler.c")
@@ -46,7 +46,7 @@ class Library:
     """A compiled, loaded module: its kernels' parameters and the launch entry point."""
     lib: object
     ffi: object
-    kernels: dict  # name -> (index, (Param, ...))
+    kernels: dict  # name -> (index, (Param, ...), bytes of static shared memory)
     stack_bytes: int
 
 
@@ -109,7 +109,9 @@ def _compile_error(stderr, filename):
                         f"numbers of your source in {filename}:\n{stderr.strip()}")
 
 
-def _entries(kernels):
+def _entries(kernels, shared_sizes):
+    """One function per kernel that unpacks the launch's `void *a[]` into its parameters; and
+    minigrad_sim_shared_size(kernel), its static shared memory as the compiler counts it."""
     lines = []
     for i, (name, params) in enumerate(kernels.items()):
         call = ", ".join(p.c_argument(j) for j, p in enumerate(params))
@@ -117,6 +119,9 @@ def _entries(kernels):
     table = ", ".join(f"__sim_entry_{i}" for i in range(len(kernels))) or "0"
     lines.append(f"SIM_SHARED const sim_entry __sim_entries[] = {{{table}}};")
     lines.append(f"SIM_SHARED const int __sim_entry_count = {len(kernels)};")
+    sizes = ", ".join(f"({shared_sizes[name]})" for name in kernels) or "0"
+    lines.append("__attribute__((visibility(\"default\"))) unsigned long long minigrad_sim_shared_size(int kernel)")
+    lines.append(f"{{ static const unsigned long long sizes[] = {{{sizes}}}; return sizes[kernel]; }}")
     return "\n".join(lines) + "\n"
 
 
@@ -139,11 +144,11 @@ def _compile(code, options, so_path, meta_path, filename):
     pre = _run(cc + ["-E", "-P", "-x", "c", "-DMINIGRAD_CUDA_SIM=1", *flags, "-"], stdin=translated)
     if pre.returncode:
         raise _compile_error(pre.stderr, "<stdin>")
-    kernels = parse_kernels(pre.stdout)
+    kernels, shared_sizes = parse_kernels(pre.stdout), static_shared_sizes(pre.stdout)
     scheduler = _scheduler_object(cc, flags, so_path.parent)
     with tempfile.TemporaryDirectory(dir=so_path.parent) as tmp:
         Path(tmp, filename).write_text(translated)
-        Path(tmp, "module.c").write_text(f'#include "sim_runtime.h"\n#include "{filename}"\n' + _entries(kernels))
+        Path(tmp, "module.c").write_text(f'#include "sim_runtime.h"\n#include "{filename}"\n' + _entries(kernels, shared_sizes))
         built = _run(cc + CFLAGS + [f"-I{HERE}", *flags, "-o", "module.so", "module.c", str(scheduler)] + LDFLAGS,
                      cwd=tmp)
         if built.returncode:
@@ -205,12 +210,14 @@ def load(code, options=(), filename="kernel.cu"):
                              size_t stack_bytes, char *error, size_t error_size);
             size_t minigrad_sim_static_shared_bytes(void);
             void *minigrad_sim_fault_address(void);
+            unsigned long long minigrad_sim_shared_size(int kernel);
             void *minigrad_sim_guarded_alloc(size_t bytes);
             void minigrad_sim_guarded_free(void *data, size_t bytes);
             long long minigrad_sim_guarded_damage(void *data, size_t bytes);
         """)
-        kernels = {name: (i, tuple(Param(**p) for p in params))
+        lib = ffi.dlopen(str(so_path))
+        kernels = {name: (i, tuple(Param(**p) for p in params), lib.minigrad_sim_shared_size(i))
                    for i, (name, params) in enumerate(meta["kernels"].items())}
-        library = Library(ffi.dlopen(str(so_path)), ffi, kernels, meta["stack_bytes"])
+        library = Library(lib, ffi, kernels, meta["stack_bytes"])
         _loaded[key] = library
         return library

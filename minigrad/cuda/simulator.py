@@ -61,8 +61,9 @@ class SimKernel:
 
     max_threads_per_block = MAX_THREADS_PER_BLOCK
 
-    def __init__(self, module, name, index, params):
+    def __init__(self, module, name, index, params, shared_size_bytes):
         self.module, self.name, self.params = module, name, params
+        self.shared_size_bytes = shared_size_bytes  # static __shared__ arrays, as cupy.RawKernel reports it
         self._index = index
         self.order = None  # thread order for this kernel's launches; None: the module's
         self._max_dynamic_shared = DEFAULT_DYNAMIC_SHARED_BYTES
@@ -94,6 +95,11 @@ class SimKernel:
             raise ValueError(f"{where}: shared_mem={shared_mem!r} bytes of dynamic shared memory; this kernel may "
                              f"use 0 to {self._max_dynamic_shared} per block (48 KiB unless "
                              "max_dynamic_shared_size_bytes is raised)")
+        limit = max(self._max_dynamic_shared, DEFAULT_DYNAMIC_SHARED_BYTES)
+        if self.shared_size_bytes + shared_mem > limit:
+            raise ValueError(f"{where}: {self.shared_size_bytes} bytes of static __shared__ arrays plus "
+                             f"shared_mem={shared_mem} make {self.shared_size_bytes + shared_mem} bytes of shared "
+                             f"memory per block; a GPU allows {limit} here (too many resources requested)")
         if not isinstance(args, (tuple, list)):
             raise TypeError(f"{where}: args must be a tuple of the kernel's arguments, got {type(args).__name__}")
         if len(args) != len(self.params):
@@ -183,5 +189,5 @@ class SimModule:
         if name not in self._library.kernels:
             raise ValueError(f"no __global__ kernel named {name!r} in this module; it has: "
                              f"{', '.join(self._library.kernels) or 'none'}")
-        index, params = self._library.kernels[name]
-        return SimKernel(self, name, index, params)
+        index, params, shared_size = self._library.kernels[name]
+        return SimKernel(self, name, index, params, shared_size)
