@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minigrad.cuda import (BarrierDivergenceError, CompileError, KernelFaultError, SimModule, WarpDivergenceError,
-                           build)
+from minigrad.cuda import (BarrierDivergenceError, CompileError, CompileWarning, KernelFaultError, SimModule,
+                           WarpDivergenceError, build)
 
 ORDERS = ("forward", "reverse", "random:1")
 BROKEN = Path(__file__).parent / "cuda_broken"
@@ -735,6 +735,18 @@ def test_compile_error_names_the_line_of_the_source(tmp_path):
     path.write_text(code)
     with pytest.raises(CompileError, match=r"mistake\.cu:3:\d+: error"):
         SimModule(path=path)
+
+
+def test_uninitialized_variable_is_a_compile_warning(recwarn, monkeypatch):
+    code = 'extern "C" __global__ void k(const float *x, float *y, int n)\n{\n    float acc;\n' \
+           '    for (int i = 0; i < n; i++)\n        acc += x[i];\n    y[0] = acc;\n}\n'
+    with pytest.warns(CompileWarning, match=r"kernel\.cu:6:\d+: warning: .acc. may be used uninitialized"):
+        SimModule(code=code)
+    monkeypatch.setattr(build, "_loaded", {})  # load from disk, where the warnings are kept
+    SimModule(code=SOURCE)
+    assert not [w for w in recwarn if issubclass(w.category, CompileWarning)]
+    with pytest.warns(CompileWarning, match="acc"):
+        SimModule(code=code)
 
 
 def test_unsupported_parameter_type_is_a_compile_error():

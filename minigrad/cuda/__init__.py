@@ -20,8 +20,9 @@ with a hang becomes a Python error that names block, thread and line:
                             scalar, non-contiguous array) or beyond CUDA's limits
 Ctrl-C stops a long launch. Nothing is compiled at import. Linux only.
 """
-from .errors import BarrierDivergenceError, CompileError, CudaSimError, KernelFaultError, WarpDivergenceError
+from .errors import (BarrierDivergenceError, CompileError, CompileWarning, CudaSimError, KernelFaultError,
+                     WarpDivergenceError)
 from .simulator import SimKernel, SimModule
 
-__all__ = ["SimModule", "SimKernel", "CudaSimError", "CompileError", "BarrierDivergenceError",
+__all__ = ["SimModule", "SimKernel", "CudaSimError", "CompileError", "CompileWarning", "BarrierDivergenceError",
            "WarpDivergenceError", "KernelFaultError"]

@@ -16,10 +16,11 @@ import sys
 import sysconfig
 import tempfile
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CompileError, CudaSimError
+from .errors import CompileError, CompileWarning, CudaSimError
 from .signature import Param, parse_kernels, static_shared_sizes
 
 HERE = Path(__file__).resolve().parent
@@ -30,7 +31,8 @@ CFLAGS = ["-std=gnu11", "-O2", "-fPIC", "-fvisibility=hidden", "-U_FORTIFY_SOURC
           "-fstack-usage",  # frame sizes, to size the fiber stacks
           "-fstack-clash-protection",  # a frame larger than a page still touches the guard page first
           "-Werror=implicit-function-declaration", "-Werror=incompatible-pointer-types",
-          "-Werror=int-conversion", "-Werror=return-type"]
+          "-Werror=int-conversion", "-Werror=return-type",
+          "-Wuninitialized", "-Wmaybe-uninitialized", "-Warray-bounds"]  # shown as CompileWarning
 LDFLAGS = ["-shared", "-Wl,-z,defs", "-lm"]
 BASE_STACK_BYTES = 64 * 1024  # room for libc calls (printf) on top of the kernel's own frames
 
@@ -148,13 +150,15 @@ def _compile(code, options, so_path, meta_path, filename):
     scheduler = _scheduler_object(cc, flags, so_path.parent)
     with tempfile.TemporaryDirectory(dir=so_path.parent) as tmp:
         Path(tmp, filename).write_text(translated)
-        Path(tmp, "module.c").write_text(f'#include "sim_runtime.h"\n#include "{filename}"\n' + _entries(kernels, shared_sizes))
+        entries = _entries(kernels, shared_sizes)
+        Path(tmp, "module.c").write_text(f'#include "sim_runtime.h"\n#include "{filename}"\n{entries}')
         built = _run(cc + CFLAGS + [f"-I{HERE}", *flags, "-o", "module.so", "module.c", str(scheduler)] + LDFLAGS,
                      cwd=tmp)
         if built.returncode:
             raise _compile_error(built.stderr, filename)
         meta = {"kernels": {name: [vars(p) for p in params] for name, params in kernels.items()},
-                "stack_bytes": _stack_bytes(tmp)}
+                "stack_bytes": _stack_bytes(tmp),
+                "warnings": built.stderr.strip() if f"{filename}:" in built.stderr else ""}
         Path(tmp, "meta.json").write_text(json.dumps(meta))
         os.replace(Path(tmp, "module.so"), so_path)
         os.replace(Path(tmp, "meta.json"), meta_path)
@@ -202,13 +206,15 @@ def load(code, options=(), filename="kernel.cu"):
         if not (so_path.exists() and meta_path.exists()):
             _compile(code, options, so_path, meta_path, filename)
         meta = json.loads(meta_path.read_text())
+        if meta["warnings"]:
+            warnings.warn(CompileWarning(f"the compiler warns about the kernel source:\n{meta['warnings']}"),
+                          stacklevel=3)
         import cffi
         ffi = cffi.FFI()
         ffi.cdef("""
             int minigrad_sim_launch(int kernel, void **args, const unsigned int *grid, const unsigned int *block,
-                             void *dynamic_shared, size_t dynamic_bytes, int order, uint64_t seed,
-                             size_t stack_bytes, char *error, size_t error_size);
-            size_t minigrad_sim_static_shared_bytes(void);
+                                    void *dynamic_shared, size_t dynamic_bytes, int order, uint64_t seed,
+                                    size_t stack_bytes, char *error, size_t error_size);
             void *minigrad_sim_fault_address(void);
             unsigned long long minigrad_sim_shared_size(int kernel);
             void *minigrad_sim_guarded_alloc(size_t bytes);

@@ -19,3 +19,7 @@ class WarpDivergenceError(CudaSimError):
 
 class KernelFaultError(CudaSimError):
     """The kernel touched memory it may not (a GPU's illegal address) or divided an integer by zero."""
+
+
+class CompileWarning(UserWarning):
+    """The compiler found something suspicious in a kernel, such as a variable used before it is set."""

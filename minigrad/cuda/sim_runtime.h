@@ -1,10 +1,10 @@
 /* sim_runtime.h - the CUDA built-ins, written in C, for kernels run by the CPU simulator.
  *
- * minigrad.cuda.build compiles one C file per kernel module:
- *     #include "sim_runtime.h"     this file: CUDA keywords, built-in variables, intrinsics
- *     #include "kernel.cu"         the user's CUDA source, lightly rewritten
- *     ... one entry function per __global__ kernel (unpacks the launch arguments)
- *     #include "sim_scheduler.c"   fibers, barriers, warps, the launch loop
+ * minigrad.cuda.build links two translation units into one library per kernel module:
+ *     module.c            #include "sim_runtime.h"   this file: CUDA keywords, built-ins, intrinsics
+ *                         #include "kernel.cu"       the user's CUDA source, lightly rewritten
+ *                         one entry function per __global__ kernel (unpacks the launch arguments)
+ *     sim_scheduler.c     fibers, barriers, warps, the launch loop (includes this file too)
  *
  * Every CUDA thread of a block is a cooperative fiber with its own stack. A fiber
  * runs until it reaches __syncthreads() or a warp operation, then yields to the

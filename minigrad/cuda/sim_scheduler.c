@@ -612,9 +612,3 @@ SIM_API long long minigrad_sim_guarded_damage(void *data, size_t bytes)
             return (long long)i;
     return 0;
 }
-
-/* Bytes of static __shared__ memory in this module (all kernels together). */
-SIM_API size_t minigrad_sim_static_shared_bytes(void)
-{
-    return (size_t)(__stop_sim_shared - __start_sim_shared) - sizeof sim_shared_anchor;
-}
