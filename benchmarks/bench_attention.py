@@ -1,0 +1,165 @@
+"""Fused C attention (kernels/attention.c) against the NumPy composition and PyTorch SDPA.
+
+    python benchmarks/bench_attention.py                    T = 256 .. 4096, causal and not
+    python benchmarks/bench_attention.py --t 1024 2048 --repeats 9 --threads 2
+    python benchmarks/bench_attention.py --no-memory        times only
+
+One problem per row: 8 heads (batch 1), d = 64, float32. Times are medians of
+`--repeats` calls, the methods taking turns so that a busy machine slows them
+alike; what to read are the ratios in the same row, never the absolute times.
+  forward:  C flash, the NumPy composition softmax(QK^T/sqrt d)V (backend
+            "numpy"), torch.nn.functional.scaled_dot_product_attention
+  backward: the same three (PyTorch: autograd's backward of SDPA alone)
+  memory:   peak extra resident memory of one call, outputs included, measured
+            in a fresh subprocess per method: inputs made, peak RSS reset
+            (/proc/self/clear_refs), one call, then VmHWM minus the RSS before it.
+PyTorch is optional (`pip install torch`); without it its columns are blank.
+Targets (issue 4): forward >= 5x faster than NumPy at T = 2048 and within 2x of
+SDPA; backward within 2x of SDPA's; peak extra memory at T = 4096 < 32 MiB.
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from minigrad.kernels import c_backend, numpy_backend  # noqa: E402
+
+HEADS, D = 8, 64
+METHODS = ("c", "numpy", "torch")
+
+
+def inputs(t, seed=0):
+    rng = np.random.default_rng(seed)
+    q, k, v, grad_out = (rng.standard_normal((HEADS, t, D)).astype(np.float32) for _ in range(4))  # (H, T, d)
+    return q, k, v, grad_out
+
+
+def have_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def calls(method, t, causal, threads):
+    """(forward, backward): zero-argument callables running one pass of `method` on fresh inputs."""
+    q, k, v, grad_out = inputs(t)
+    if method == "c":
+        out, lse = c_backend.attention(q, k, v, causal, return_lse=True, num_threads=threads)
+        return (lambda: c_backend.attention(q, k, v, causal, return_lse=True, num_threads=threads),
+                lambda: c_backend.attention_backward(q, k, v, out, lse, grad_out, causal, num_threads=threads))
+    if method == "numpy":
+        out, lse = numpy_backend.attention(q, k, v, is_causal=causal, return_lse=True)
+        return (lambda: numpy_backend.attention(q, k, v, is_causal=causal, return_lse=True),
+                lambda: numpy_backend.attention_backward(q, k, v, out, lse, grad_out, is_causal=causal))
+    import torch
+    import torch.nn.functional as F
+    torch.set_num_threads(threads)
+    tq, tk, tv = (torch.from_numpy(x[None]).requires_grad_() for x in (q, k, v))  # (1, H, T, d)
+    tgrad = torch.from_numpy(grad_out[None])
+
+    def forward():
+        with torch.no_grad():
+            return F.scaled_dot_product_attention(tq, tk, tv, is_causal=causal)
+
+    out = F.scaled_dot_product_attention(tq, tk, tv, is_causal=causal)
+    return forward, lambda: torch.autograd.grad(out, (tq, tk, tv), tgrad, retain_graph=True)
+
+
+def median_times(functions, repeats):
+    """Median seconds of each function over `repeats` rounds, one call of each per round."""
+    for f in functions:
+        f()  # warm-up: first-touch page faults, thread pools
+    times = [[] for _ in functions]
+    for _ in range(repeats):
+        for f, record in zip(functions, times):
+            start = time.perf_counter()
+            f()
+            record.append(time.perf_counter() - start)
+    return [statistics.median(record) for record in times]
+
+
+def resident_kib(field):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def measure_memory_here(method, direction, t, causal, threads):
+    """Peak extra MiB of one call, in this process (run it in a fresh one)."""
+    forward, backward = calls(method, t, causal, threads)
+    run = forward if direction == "forward" else backward
+    run()  # first calls allocate once-per-process state (thread pools, caches): not per-call memory
+    before = resident_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # resets VmHWM to the current RSS
+    run()
+    return (resident_kib("VmHWM") - before) / 1024
+
+
+def peak_extra_mib(method, direction, t, causal, threads):
+    command = [sys.executable, __file__, "--memory-probe", method, direction, str(t), str(int(causal)),
+               "--threads", str(threads)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        return float("nan")
+    return float(result.stdout.split()[-1])
+
+
+def fmt(x, width=8, digits=1):
+    return f"{x:{width}.{digits}f}" if x == x else " " * (width - 1) + "-"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--t", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    parser.add_argument("--memory-probe", nargs=4, metavar=("METHOD", "DIRECTION", "T", "CAUSAL"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_probe:
+        method, direction, t, causal = args.memory_probe
+        print(measure_memory_here(method, direction, int(t), causal == "1", args.threads))
+        return
+
+    methods = [m for m in METHODS if m != "torch" or have_torch()]
+    print(f"attention, {HEADS} heads, d = {D}, float32, {args.threads} threads, median of {args.repeats}; "
+          f"methods: {', '.join(methods)}")
+    print(f"{'T':>5} {'causal':>6} | {'forward ms: C':>13} {'NumPy':>8} {'torch':>8} | {'NumPy/C':>7} "
+          f"{'C/torch':>7} | {'backward ms: C':>14} {'NumPy':>8} {'torch':>8} | {'NumPy/C':>7} {'C/torch':>7}"
+          + ("" if args.no_memory else f" | {'peak extra MiB fwd C':>20} {'NumPy':>7} {'torch':>7} "
+             f"{'bwd C':>7} {'NumPy':>7} {'torch':>7}"))
+    for t in args.t:
+        for causal in (False, True):
+            passes = {m: calls(m, t, causal, args.threads) for m in methods}
+            repeats = args.repeats if t <= 2048 else max(3, args.repeats // 2)
+            forward = dict(zip(methods, median_times([passes[m][0] for m in methods], repeats)))
+            backward = dict(zip(methods, median_times([passes[m][1] for m in methods], repeats)))
+            del passes
+            ms = {m: (1e3 * forward.get(m, np.nan), 1e3 * backward.get(m, np.nan)) for m in METHODS}
+            line = (f"{t:5d} {str(causal):>6} | {fmt(ms['c'][0], 13)} {fmt(ms['numpy'][0])} {fmt(ms['torch'][0])} | "
+                    f"{fmt(ms['numpy'][0] / ms['c'][0], 7, 2)} {fmt(ms['c'][0] / ms['torch'][0], 7, 2)} | "
+                    f"{fmt(ms['c'][1], 14)} {fmt(ms['numpy'][1])} {fmt(ms['torch'][1])} | "
+                    f"{fmt(ms['numpy'][1] / ms['c'][1], 7, 2)} {fmt(ms['c'][1] / ms['torch'][1], 7, 2)}")
+            if not args.no_memory:
+                mib = {(m, direction): peak_extra_mib(m, direction, t, causal, args.threads) if m in methods
+                       else float("nan") for m in METHODS for direction in ("forward", "backward")}
+                line += " | " + " ".join(fmt(mib[m, direction], 20 if (m, direction) == ("c", "forward") else 7)
+                                         for direction in ("forward", "backward") for m in METHODS)
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
