@@ -23,11 +23,12 @@
  *                registers hide the FMA latency). Chosen at build time: when
  *                the compiler does not target AVX2+FMA (no -march=native on
  *                such a CPU), it is the portable micro-kernel again.
- *   5. parallel  version 4 with OpenMP threads: every thread packs part of
- *                the shared B panel, then computes its own share of the
- *                columns (or, for narrow C, of the row blocks). Thread count
- *                from the caller (Python reads MINIGRAD_NUM_THREADS,
- *                default all cores).
+ *   5. parallel  version 4 with OpenMP threads: all threads pack the shared
+ *                B panel, then take (row block x column chunk) work items
+ *                dynamically, so a thread paused by the OS holds nobody up.
+ *                Thread count from the caller (Python reads
+ *                MINIGRAD_NUM_THREADS, default all cores); problems under
+ *                64^3 multiply-adds run on one thread.
  *
  * Loop nest of versions 3-5 (jc, pc, ic, jr, ir):
  *   for jc in n step NC:            B panel (KC x NC) lives in L3
