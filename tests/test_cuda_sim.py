@@ -791,6 +791,41 @@ def test_portable_context_switch_gives_the_same_results():
     np.testing.assert_allclose(outs[1].reshape(2, 32)[:, 0], x.reshape(2, 32).astype(np.float64).sum(1), rtol=1e-5)
 
 
+UBSAN_SCRIPT = """
+import numpy as np
+from minigrad.cuda import SimModule
+from test_cuda_sim import SOURCE, BOUNDS
+mod = SimModule(code=SOURCE)
+A, B = np.ones((37, 20), np.float32), np.ones((20, 33), np.float32)
+C = np.zeros((37, 33), np.float32)
+for order in ("forward", "reverse", "random:3"):
+    mod.get_function("matmul_tiled")((3, 3), (16, 16), (A, B, C, np.int32(37), np.int32(33), np.int32(20)),
+                                     order=order)
+    assert (C == 20).all()
+x = np.arange(96, dtype=np.float32)
+outs = [np.zeros_like(x) for _ in range(4)] + [np.zeros(96, np.uint32)]
+mod.get_function("warp_ops")((2,), (48,), (x, *outs), order="random:1")
+mod.get_function("block_votes")(1, 48, (np.ones(48, np.int32), np.zeros(5, np.int32)))
+mod.get_function("local_array")((2,), (64,), (x, np.zeros(128, np.float32), np.int32(100)))
+mod.get_function("reverse_extern")((4,), (32,), (x, np.zeros_like(x), np.int32(96)), shared_mem=128)
+bounds = SimModule(code=BOUNDS)
+try:
+    bounds.get_function("write_at")(1, 1, (np.zeros(10, np.float32), np.int32(1000)))
+except Exception as e:
+    assert "past its end" in str(e)
+print("clean")
+"""
+
+
+@pytest.mark.slow
+def test_simulator_has_no_undefined_behaviour_under_ubsan(tmp_path):
+    # in a child process: UBSan aborts the process at the first undefined behaviour it sees
+    env = {**os.environ, "MINIGRAD_CUDA_SIM_CFLAGS": "-fsanitize=undefined -fno-sanitize-recover=all",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), str(Path(__file__).parent)])}
+    out = subprocess.run([sys.executable, "-c", UBSAN_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "clean", out.stderr[-3000:]
+
+
 def test_import_is_lazy():
     code = "import sys, minigrad.cuda; print('cffi' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -63,6 +63,12 @@ def compiler():
     return shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")[:1]
 
 
+def extra_flags():
+    """$MINIGRAD_CUDA_SIM_CFLAGS, e.g. "-fsanitize=undefined" to check kernels and simulator for C undefined
+    behaviour; compiled in, so part of the cache key."""
+    return shlex.split(os.environ.get("MINIGRAD_CUDA_SIM_CFLAGS", ""))
+
+
 def defines(options):
     """The -D macros among NVRTC-style options; everything else means nothing on a CPU."""
     options = list(options)
@@ -142,7 +148,7 @@ def _stack_bytes(build_dir):
 
 def _compile(code, options, so_path, meta_path, filename):
     translated = translate(code)
-    cc, flags = compiler(), defines(options)
+    cc, flags = compiler(), defines(options) + extra_flags()
     pre = _run(cc + ["-E", "-P", "-x", "c", "-DMINIGRAD_CUDA_SIM=1", *flags, "-"], stdin=translated)
     if pre.returncode:
         raise _compile_error(pre.stderr, "<stdin>")
@@ -185,7 +191,7 @@ def source_hash(code, options):
     for name in RUNTIME_FILES + ("build.py", "signature.py"):
         h.update((HERE / name).read_bytes())
     h.update(code.encode())
-    h.update(repr(tuple(options)).encode())
+    h.update(repr((tuple(options), extra_flags())).encode())
     return h.hexdigest()[:32]
 
 
