@@ -178,3 +178,23 @@ def test_small_cnn_matches_torch_if_installed():
     ref_params = dict(reference.named_parameters())
     for name, p in model.named_parameters():
         np.testing.assert_allclose(p.grad, ref_params[name].grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_softmax_modules():
+    x = rng(11).standard_normal((3, 4))
+    e = np.exp(x)
+    np.testing.assert_allclose(nn.Softmax(dim=1)(t64(x, False)).data, e / e.sum(1, keepdims=True), rtol=1e-12)
+    np.testing.assert_allclose(nn.LogSoftmax(dim=0)(t64(x, False)).data, np.log(e / e.sum(0, keepdims=True)),
+                               rtol=1e-12)
+
+
+def test_loss_modules_equal_their_functions():
+    z, y = rng(12).standard_normal((5, 3)), np.array([0, 2, 1, 1, 0])
+    p, t = rng(13).uniform(0.1, 0.9, (5, 3)), rng(14).uniform(0, 1, (5, 3))
+    assert nn.CrossEntropyLoss()(t64(z, False), y).item() == F.cross_entropy(t64(z, False), y).item()
+    assert nn.MSELoss()(t64(z, False), t64(p, False)).item() == pytest.approx(np.mean((z - p) ** 2), rel=1e-12)
+    assert nn.BCELoss()(t64(p, False), t64(t, False)).item() == pytest.approx(
+        -np.mean(t * np.log(p) + (1 - t) * np.log(1 - p)), rel=1e-12)
+    sig = 1 / (1 + np.exp(-z))
+    assert nn.BCEWithLogitsLoss()(t64(z, False), t64(t, False)).item() == pytest.approx(
+        -np.mean(t * np.log(sig) + (1 - t) * np.log(1 - sig)), rel=1e-12)

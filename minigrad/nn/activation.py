@@ -174,3 +174,27 @@ class Tanh(Module):
 class Sigmoid(Module):
     def forward(self, x):
         return sigmoid(x)
+
+
+class Softmax(Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return softmax(x, self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return log_softmax(x, self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"

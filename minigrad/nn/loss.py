@@ -2,6 +2,7 @@
 import numpy as np
 
 from ..tensor import Tensor, as_tensor
+from .module import Module
 
 
 def _same_shape(op, a, b, a_name, b_name):
@@ -103,3 +104,31 @@ def binary_cross_entropy_with_logits(input, target):
         return grad * (sig - yd) / n, grad * -zd / n
 
     return Tensor.from_op(np.asarray(loss, dtype=z.dtype), (z, y), backward, "binary_cross_entropy_with_logits")
+
+
+class MSELoss(Module):
+    """loss_fn(input, target) = mse_loss(input, target), like torch.nn.MSELoss()."""
+
+    def forward(self, input, target):
+        return mse_loss(input, target)
+
+
+class CrossEntropyLoss(Module):
+    """loss_fn(logits, target) = cross_entropy(logits, target), like torch.nn.CrossEntropyLoss()."""
+
+    def forward(self, logits, target):
+        return cross_entropy(logits, target)
+
+
+class BCELoss(Module):
+    """loss_fn(p, y) = binary_cross_entropy(p, y), like torch.nn.BCELoss()."""
+
+    def forward(self, input, target):
+        return binary_cross_entropy(input, target)
+
+
+class BCEWithLogitsLoss(Module):
+    """loss_fn(z, y) = binary_cross_entropy_with_logits(z, y), like torch.nn.BCEWithLogitsLoss()."""
+
+    def forward(self, input, target):
+        return binary_cross_entropy_with_logits(input, target)
