@@ -109,7 +109,12 @@ def _matmul_function(version, dtype):
     if version not in MATMUL_VERSIONS:
         raise ValueError(f"unknown C matmul version {version!r}: choose one of {', '.join(MATMUL_VERSIONS)}")
     _, lib = load()
-    return version, getattr(lib, f"matmul_{version}_{'f32' if dtype == np.float32 else 'f64'}")
+    name = f"matmul_{version}_{'f32' if dtype == np.float32 else 'f64'}"
+    try:
+        return version, getattr(lib, name)
+    except AttributeError:
+        raise RuntimeError(f"the compiled C kernels have no {name}: they are older than kernels/matmul.h. "
+                           "Rebuild them with `python build.py` in the repository root") from None
 
 
 def _gemm(a, b, c, alpha, beta, trans_a, trans_b, version, threads):
