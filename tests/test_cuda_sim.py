@@ -133,6 +133,21 @@ extern "C" __global__ void warp_ops(const float *x, float *down, float *butterfl
     ballot[i] = __ballot_sync(0xffffffff, v > 0.0f);
 }
 
+/* each half warp sums its 16 values with its own mask, in different branches */
+extern "C" __global__ void half_warp_sums(const float *x, float *out)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x, lane = threadIdx.x % 32;
+    float v = x[i];
+    if (lane < 16) {
+        for (int offset = 8; offset > 0; offset /= 2)
+            v += __shfl_xor_sync(0x0000ffff, v, offset, 16);
+    } else {
+        for (int offset = 8; offset > 0; offset /= 2)
+            v += __shfl_xor_sync(0xffff0000, v, offset, 16);
+    }
+    out[i] = v;
+}
+
 /* shuffles within groups of 8 lanes (the optional width argument) */
 extern "C" __global__ void warp_sum_width8(const float *x, float *out)
 {
@@ -309,6 +324,14 @@ def test_warp_shuffles(mod, order):
     np.testing.assert_allclose(scan.reshape(-1, 32), np.cumsum(warps, 1), rtol=1e-5, atol=1e-5)
     bits = ((x.reshape(-1, 32) > 0) * (1 << np.arange(32, dtype=np.uint64))).sum(1).astype(np.uint32)
     np.testing.assert_array_equal(ballot.reshape(-1, 32), np.repeat(bits[:, None], 32, 1))
+
+
+def test_disjoint_masks_shuffle_separately(mod):
+    # lanes 0-15 and 16-31 of each warp shuffle at different lines, each half with its own mask
+    x = np.arange(64, dtype=np.float32)
+    out = np.zeros_like(x)
+    mod.get_function("half_warp_sums")((1,), (64,), (x, out), order="reverse")
+    np.testing.assert_array_equal(out, np.repeat(x.reshape(-1, 16).sum(1), 16))
 
 
 def test_warp_shuffle_with_width(mod):
@@ -571,6 +594,11 @@ def test_shuffle_while_lane_waits_at_barrier_is_warp_divergence():
     """
     with pytest.raises(WarpDivergenceError, match=r"__shfl_down_sync \(line 8.*thread \(5, 0, 0\).*line 6"):
         SimModule(code=code).get_function("bad_shuffle")(1, 32, (np.zeros(32, np.float32),))
+    split = code.replace("__syncthreads();", "v = __shfl_up_sync(0xffffffff, v, 1);")
+    with pytest.raises(WarpDivergenceError, match=r"thread \(0, 0, 0\) waits at __shfl_down_sync \(line 8, mask "
+                                                  r"0xffffffff\) while thread \(5, 0, 0\), which that mask names, "
+                                                  r"waits at __shfl_up_sync \(line 6"):
+        SimModule(code=split).get_function("bad_shuffle")(1, 32, (np.zeros(32, np.float32),))
 
 
 FAULTS = r"""

@@ -242,76 +242,99 @@ static int resolve_activemask(int lo, int hi)
     return found;
 }
 
-/* Complete every warp operation whose lanes have all arrived. A lane named in the
- * mask that waits elsewhere is an error (a GPU would hang or return garbage); a lane
- * that has returned takes no part, and reading its value gives the poison NaN bits. */
+/* Is the warp operation lane `first` waits at ready: does every other lane its mask names
+ * wait at the same one (or has it returned)? Anything else is an error: a GPU would hang
+ * or return garbage. Lanes not named in the mask are none of its business. */
+static int check_warp_group(int lo, int hi, int first, char *error, size_t error_size)
+{
+    sim_thread *f = &threads[first];
+    const char *op = warp_op_name(f->op);
+    if (f->width < 1 || f->width > 32 || (f->width & (f->width - 1))) {
+        snprintf(error, error_size, "block %s: thread %s calls %s at line %d with width %d; width must be "
+                 "a power of 2 from 1 to 32", coords(__sim_blockIdx), coords(thread_index[first]), op, f->line,
+                 f->width);
+        return SIM_BAD_LAUNCH;
+    }
+    if (!((f->mask >> (first - lo)) & 1)) {
+        snprintf(error, error_size, "block %s, warp %d: thread %s (lane %d) calls %s at line %d with mask "
+                 "0x%08x, which leaves out the lane itself", coords(__sim_blockIdx), lo / 32,
+                 coords(thread_index[first]), first - lo, op, f->line, f->mask);
+        return SIM_WARP_DIVERGENCE;
+    }
+    for (int t = lo; t < hi; t++) {
+        sim_thread *l = &threads[t];
+        if (!((f->mask >> (t - lo)) & 1) || l->state == SIM_DONE)
+            continue;
+        if (l->state == SIM_AT_BARRIER) {
+            snprintf(error, error_size, "block %s, warp %d: thread %s waits at %s (line %d, mask 0x%08x) for "
+                     "lane %d, thread %s, which waits at __syncthreads() (line %d) instead",
+                     coords(__sim_blockIdx), lo / 32, coords(thread_index[first]), op, f->line, f->mask, t - lo,
+                     coords(thread_index[t]), l->line);
+            return SIM_WARP_DIVERGENCE;
+        }
+        if (l->op != f->op || l->mask != f->mask || l->line != f->line || l->width != f->width) {
+            snprintf(error, error_size, "block %s, warp %d: thread %s waits at %s (line %d, mask 0x%08x) while "
+                     "thread %s, which that mask names, waits at %s (line %d, mask 0x%08x); the lanes of a warp "
+                     "operation must all call it with the same mask", coords(__sim_blockIdx), lo / 32,
+                     coords(thread_index[first]), op, f->line, f->mask, coords(thread_index[t]),
+                     warp_op_name(l->op), l->line, l->mask);
+            return SIM_WARP_DIVERGENCE;
+        }
+    }
+    return SIM_OK;
+}
+
+/* Complete the warp operation of lanes `group` of warp [lo, hi), all waiting at it. A lane
+ * that reads from a lane outside the group (returned, or beyond the block) gets poison:
+ * all bits set, NaN as a float. */
+static void complete_warp_group(int lo, int hi, unsigned int group)
+{
+    uint64_t ballot = 0;
+    for (int t = lo; t < hi; t++)
+        if ((group >> (t - lo)) & 1 && threads[t].value)
+            ballot |= 1ull << (t - lo);
+    for (int t = lo; t < hi; t++) {
+        sim_thread *l = &threads[t];
+        if (!((group >> (t - lo)) & 1))
+            continue;
+        if (l->op == SIM_BALLOT) {
+            l->result = ballot;
+        } else if (l->op != SIM_SYNCWARP) {
+            int src = shuffle_source(l->op, t - lo, l->arg, l->width);
+            if (src < 0)
+                l->result = l->value;
+            else if ((group >> src) & 1)
+                l->result = threads[lo + src].value;
+            else
+                l->result = ~0ull;
+        }
+    }
+}
+
+/* Complete every warp operation whose lanes have all arrived: per warp, one group of
+ * lanes per mask (disjoint masks may wait at different operations at once). */
 static int resolve_warps(int n, char *error, size_t error_size)
 {
     for (int lo = 0; lo < n; lo += 32) {
-        int hi = lo + 32 < n ? lo + 32 : n, first = -1;
-        for (int t = lo; t < hi && first < 0; t++)
-            if (threads[t].state == SIM_AT_WARP)
-                first = t;
-        if (first < 0)
-            continue;
+        int hi = lo + 32 < n ? lo + 32 : n;
         if (resolve_activemask(lo, hi))
             continue;
-        sim_thread *f = &threads[first];
-        const char *op = warp_op_name(f->op);
-        if (f->width < 1 || f->width > 32 || (f->width & (f->width - 1))) {
-            snprintf(error, error_size, "block %s: thread %s calls %s at line %d with width %d; width must be "
-                     "a power of 2 from 1 to 32", coords(__sim_blockIdx), coords(thread_index[first]), op,
-                     f->line, f->width);
-            return SIM_BAD_LAUNCH;
-        }
-        for (int t = lo; t < hi; t++) {
-            sim_thread *l = &threads[t];
-            int named = (f->mask >> (t - lo)) & 1;
-            if (l->state == SIM_AT_WARP
-                && (l->op != f->op || l->mask != f->mask || l->line != f->line || l->width != f->width)) {
-                snprintf(error, error_size, "block %s, warp %d: thread %s waits at %s (line %d, mask 0x%08x) "
-                         "while thread %s of the same warp waits at %s (line %d, mask 0x%08x); the lanes of a "
-                         "warp operation must all call it with the same mask", coords(__sim_blockIdx), lo / 32,
-                         coords(thread_index[first]), op, f->line, f->mask, coords(thread_index[t]),
-                         warp_op_name(l->op), l->line, l->mask);
-                return SIM_WARP_DIVERGENCE;
-            }
-            if (l->state == SIM_AT_WARP && !named) {
-                snprintf(error, error_size, "block %s, warp %d: thread %s (lane %d) calls %s at line %d with "
-                         "mask 0x%08x, which leaves out the lane itself", coords(__sim_blockIdx), lo / 32,
-                         coords(thread_index[t]), t - lo, op, f->line, f->mask);
-                return SIM_WARP_DIVERGENCE;
-            }
-            if (l->state == SIM_AT_BARRIER && named) {
-                snprintf(error, error_size, "block %s, warp %d: thread %s waits at %s (line %d, mask 0x%08x) "
-                         "for lane %d, thread %s, which waits at __syncthreads() (line %d) instead",
-                         coords(__sim_blockIdx), lo / 32, coords(thread_index[first]), op, f->line, f->mask,
-                         t - lo, coords(thread_index[t]), l->line);
-                return SIM_WARP_DIVERGENCE;
-            }
-        }
-        uint64_t ballot = 0;
-        for (int t = lo; t < hi; t++)
-            if (threads[t].state == SIM_AT_WARP && threads[t].value)
-                ballot |= 1ull << (t - lo);
-        for (int t = lo; t < hi; t++) {
-            sim_thread *l = &threads[t];
-            if (l->state != SIM_AT_WARP)
+        unsigned int resolved = 0;
+        for (int first = lo; first < hi; first++) {
+            if (threads[first].state != SIM_AT_WARP || (resolved >> (first - lo)) & 1)
                 continue;
-            if (l->op == SIM_BALLOT) {
-                l->result = ballot;
-            } else if (l->op != SIM_SYNCWARP) {
-                int src = shuffle_source(l->op, t - lo, l->arg, l->width);
-                if (src < 0)
-                    l->result = l->value;
-                else if (lo + src < hi && threads[lo + src].state == SIM_AT_WARP)
-                    l->result = threads[lo + src].value;
-                else
-                    l->result = ~0ull;
-            }
+            int status = check_warp_group(lo, hi, first, error, error_size);
+            if (status != SIM_OK)
+                return status;
+            unsigned int group = 0;
+            for (int t = lo; t < hi; t++)
+                if ((threads[first].mask >> (t - lo)) & 1 && threads[t].state == SIM_AT_WARP)
+                    group |= 1u << (t - lo);
+            complete_warp_group(lo, hi, group);
+            resolved |= group;
         }
         for (int t = lo; t < hi; t++)
-            if (threads[t].state == SIM_AT_WARP)
+            if ((resolved >> (t - lo)) & 1)
                 threads[t].state = SIM_RUNNABLE;
     }
     return SIM_OK;
