@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from minigrad.cuda import (BarrierDivergenceError, CompileError, CompileWarning, KernelFaultError, SimModule,
-                           WarpDivergenceError, build)
+                           SimRawKernel, WarpDivergenceError, build)
 
 ORDERS = ("forward", "reverse", "random:1")
 BROKEN = Path(__file__).parent / "cuda_broken"
@@ -464,6 +464,15 @@ def test_static_shared_memory_is_counted_per_kernel():
     with pytest.raises(ValueError, match=r"20544 bytes of static __shared__ arrays plus shared_mem=28609 make 49153 "
                                          r"bytes .* a GPU allows 49152"):
         kernel(1, 4, (y,), shared_mem=48 * 1024 - kernel.shared_size_bytes + 1)
+
+
+def test_raw_kernel_like_cupy():
+    kernel = SimRawKernel(SOURCE, "vec_add", order="reverse")
+    a = np.arange(5, dtype=np.float32)
+    c = np.zeros_like(a)
+    kernel((1,), (8,), (a, a, c, np.int32(5)))
+    np.testing.assert_array_equal(c, 2 * a)
+    assert kernel.module.order == "reverse"
 
 
 def test_options_define_macros():

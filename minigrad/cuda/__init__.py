@@ -1,7 +1,7 @@
 """A CUDA simulator: the same .cu kernels that CuPy runs on a GPU, run thread by thread on the CPU.
 
     from minigrad.cuda import SimModule
-    kernel = SimModule(code=SOURCE).get_function("vec_add")   # like cupy.RawModule
+    kernel = SimModule(code=SOURCE).get_function("vec_add")   # like cupy.RawModule (or SimRawKernel)
     kernel((blocks,), (threads,), (x, y, out, np.int32(n)))    # like cupy.RawKernel, on NumPy arrays
 
 The source is compiled as C (cached by content hash); every CUDA thread is a fiber,
@@ -22,7 +22,7 @@ Ctrl-C stops a long launch. Nothing is compiled at import. Linux only.
 """
 from .errors import (BarrierDivergenceError, CompileError, CompileWarning, CudaSimError, KernelFaultError,
                      WarpDivergenceError)
-from .simulator import SimKernel, SimModule
+from .simulator import SimKernel, SimModule, SimRawKernel
 
-__all__ = ["SimModule", "SimKernel", "CudaSimError", "CompileError", "CompileWarning", "BarrierDivergenceError",
-           "WarpDivergenceError", "KernelFaultError"]
+__all__ = ["SimModule", "SimKernel", "SimRawKernel", "CudaSimError", "CompileError", "CompileWarning",
+           "BarrierDivergenceError", "WarpDivergenceError", "KernelFaultError"]

@@ -191,3 +191,8 @@ class SimModule:
                              f"{', '.join(self._library.kernels) or 'none'}")
         index, params, shared_size = self._library.kernels[name]
         return SimKernel(self, name, index, params, shared_size)
+
+
+def SimRawKernel(code, name, options=(), *, order=None):
+    """cupy.RawKernel(code, name, options) for the CPU: the one kernel `name` of `code`, ready to launch."""
+    return SimModule(code=code, options=options, order=order).get_function(name)
