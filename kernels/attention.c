@@ -20,12 +20,15 @@
  *          block by block from the saved lse (never a Tq x Tk array):
  *              dV += P^T dO,  dP = dO V^T,  dS = P * (dP - D),  D = rowsum(dO * O)
  *              dQ += dS K / sqrt(d),  dK += dS^T Q / sqrt(d)
- *          in two race-free parallel sweeps: one over key blocks that owns
- *          dK and dV, one over query blocks that owns dQ (it recomputes S and
- *          dP once more, which costs less than synchronising the writes).
- *          Extra memory: a few block buffers per thread plus D (bh * Tq).
- *          Threads: OpenMP over (bh, block) pairs, `nthreads` from the Python
- *          wrapper (env MINIGRAD_NUM_THREADS, default all cores).
+ *          race-free: with enough heads to go round the threads, one thread
+ *          owns a whole head and walks its key blocks once; otherwise two
+ *          parallel sweeps, one over key blocks that owns dK and dV, one over
+ *          query blocks that owns dQ (recomputing S and dP once more costs
+ *          less than synchronising the writes).
+ *          Extra memory: block buffers and whole-head copies of a few (T, d)
+ *          arrays per thread, plus D (bh * Tq); never Tq x Tk.
+ *          Threads: OpenMP over heads or (head, block) pairs; `nthreads` from
+ *          the Python wrapper (env MINIGRAD_NUM_THREADS, default all cores).
  *
  * The block products all go through one register-tiled micro-kernel
  * (gemm_acc): an MR x NR tile of C lives in registers while the shared
@@ -454,6 +457,81 @@ static void NAME(score_grad)(REAL *dp, const REAL *p, const REAL *drows, int64_t
             dp[r * BK + c] = p[r * BK + c] * (dp[r * BK + c] - drows[r]);
 }
 
+/* One thread's buffers for the backward; the shapes are those of one block,
+ * except `head`, which holds whole-head copies (see the sweeps). */
+typedef struct {
+    REAL *head, *kt, *vt, *kblk, *qs, *dob, *p, *ds, *dkacc, *dvacc, *dqacc, *rowsum;
+} NAME(grad_buffers);
+
+/* One head's problem: its slices of the inputs and outputs, and the sizes. */
+typedef struct {
+    const REAL *k, *v, *lse, *drows; /* (Tk, d), (Tk, dv), (Tq,), (Tq,) */
+    REAL *dk_out, *dv_out;           /* (Tk, d), (Tk, dv) */
+    int64_t tq, tk, d, dv, dpad, dvpad;
+    int causal;
+} NAME(head_problem);
+
+/* dK and dV of the keys k0 .. k0+bk-1, from every query block that sees
+ * them, given the head's scaled Q (qs_all) and dO (do_all), padded.
+ * With dq_all (Tq, dpad) != NULL, also dQ += dS K there (unscaled). */
+static void NAME(key_block_grads)(const NAME(grad_buffers) *w, const NAME(head_problem) *h,
+                                  const REAL *qs_all, const REAL *do_all, REAL *dq_all, int64_t k0)
+{
+    int64_t bk = min64(BK, h->tk - k0), nqb = (h->tq + BQ - 1) / BQ;
+    int64_t d = h->d, dv = h->dv, dpad = h->dpad, dvpad = h->dvpad;
+    NAME(pack_panels_t)(w->kt, h->k + k0 * d, bk, d);
+    NAME(pack_panels_t)(w->vt, h->v + k0 * dv, bk, dv);
+    if (dq_all != NULL)
+        NAME(pack_rows)(w->kblk, BK, dpad, h->k + k0 * d, bk, d, 1);
+    memset(w->dkacc, 0, sizeof(REAL) * BK * dpad);
+    memset(w->dvacc, 0, sizeof(REAL) * BK * dvpad);
+    /* under the causal mask, query blocks ending before k0 see none of these keys */
+    for (int64_t qb = h->causal ? k0 / BQ : 0; qb < nqb; qb++) {
+        int64_t q0 = qb * BQ, bq = min64(BQ, h->tq - q0), bq_pad = round_up(bq, MR);
+        const REAL *qs = qs_all + q0 * dpad, *dob = do_all + q0 * dvpad;
+        NAME(gemm_acc)(bq_pad, BK, d, qs, dpad, 1, w->kt, BK, w->ds, BK, 0); /* S */
+        NAME(probabilities)(w->p, w->rowsum, w->ds, h->lse + q0, q0, bq, bq_pad, k0, bk, h->causal);
+        NAME(gemm_acc)(bq_pad, BK, dv, dob, dvpad, 1, w->vt, BK, w->ds, BK, 0); /* dP = dO V^T */
+        NAME(score_grad)(w->ds, w->p, h->drows + q0, bq);
+        NAME(gemm_acc)(BK, dvpad, bq, w->p, 1, BK, dob, dvpad, w->dvacc, dvpad, 1); /* dV += P^T dO */
+        NAME(gemm_acc)(BK, dpad, bq, w->ds, 1, BK, qs, dpad, w->dkacc, dpad, 1); /* dK += dS^T Q/sqrt(d) */
+        if (dq_all != NULL)
+            NAME(gemm_acc)(bq_pad, dpad, bk, w->ds, BK, 1, w->kblk, dpad, dq_all + q0 * dpad, dpad, 1);
+    }
+    for (int64_t r = 0; r < bk; r++) {
+        memcpy(h->dk_out + (k0 + r) * d, w->dkacc + r * dpad, sizeof(REAL) * d);
+        memcpy(h->dv_out + (k0 + r) * dv, w->dvacc + r * dvpad, sizeof(REAL) * dv);
+    }
+}
+
+/* dQ of the queries q0 .. q0+bq-1 from every key block they see, given the
+ * head's K^T and V^T panels and its padded K (the head region in sweep 2). */
+static void NAME(query_block_grads)(const NAME(grad_buffers) *w, const NAME(head_problem) *h,
+                                    const REAL *q_b, const REAL *dout_b, REAL *dq_b, int64_t q0,
+                                    REAL scale)
+{
+    int64_t d = h->d, dv = h->dv, dpad = h->dpad, dvpad = h->dvpad, tkpad = round_up(h->tk, BK);
+    int64_t bq = min64(BQ, h->tq - q0), bq_pad = round_up(bq, MR);
+    const REAL *kt_all = w->head;                   /* (Tk/BK, d, BK) K^T panels */
+    const REAL *vt_all = w->head + d * tkpad;       /* (Tk/BK, dv, BK) V^T panels */
+    const REAL *k_all = w->head + (d + dv) * tkpad; /* (Tk, d) K */
+    NAME(pack_rows)(w->qs, bq_pad, dpad, q_b + q0 * d, bq, d, scale);
+    NAME(pack_rows)(w->dob, bq_pad, dvpad, dout_b + q0 * dv, bq, dv, 1);
+    memset(w->dqacc, 0, sizeof(REAL) * BQ * dpad);
+    int64_t nkb = NAME(key_blocks_seen)(q0 / BQ, h->tq, h->tk, h->causal);
+    for (int64_t k0 = 0; k0 < nkb * BK; k0 += BK) {
+        int64_t bk = min64(BK, h->tk - k0);
+        NAME(gemm_acc)(bq_pad, BK, d, w->qs, dpad, 1, kt_all + k0 * d, BK, w->ds, BK, 0); /* S */
+        NAME(probabilities)(w->p, w->rowsum, w->ds, h->lse + q0, q0, bq, bq_pad, k0, bk, h->causal);
+        NAME(gemm_acc)(bq_pad, BK, dv, w->dob, dvpad, 1, vt_all + k0 * dv, BK, w->ds, BK, 0); /* dP */
+        NAME(score_grad)(w->ds, w->p, h->drows + q0, bq);
+        NAME(gemm_acc)(bq_pad, dpad, bk, w->ds, BK, 1, k_all + k0 * dpad, dpad, w->dqacc, dpad, 1); /* dQ += dS K */
+    }
+    for (int64_t r = 0; r < bq; r++)
+        for (int64_t c = 0; c < d; c++)
+            dq_b[(q0 + r) * d + c] = w->dqacc[r * dpad + c] * scale;
+}
+
 int NAME(attention_backward_flash)(const REAL *q, const REAL *k, const REAL *v,
                                    const REAL *out, const REAL *lse, const REAL *dout,
                                    REAL *dq, REAL *dk, REAL *dvout, int64_t bh,
@@ -466,39 +544,48 @@ int NAME(attention_backward_flash)(const REAL *q, const REAL *k, const REAL *v,
     int64_t dpad = round_up(d, NR), dvpad = round_up(dv, NR);
     int64_t tqpad = round_up(tq, BQ), tkpad = round_up(tk, BK);
     int64_t nqb = tqpad / BQ, nkb = tkpad / BK;
-    int failed = 0;
+    int threads = thread_count(nthreads), failed = 0;
+    /* One sweep per head costs 5 block products per block pair, two sweeps
+     * over blocks 7; one sweep wins unless it would leave threads idle. */
+    int per_head = 5 * ((bh + threads - 1) / threads) * threads <= 7 * bh;
     REAL *drows = malloc(sizeof(REAL) * (bh * tq + 1)); /* (bh, Tq) D = rowsum(dO * O) */
-    /* the whole-head copies of sweep 1 and of sweep 2 share one region */
-    int64_t head1 = tqpad * (dpad + dvpad), head2 = tkpad * (d + dv + dpad);
-    size_t bytes = sizeof(REAL) * ((head1 > head2 ? head1 : head2) + d * BK + dv * BK +
-                                   BQ * dpad + BQ * dvpad + 2 * BQ * BK + BK * dvpad +
-                                   BK * dpad + BQ * dpad + BQ) + 11 * VECTOR_BYTES; /* 11 pieces */
+    /* whole-head copies: scaled Q and dO (plus dQ in the per-head sweep), or
+     * K^T, V^T and K for the dQ sweep; the sweeps take turns in one region */
+    int64_t head_q = tqpad * (dpad + dvpad + (per_head ? dpad : 0));
+    int64_t head_k = per_head ? 0 : tkpad * (d + dv + dpad);
+    int64_t head = head_q > head_k ? head_q : head_k;
+    size_t bytes = sizeof(REAL) * (head + d * BK + dv * BK + BK * dpad + BQ * dpad + BQ * dvpad +
+                                   2 * BQ * BK + BK * dpad + BK * dvpad + BQ * dpad + BQ) +
+                   12 * VECTOR_BYTES; /* 12 pieces */
     if (drows == NULL)
         return -1;
 
-#pragma omp parallel num_threads(thread_count(nthreads))
+#pragma omp parallel num_threads(threads)
     {
         arena buf;
         int ok = arena_open(&buf, bytes);
-        int64_t packed_head = -1;
-        REAL *head = NULL, *kt = NULL, *vt = NULL, *qs = NULL, *dob = NULL, *p = NULL;
-        REAL *ds = NULL, *dvacc = NULL, *dkacc = NULL, *dqacc = NULL, *rowsum = NULL;
+        NAME(grad_buffers) w = {0};
         if (ok) {
-            head = arena_take(&buf, sizeof(REAL) * (head1 > head2 ? head1 : head2));
-            kt = arena_take(&buf, sizeof(REAL) * d * BK);        /* (d, BK) K^T */
-            vt = arena_take(&buf, sizeof(REAL) * dv * BK);       /* (dv, BK) V^T */
-            qs = arena_take(&buf, sizeof(REAL) * BQ * dpad);     /* (BQ, d) Q / sqrt(d) */
-            dob = arena_take(&buf, sizeof(REAL) * BQ * dvpad);   /* (BQ, dv) dO */
-            p = arena_take(&buf, sizeof(REAL) * BQ * BK);        /* (BQ, BK) P */
-            ds = arena_take(&buf, sizeof(REAL) * BQ * BK);       /* (BQ, BK) S, dP, then dS */
-            dvacc = arena_take(&buf, sizeof(REAL) * BK * dvpad); /* (BK, dv) */
-            dkacc = arena_take(&buf, sizeof(REAL) * BK * dpad);  /* (BK, d) */
-            dqacc = arena_take(&buf, sizeof(REAL) * BQ * dpad);  /* (BQ, d) */
-            rowsum = arena_take(&buf, sizeof(REAL) * BQ);        /* (BQ,) unused: P is normalised */
+            w.head = arena_take(&buf, sizeof(REAL) * head);
+            w.kt = arena_take(&buf, sizeof(REAL) * d * BK);       /* (d, BK) K^T */
+            w.vt = arena_take(&buf, sizeof(REAL) * dv * BK);      /* (dv, BK) V^T */
+            w.kblk = arena_take(&buf, sizeof(REAL) * BK * dpad);  /* (BK, d) K */
+            w.qs = arena_take(&buf, sizeof(REAL) * BQ * dpad);    /* (BQ, d) Q / sqrt(d) */
+            w.dob = arena_take(&buf, sizeof(REAL) * BQ * dvpad);  /* (BQ, dv) dO */
+            w.p = arena_take(&buf, sizeof(REAL) * BQ * BK);       /* (BQ, BK) P */
+            w.ds = arena_take(&buf, sizeof(REAL) * BQ * BK);      /* (BQ, BK) S, dP, then dS */
+            w.dkacc = arena_take(&buf, sizeof(REAL) * BK * dpad); /* (BK, d) */
+            w.dvacc = arena_take(&buf, sizeof(REAL) * BK * dvpad); /* (BK, dv) */
+            w.dqacc = arena_take(&buf, sizeof(REAL) * BQ * dpad); /* (BQ, d) */
+            w.rowsum = arena_take(&buf, sizeof(REAL) * BQ);       /* (BQ,) unused: P is normalised */
         } else {
 #pragma omp atomic write
             failed = 1;
         }
+        int64_t packed_head = -1;
+        REAL *qs_all = w.head;                         /* (Tq, d) Q / sqrt(d) of one head */
+        REAL *do_all = w.head + tqpad * dpad;          /* (Tq, dv) dO of one head */
+        REAL *dq_all = w.head + tqpad * (dpad + dvpad); /* (Tq, d) dQ of one head (per_head) */
 
 #pragma omp for schedule(static)
         for (int64_t row = 0; row < bh * tq; row++) {
@@ -509,73 +596,55 @@ int NAME(attention_backward_flash)(const REAL *q, const REAL *k, const REAL *v,
             drows[row] = acc;
         }
 
-        /* Sweep 1: each (bh, key block) owns its rows of dK and dV. */
-        REAL *qs_all = head;                   /* (Tq, d) Q / sqrt(d) of one head */
-        REAL *do_all = head + tqpad * dpad;    /* (Tq, dv) dO of one head */
+        if (per_head) {
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t item = 0; item < bh * nkb; item++) {
-            if (!ok)
-                continue;
-            int64_t b = item / nkb, k0 = item % nkb * BK, bk = min64(BK, tk - k0);
-            if (b != packed_head) {
+            for (int64_t b = 0; b < bh; b++) {
+                if (!ok)
+                    continue;
+                NAME(head_problem) h = {k + b * tk * d, v + b * tk * dv, lse + b * tq, drows + b * tq,
+                                        dk + b * tk * d, dvout + b * tk * dv, tq, tk, d, dv, dpad, dvpad, causal};
                 NAME(pack_rows)(qs_all, tqpad, dpad, q + b * tq * d, tq, d, scale);
                 NAME(pack_rows)(do_all, tqpad, dvpad, dout + b * tq * dv, tq, dv, 1);
-                packed_head = b;
+                memset(dq_all, 0, sizeof(REAL) * tqpad * dpad);
+                for (int64_t k0 = 0; k0 < tk; k0 += BK)
+                    NAME(key_block_grads)(&w, &h, qs_all, do_all, dq_all, k0);
+                for (int64_t r = 0; r < tq; r++)
+                    for (int64_t c = 0; c < d; c++)
+                        dq[(b * tq + r) * d + c] = dq_all[r * dpad + c] * scale;
             }
-            NAME(pack_panels_t)(kt, k + (b * tk + k0) * d, bk, d);
-            NAME(pack_panels_t)(vt, v + (b * tk + k0) * dv, bk, dv);
-            memset(dkacc, 0, sizeof(REAL) * BK * dpad);
-            memset(dvacc, 0, sizeof(REAL) * BK * dvpad);
-            /* under the causal mask, query blocks ending before k0 see none of these keys */
-            for (int64_t qb = causal ? k0 / BQ : 0; qb < nqb; qb++) {
-                int64_t q0 = qb * BQ, bq = min64(BQ, tq - q0), bq_pad = round_up(bq, MR);
-                const REAL *qsb = qs_all + q0 * dpad, *dobb = do_all + q0 * dvpad;
-                NAME(gemm_acc)(bq_pad, BK, d, qsb, dpad, 1, kt, BK, ds, BK, 0); /* S */
-                NAME(probabilities)(p, rowsum, ds, lse + b * tq + q0, q0, bq, bq_pad, k0, bk, causal);
-                NAME(gemm_acc)(bq_pad, BK, dv, dobb, dvpad, 1, vt, BK, ds, BK, 0); /* dP = dO V^T */
-                NAME(score_grad)(ds, p, drows + b * tq + q0, bq);
-                NAME(gemm_acc)(BK, dvpad, bq, p, 1, BK, dobb, dvpad, dvacc, dvpad, 1); /* dV += P^T dO */
-                NAME(gemm_acc)(BK, dpad, bq, ds, 1, BK, qsb, dpad, dkacc, dpad, 1); /* dK += dS^T Q/sqrt(d) */
-            }
-            for (int64_t r = 0; r < bk; r++) {
-                memcpy(dk + (b * tk + k0 + r) * d, dkacc + r * dpad, sizeof(REAL) * d);
-                memcpy(dvout + (b * tk + k0 + r) * dv, dvacc + r * dvpad, sizeof(REAL) * dv);
-            }
-        }
-
-        /* Sweep 2: each (bh, query block) owns its rows of dQ. */
-        packed_head = -1;
-        REAL *kt_all = head;                   /* (Tk/BK, d, BK) K^T panels */
-        REAL *vt_all = head + d * tkpad;       /* (Tk/BK, dv, BK) V^T panels */
-        REAL *k_all = head + (d + dv) * tkpad; /* (Tk, d) K */
+        } else {
+            /* Sweep 1: each (bh, key block) owns its rows of dK and dV. */
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t item = 0; item < bh * nqb; item++) {
-            if (!ok)
-                continue;
-            int64_t b = item / nqb, q0 = item % nqb * BQ;
-            int64_t bq = min64(BQ, tq - q0), bq_pad = round_up(bq, MR);
-            if (b != packed_head) {
-                NAME(pack_panels_t)(kt_all, k + b * tk * d, tk, d);
-                NAME(pack_panels_t)(vt_all, v + b * tk * dv, tk, dv);
-                NAME(pack_rows)(k_all, tkpad, dpad, k + b * tk * d, tk, d, 1);
-                packed_head = b;
+            for (int64_t item = 0; item < bh * nkb; item++) {
+                if (!ok)
+                    continue;
+                int64_t b = item / nkb;
+                NAME(head_problem) h = {k + b * tk * d, v + b * tk * dv, lse + b * tq, drows + b * tq,
+                                        dk + b * tk * d, dvout + b * tk * dv, tq, tk, d, dv, dpad, dvpad, causal};
+                if (b != packed_head) {
+                    NAME(pack_rows)(qs_all, tqpad, dpad, q + b * tq * d, tq, d, scale);
+                    NAME(pack_rows)(do_all, tqpad, dvpad, dout + b * tq * dv, tq, dv, 1);
+                    packed_head = b;
+                }
+                NAME(key_block_grads)(&w, &h, qs_all, do_all, NULL, item % nkb * BK);
             }
-            NAME(pack_rows)(qs, bq_pad, dpad, q + (b * tq + q0) * d, bq, d, scale);
-            NAME(pack_rows)(dob, bq_pad, dvpad, dout + (b * tq + q0) * dv, bq, dv, 1);
-            memset(dqacc, 0, sizeof(REAL) * BQ * dpad);
-            int64_t nkb_seen = NAME(key_blocks_seen)(q0 / BQ, tq, tk, causal);
-            for (int64_t k0 = 0; k0 < nkb_seen * BK; k0 += BK) {
-                int64_t bk = min64(BK, tk - k0);
-                NAME(gemm_acc)(bq_pad, BK, d, qs, dpad, 1, kt_all + k0 * d, BK, ds, BK, 0); /* S */
-                NAME(probabilities)(p, rowsum, ds, lse + b * tq + q0, q0, bq, bq_pad, k0, bk, causal);
-                NAME(gemm_acc)(bq_pad, BK, dv, dob, dvpad, 1, vt_all + k0 * dv, BK, ds, BK, 0); /* dP */
-                NAME(score_grad)(ds, p, drows + b * tq + q0, bq);
-                NAME(gemm_acc)(bq_pad, dpad, bk, ds, BK, 1, k_all + k0 * dpad, dpad, dqacc, dpad, 1); /* dQ += dS K */
-            }
-            for (int64_t r = 0; r < bq; r++) {
-                REAL *dqrow = dq + (b * tq + q0 + r) * d;
-                for (int64_t c = 0; c < d; c++)
-                    dqrow[c] = dqacc[r * dpad + c] * scale;
+            /* Sweep 2: each (bh, query block) owns its rows of dQ. */
+            packed_head = -1;
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t item = 0; item < bh * nqb; item++) {
+                if (!ok)
+                    continue;
+                int64_t b = item / nqb;
+                NAME(head_problem) h = {k + b * tk * d, v + b * tk * dv, lse + b * tq, drows + b * tq,
+                                        dk + b * tk * d, dvout + b * tk * dv, tq, tk, d, dv, dpad, dvpad, causal};
+                if (b != packed_head) {
+                    NAME(pack_panels_t)(w.head, h.k, tk, d);
+                    NAME(pack_panels_t)(w.head + d * tkpad, h.v, tk, dv);
+                    NAME(pack_rows)(w.head + (d + dv) * tkpad, tkpad, dpad, h.k, tk, d, 1);
+                    packed_head = b;
+                }
+                NAME(query_block_grads)(&w, &h, q + b * tq * d, dout + b * tq * dv, dq + b * tq * d,
+                                        item % nqb * BQ, scale);
             }
         }
         free(buf.base);

@@ -106,6 +106,13 @@ def test_rectangular_problems_match_the_reference(tq, tk, d, dv, is_causal, vers
     check_against_reference(version, dtype, 3, tq, tk, d, dv, is_causal, seed=tq * tk)
 
 
+@pytest.mark.parametrize("is_causal", [False, True])
+@pytest.mark.parametrize("batch,threads", [(1, 1), (3, 2), (1, 2), (5, 4)])
+def test_both_backward_schedules_match_the_reference(batch, threads, is_causal):
+    """Few heads for the threads (1 on 2, 5 on 4) take the two sweeps over blocks; the others one sweep per head."""
+    check_against_reference("flash", np.float32, batch, 200, 150, 32, 16, is_causal, num_threads=threads)
+
+
 @pytest.mark.parametrize("d", [200, 256])
 def test_large_head_dims(d):
     check_against_reference("flash", np.float32, 1, 70, 90, d, d, True)
