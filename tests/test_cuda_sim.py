@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -473,6 +474,27 @@ def test_raw_kernel_like_cupy():
     kernel((1,), (8,), (a, a, c, np.int32(5)))
     np.testing.assert_array_equal(c, 2 * a)
     assert kernel.module.order == "reverse"
+
+
+def test_cuda_cxx_overloads_of_math_functions():
+    code = r"""
+    #define max(a, b) ((a) > (b) ? (a) : (b))
+    extern "C" __global__ void maths(const float *x, float *y, double *z)
+    {
+        float v = x[threadIdx.x];
+        y[threadIdx.x] = abs(v) + sqrt(v * v) + max(v, 0.0f);  /* float overloads, not int abs */
+        z[threadIdx.x] = (double)(exp(v) - expf(v));          /* exp of a float is expf */
+    }
+    """
+    x = np.array([-1.5, 2.25], np.float32)
+    y, z = np.zeros(2, np.float32), np.ones(2, np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the source's own max macro must not warn
+        SimModule(code=code).get_function("maths")(1, 2, (x, y, z))
+    np.testing.assert_array_equal(y, np.abs(x) * 2 + np.maximum(x, 0))
+    np.testing.assert_array_equal(z, 0.0)
+    with pytest.raises(CompileError, match="implicit-int"):
+        SimModule(code='extern "C" __global__ void k(float *y) { auto v = 1.5f; y[0] = v; }')
 
 
 def test_options_define_macros():

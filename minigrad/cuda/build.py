@@ -32,6 +32,7 @@ CFLAGS = ["-std=gnu11", "-O2", "-fPIC", "-fvisibility=hidden", "-U_FORTIFY_SOURC
           "-fstack-clash-protection",  # a frame larger than a page still touches the guard page first
           "-Werror=implicit-function-declaration", "-Werror=incompatible-pointer-types",
           "-Werror=int-conversion", "-Werror=return-type",
+          "-Werror=implicit-int",  # C++'s `auto x = 1.5f;` would silently be an int in C
           "-Wuninitialized", "-Wmaybe-uninitialized", "-Warray-bounds"]  # shown as CompileWarning
 LDFLAGS = ["-shared", "-Wl,-z,defs", "-lm"]
 BASE_STACK_BYTES = 64 * 1024  # room for libc calls (printf) on top of the kernel's own frames
@@ -117,6 +118,12 @@ def _compile_error(stderr, filename):
                         f"numbers of your source in {filename}:\n{stderr.strip()}")
 
 
+def _undefine_redefined(code):
+    """#undef lines for our min/max/abs where the source defines its own macro of that name."""
+    return "".join(f"#undef {name}\n" for name in ("min", "max", "abs")
+                   if re.search(rf"^\s*#\s*define\s+{name}\b", code, re.M))
+
+
 def _entries(kernels, shared_sizes):
     """One function per kernel that unpacks the launch's `void *a[]` into its parameters; and
     minigrad_sim_shared_size(kernel), its static shared memory as the compiler counts it."""
@@ -157,7 +164,8 @@ def _compile(code, options, so_path, meta_path, filename):
     with tempfile.TemporaryDirectory(dir=so_path.parent) as tmp:
         Path(tmp, filename).write_text(translated)
         entries = _entries(kernels, shared_sizes)
-        Path(tmp, "module.c").write_text(f'#include "sim_runtime.h"\n#include "{filename}"\n{entries}')
+        Path(tmp, "module.c").write_text(f'#include "sim_runtime.h"\n{_undefine_redefined(code)}'
+                                         f'#include "{filename}"\n{entries}')
         built = _run(cc + CFLAGS + [f"-I{HERE}", *flags, "-o", "module.so", "module.c", str(scheduler)] + LDFLAGS,
                      cwd=tmp)
         if built.returncode:

@@ -14,12 +14,13 @@
  */
 #undef _FORTIFY_SOURCE  /* its longjmp check rejects jumps between fiber stacks */
 #define _GNU_SOURCE
-#include <math.h>
 #include <setjmp.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <tgmath.h>  /* exp(x), sqrt(x), fabs(x) of a float stay float, as CUDA's C++ overloads do */
 
 #define MINIGRAD_CUDA_SIM 1
 
@@ -243,6 +244,9 @@ static inline int __float2int_rz(float x) { return (int)x; }
 #define __ffsll(x) __builtin_ffsll((long long)(x))
 static inline int __clz(int x) { return x ? __builtin_clz((unsigned int)x) : 32; }
 static inline int __clzll(long long x) { return x ? __builtin_clzll((unsigned long long)x) : 64; }
+
+/* abs of a float is a float in CUDA C++, not C's int abs. */
+#define abs(x) _Generic((x), float: fabsf, double: fabs, long: labs, long long: llabs, default: abs)(x)
 
 /* CUDA's overloaded min/max, chosen by the promoted type of both arguments. */
 static inline int __sim_min_i(int a, int b) { return a < b ? a : b; }
