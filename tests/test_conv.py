@@ -133,6 +133,15 @@ def test_conv2d_gradients(stride, padding):
     assert mg.gradcheck(lambda a, k, c: F.conv2d(a, k, c, stride=stride, padding=padding), [x, w, b])
 
 
+def test_conv2d_accepts_one_unbatched_image():
+    x, w = rng(30).standard_normal((2, 5, 5)), rng(31).standard_normal((3, 2, 3, 3))
+    y = F.conv2d(t64(x, False), t64(w, False), padding=1)
+    assert y.shape == (3, 5, 5)
+    np.testing.assert_allclose(y.data, conv2d_loop(x[None], w, None, 1, 1)[0], rtol=1e-12, atol=1e-12)
+    conv = nn.Conv2d(2, 3, 3)
+    assert conv(mg.zeros(2, 5, 5)).shape == (3, 3, 3)
+
+
 def test_conv2d_gradient_for_input_only():
     x, w = t64(rng(17).standard_normal((1, 2, 4, 4))), t64(rng(18).standard_normal((2, 2, 2, 2)), False)
     assert mg.gradcheck(lambda a: F.conv2d(a, w, stride=2), [x])
@@ -142,8 +151,10 @@ def test_conv2d_bad_input():
     w = t64(np.ones((4, 3, 3, 3)))
     with pytest.raises(ValueError, match=r"conv2d expected input with 3 channels \(N, 3, H, W\), got shape \(2, 4, 8, 8\)"):
         F.conv2d(t64(np.ones((2, 4, 8, 8))), w)
-    with pytest.raises(ValueError, match=r"got shape \(3, 8, 8\)"):
-        F.conv2d(t64(np.ones((3, 8, 8))), w)
+    with pytest.raises(ValueError, match=r"3 channels \(N, 3, H, W\), got shape \(4, 8, 8\)"):
+        F.conv2d(t64(np.ones((4, 8, 8))), w)
+    with pytest.raises(ValueError, match=r"3 channels \(N, 3, H, W\), got shape \(8, 8\)"):
+        F.conv2d(t64(np.ones((8, 8))), w)
     with pytest.raises(ValueError, match=r"bias of shape \(4,\), got \(3,\)"):
         F.conv2d(t64(np.ones((1, 3, 8, 8))), w, t64(np.ones(3)))
     with pytest.raises(ValueError, match=r"kernel is larger than the padded input 2x2"):

@@ -59,8 +59,8 @@ def col2im(cols, xp_shape, kh, kw, stride, out_hw):
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     """y[n, o, i, j] = b[o] + Σ_c Σ_p Σ_q W[o, c, p, q] · x_pad[n, c, i·s + p, j·s + q]   (lesson 02_convolution)
 
-    Cross-correlation on NCHW like PyTorch's conv2d: x (N, C, H, W), W (O, C, kh, kw),
-    b (O,) → y (N, O, Ho, Wo), Ho = (H + 2·pad − kh)//s + 1. As matrices, Y = cols(x) Wᵀ,
+    Cross-correlation on NCHW like PyTorch's conv2d: x (N, C, H, W) (or one image (C, H, W)),
+    W (O, C, kh, kw), b (O,) → y (N, O, Ho, Wo), Ho = (H + 2·pad − kh)//s + 1. As matrices, Y = cols(x) Wᵀ,
     so dW = dYᵀ cols(x), dcols = dY W, dx = col2im(dcols), db = Σ dY.
     Internally the image is channels-last (the output is an NCHW view of NHWC memory,
     which the next conv or pooling reads without a copy).
@@ -68,6 +68,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     x, weight = as_tensor(x), as_tensor(weight)
     bias = None if bias is None else as_tensor(bias)
     stride, padding = as_pair(stride, "stride", "conv2d"), as_pair(padding, "padding", "conv2d")
+    if x.ndim == 3 and weight.ndim == 4 and x.shape[0] == weight.shape[1]:  # one unbatched image
+        return conv2d(x.unsqueeze(0), weight, bias, stride, padding).squeeze(0)
     _check_conv_args(x, weight, bias, stride, padding)
     N, C, H, W = x.shape
     O, _, kh, kw = weight.shape
@@ -171,7 +173,7 @@ class Conv2d(Module):
     def forward(self, x):
         x = as_tensor(x)
         C = self.in_channels
-        if x.ndim != 4 or x.shape[1] != C:
+        if not (x.ndim == 4 and x.shape[1] == C or x.ndim == 3 and x.shape[0] == C):
             raise ValueError(f"Conv2d expected input with {C} channels (N, {C}, H, W), got shape {x.shape}")
         return conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
