@@ -11,8 +11,9 @@ alike; what to read are the ratios in the same row, never the absolute times.
             "numpy"), torch.nn.functional.scaled_dot_product_attention
   backward: the same three (PyTorch: autograd's backward of SDPA alone)
   memory:   peak extra resident memory of one call, outputs included, measured
-            in a fresh subprocess per method: inputs made, peak RSS reset
-            (/proc/self/clear_refs), one call, then VmHWM minus the RSS before it.
+            in a fresh subprocess per method: one call at T = 64 (thread pools
+            and caches are set up once per process), inputs made, peak RSS
+            reset (/proc/self/clear_refs), one call, VmHWM minus the RSS before.
 PyTorch is optional (`pip install torch`); without it its columns are blank.
 Targets (issue 4): forward >= 5x faster than NumPy at T = 2048 and within 2x of
 SDPA; backward within 2x of SDPA's; peak extra memory at T = 4096 < 32 MiB.
@@ -37,7 +38,8 @@ METHODS = ("c", "numpy", "torch")
 
 def inputs(t, seed=0):
     rng = np.random.default_rng(seed)
-    q, k, v, grad_out = (rng.standard_normal((HEADS, t, D)).astype(np.float32) for _ in range(4))  # (H, T, d)
+    # drawn as float32: no freed temporaries for the memory probe's calls to reuse
+    q, k, v, grad_out = (rng.standard_normal((HEADS, t, D), dtype=np.float32) for _ in range(4))  # (H, T, d)
     return q, k, v, grad_out
 
 
@@ -97,9 +99,11 @@ def resident_kib(field):
 
 def measure_memory_here(method, direction, t, causal, threads):
     """Peak extra MiB of one call, in this process (run it in a fresh one)."""
-    forward, backward = calls(method, t, causal, threads)
-    run = forward if direction == "forward" else backward
-    run()  # first calls allocate once-per-process state (thread pools, caches): not per-call memory
+    for size in (64, t):  # a small call first sets up thread pools and caches, once per process
+        forward, backward = calls(method, size, causal, threads)
+        run = forward if direction == "forward" else backward
+        if size != t:
+            run()
     before = resident_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")  # resets VmHWM to the current RSS

@@ -266,10 +266,11 @@ SANITIZED_RUN = textwrap.dedent("""
     import numpy as np
     from minigrad.kernels import c_backend, numpy_backend
     rng = np.random.default_rng(0)
+    shapes = [(2, 1, 1, 1, 1), (1, 7, 70, 24, 40), (2, 130, 65, 16, 3), (1, 65, 200, 64, 64), (2, 200, 97, 32, 8)]
     for dtype in (np.float32, np.float64):
-        for tq, tk, d, dv in [(1, 1, 1, 1), (7, 70, 24, 40), (130, 65, 16, 3), (65, 129, 64, 64)]:
-            q, k = rng.standard_normal((2, tq, d)).astype(dtype), rng.standard_normal((2, tk, d)).astype(dtype)
-            v, g = rng.standard_normal((2, tk, dv)).astype(dtype), rng.standard_normal((2, tq, dv)).astype(dtype)
+        for batch, tq, tk, d, dv in shapes:  # batch 1 on 2 threads: the two-sweep backward
+            q, k = rng.standard_normal((batch, tq, d)).astype(dtype), rng.standard_normal((batch, tk, d)).astype(dtype)
+            v, g = rng.standard_normal((batch, tk, dv)).astype(dtype), rng.standard_normal((batch, tq, dv)).astype(dtype)
             for causal in (False, True):
                 for version in c_backend.ATTENTION_VERSIONS:
                     for threads in (1, 2):
