@@ -136,6 +136,8 @@ def test_rnn_gradients():
 
 
 def test_rnn_bad_input():
+    with pytest.raises(ValueError, match=r"nonlinearity='tanh'.*got 'relu'"):
+        nn.RNN(3, 4, nonlinearity="relu")
     rnn = nn.RNN(3, 4)
     with pytest.raises(ValueError, match=r"RNN expected input \(B, T, 3\) or unbatched \(T, 3\), got shape \(2, 5, 2\)"):
         rnn(mg.zeros(2, 5, 2))

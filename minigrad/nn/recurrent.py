@@ -150,6 +150,12 @@ class RNN(_Recurrent):
     layer's h_t at every step, h_n (num_layers, B, hidden) the last step of every layer.
     """
 
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=True):
+        if nonlinearity != "tanh":
+            raise ValueError(f"RNN supports nonlinearity='tanh' (the lesson's h_t = tanh(W x_t + U h_t-1 + b)), "
+                             f"got {nonlinearity!r}")
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first)
+
     def forward(self, x, h0=None):
         steps, batch, unbatched = self._sequence(x)
         h_last = self._initial(h0, batch, unbatched, steps[0])
