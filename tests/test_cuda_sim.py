@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minigrad.cuda import (BarrierDivergenceError, CompileError, CompileWarning, KernelFaultError, SimModule,
-                           SimRawKernel, WarpDivergenceError, build)
+from minigrad.cuda import (BarrierDivergenceError, CompileError, CompileWarning, KernelFaultError,
+                           OrderDependenceError, SimModule, SimRawKernel, WarpDivergenceError, build)
 
 ORDERS = ("forward", "reverse", "random:1")
 BROKEN = Path(__file__).parent / "cuda_broken"
@@ -581,6 +581,22 @@ def test_missing_barrier_in_reduction_is_caught():
         sums[order] = partial
     expected = x.reshape(2, 256).sum(1)
     assert any(not np.allclose(s, expected, rtol=1e-5) for s in sums.values()), sums
+
+
+def test_compare_order_finds_the_race_and_passes_good_kernels(mod, monkeypatch):
+    x = np.random.default_rng(1).random(512).astype(np.float32)
+    broken = SimModule(path=BROKEN / "missing_sync_reduction.cu").get_function("block_sum_missing_sync")
+    with pytest.raises(OrderDependenceError, match=r"argument 1 `float \*partial` differs between forward and "
+                                                   r"reverse thread order at flat index 0"):
+        broken((2,), (256,), (x, np.zeros(2, np.float32), np.int32(512)), order="compare")
+    monkeypatch.setenv("MINIGRAD_CUDA_SIM_ORDER", "compare")  # every launch checked, as a test suite may
+    partial = np.zeros(4, np.float32)
+    mod.get_function("block_sum")((4,), (128,), (x, partial, np.int32(512)))
+    np.testing.assert_allclose(partial, x.reshape(4, 128).sum(1), rtol=1e-5)
+    total, bins = np.zeros(1, np.float32), np.zeros(3, np.int32)
+    values = np.arange(300, dtype=np.int32)
+    mod.get_function("histogram")((5,), (64,), (values, bins, total, np.int32(300), np.int32(3)))
+    assert total[0] == values.sum()  # float atomics in two orders still agree
 
 
 def test_early_return_before_barrier_is_barrier_divergence():

@@ -16,13 +16,15 @@ with a hang becomes a Python error that names block, thread and line:
     KernelFaultError        an index past the end of an argument or of the dynamic
                             shared memory, a bad pointer, a stack overflow, an integer
                             division by zero, or a failed assert()
+    OrderDependenceError    with order "compare": the outputs differ between forward
+                            and reverse thread order (a race, a missing barrier)
     TypeError / ValueError  a launch argument a GPU would misread (dtype, Python
                             scalar, non-contiguous array) or beyond CUDA's limits
 Ctrl-C stops a long launch. Nothing is compiled at import. Linux only.
 """
 from .errors import (BarrierDivergenceError, CompileError, CompileWarning, CudaSimError, KernelFaultError,
-                     WarpDivergenceError)
+                     OrderDependenceError, WarpDivergenceError)
 from .simulator import SimKernel, SimModule, SimRawKernel
 
 __all__ = ["SimModule", "SimKernel", "SimRawKernel", "CudaSimError", "CompileError", "CompileWarning",
-           "BarrierDivergenceError", "WarpDivergenceError", "KernelFaultError"]
+           "BarrierDivergenceError", "WarpDivergenceError", "KernelFaultError", "OrderDependenceError"]

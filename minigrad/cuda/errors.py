@@ -23,3 +23,7 @@ class KernelFaultError(CudaSimError):
 
 class CompileWarning(UserWarning):
     """The compiler found something suspicious in a kernel, such as a variable used before it is set."""
+
+
+class OrderDependenceError(CudaSimError):
+    """order='compare': the kernel's output differs between forward and reverse thread order."""

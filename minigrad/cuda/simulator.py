@@ -16,7 +16,7 @@ import numpy as np
 
 from . import build
 from .device_memory import LaunchMemory
-from .errors import BarrierDivergenceError, CudaSimError, KernelFaultError, WarpDivergenceError
+from .errors import BarrierDivergenceError, CudaSimError, KernelFaultError, OrderDependenceError, WarpDivergenceError
 
 MAX_THREADS_PER_BLOCK = 1024
 MAX_BLOCK_DIMS = (1024, 1024, 64)
@@ -33,11 +33,16 @@ _launch_lock = threading.Lock()
 
 
 def parse_order(order):
-    """'forward' | 'reverse' | 'random' | 'random:SEED' -> (index into ORDERS, seed); 'random' is 'random:0'."""
+    """'forward' | 'reverse' | 'random' | 'random:SEED' -> (index into ORDERS, seed); 'random' is 'random:0'.
+
+    'compare' (launch in forward and in reverse order, compare the results) -> (None, 0).
+    """
+    if order == "compare":
+        return None, 0
     kind, _, seed = str(order).partition(":")
     if kind not in ORDERS or (seed and (kind != "random" or not seed.isdigit())):
         raise ValueError(f"thread order {order!r} is not one of forward, reverse, random, random:SEED "
-                         "(SEED a non-negative integer)")
+                         "(SEED a non-negative integer), compare")
     return ORDERS.index(kind), int(seed or 0) % 2**64
 
 
@@ -108,13 +113,40 @@ class SimKernel:
         values = [_check_argument(where, i, p, a) for i, (p, a) in enumerate(zip(self.params, args))]
         kind, seed = parse_order(order or self.order or self.module.order
                                  or os.environ.get("MINIGRAD_CUDA_SIM_ORDER") or "forward")
+        if kind is None:
+            self._compare_orders(where, grid, block, values, int(shared_mem))
+        else:
+            self._launch(where, grid, block, values, int(shared_mem), kind, seed)
+
+    def _compare_orders(self, where, grid, block, values, shared_mem):
+        """Launch in forward and in reverse thread order from the same inputs: different outputs
+        mean the result depends on the order threads run in (a missing barrier, a race)."""
+        written = [(i, v) for i, (p, v) in enumerate(zip(self.params, values)) if p.pointer and not p.const]
+        inputs = [v.copy() for _, v in written]
+        self._launch(where, grid, block, values, shared_mem, ORDERS.index("forward"), 0)
+        forward = [v.copy() for _, v in written]
+        for (_, v), original in zip(written, inputs):
+            np.copyto(v, original)
+        self._launch(where, grid, block, values, shared_mem, ORDERS.index("reverse"), 0)
+        for (i, v), f in zip(written, forward):
+            # float atomics add in another order, so floats need only agree to rounding
+            same = np.isclose(f, v, rtol=1e-5, atol=1e-6, equal_nan=True) if v.dtype.kind in "fc" else f == v
+            if not np.all(same):
+                k = int(np.flatnonzero(~np.asarray(same).reshape(-1))[0])
+                raise OrderDependenceError(
+                    f"{where} (grid {grid}, block {block}): argument {i} `{self.params[i]}` differs between "
+                    f"forward and reverse thread order at flat index {k}: {f.reshape(-1)[k]!r} vs "
+                    f"{v.reshape(-1)[k]!r}. The result depends on the order threads run in: a missing "
+                    "__syncthreads(), or threads racing on the same memory")
+
+    def _launch(self, where, grid, block, values, shared_mem, kind, seed):
         lib, ffi = self.module._library.lib, self.module._library.ffi
         error = ffi.new("char[]", _ERROR_BYTES)
         with _launch_lock:
-            memory = LaunchMemory(lib, ffi, self.params, values, int(shared_mem))
+            memory = LaunchMemory(lib, ffi, self.params, values, shared_mem)
             try:
                 status = lib.minigrad_sim_launch(self._index, ffi.new("void *[]", memory.pointers or 1), grid, block,
-                                                 memory.shared, int(shared_mem), kind, seed,
+                                                 memory.shared, shared_mem, kind, seed,
                                                  self.module._library.stack_bytes, error, _ERROR_BYTES)
                 where = f"{where} (grid {grid}, block {block}, {ORDERS[kind]} order)"
                 if status:
