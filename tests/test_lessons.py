@@ -68,3 +68,14 @@ def test_lesson_checks_gradients_with_the_library(path):
     assert "import minigrad" in text, f"{path.name} does not use minigrad"
     assert "gradcheck" in text or "max_relative_error" in text, \
         f"{path.name}: template item 5 asks for a live mg.gradcheck in float64"
+
+
+DOWNLOADS = ("fetch_", "urlopen", "urlretrieve", "requests.get", "wget ", "curl ", "pip install")
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
+def test_lesson_downloads_nothing(path):
+    code = "\n".join(_source(cell) for cell in _cells(path) if cell["cell_type"] == "code")
+    found = [word for word in DOWNLOADS if word in code]
+    assert not found, (f"{path.name} uses {found}: lessons take data only from installed packages "
+                       "(scikit-learn's load_digits, load_diabetes, load_breast_cancer)")
