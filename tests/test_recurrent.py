@@ -195,7 +195,7 @@ def test_lstm_gradients():
 
 
 @pytest.mark.slow  # importing torch alone takes seconds
-def test_lstm_matches_torch_if_installed():
+def test_lstm_and_rnn_match_torch_if_installed():
     torch = pytest.importorskip("torch")
     mg.manual_seed(8)
     lstm = nn.LSTM(3, 4, num_layers=2)
@@ -206,6 +206,13 @@ def test_lstm_matches_torch_if_installed():
     ref_out, (ref_h, ref_c) = reference(torch.tensor(x))
     np.testing.assert_allclose(out.data, ref_out.detach().numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(c_n.data, ref_c.detach().numpy(), rtol=1e-5, atol=1e-6)
+    rnn = nn.RNN(3, 4, num_layers=2)
+    reference = torch.nn.RNN(3, 4, num_layers=2, batch_first=True)
+    reference.load_state_dict({k: torch.tensor(v.numpy()) for k, v in rnn.state_dict().items()})
+    out, h_n = rnn(mg.tensor(x))
+    ref_out, ref_h = reference(torch.tensor(x))
+    np.testing.assert_allclose(out.data, ref_out.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h_n.data, ref_h.detach().numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_lstm_bad_input():
