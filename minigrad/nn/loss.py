@@ -11,11 +11,22 @@ def _same_shape(op, a, b, a_name, b_name):
 
 
 def mse_loss(input, target):
-    """L = (1/n) Σᵢ (inputᵢ − targetᵢ)²   (lesson 01_gradient_descent)"""
-    input, target = as_tensor(input), as_tensor(target)
-    _same_shape("mse_loss", input, target, "input", "target")
-    diff = input - target
-    return (diff * diff).mean()
+    """L = (1/n) Σᵢ (inputᵢ − targetᵢ)²   (lesson 01_gradient_descent)
+
+    Backward: d input = 2(input − target)/n, d target = −2(input − target)/n.
+    """
+    x, y = as_tensor(input), as_tensor(target)
+    _same_shape("mse_loss", x, y, "input", "target")
+    y = y.to(x.dtype)
+    diff = x.data - y.data
+    n = diff.size
+    loss = (diff * diff).sum() / n
+
+    def backward(grad):
+        dx = grad * (2 / n) * diff
+        return dx, -dx
+
+    return Tensor.from_op(np.asarray(loss, dtype=x.dtype), (x, y), backward, "mse_loss")
 
 
 def cross_entropy(logits, target):
