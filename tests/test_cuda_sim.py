@@ -737,7 +737,7 @@ def test_reading_past_dynamic_shared_memory_faults(bounds):
     kernel = bounds.get_function("read_shared_at")
     kernel(1, 4, (y, np.int32(3)), shared_mem=16)
     np.testing.assert_array_equal(y, 2.0)
-    with pytest.raises(KernelFaultError, match=r"byte 6000 of the dynamic shared memory \(shared_mem=16 bytes\), past"):
+    with pytest.raises(KernelFaultError, match=r"byte 6000 of the dynamic shared memory \(shared_mem=16 bytes\)"):
         kernel(1, 4, (y, np.int32(1500)), shared_mem=16)
 
 
