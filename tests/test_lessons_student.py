@@ -115,3 +115,16 @@ def test_every_lesson_has_a_valid_student_copy(path, tmp_path):
             check = copy.cells[i + 1] if i + 1 < len(copy.cells) else None
             assert check is not None and check.cell_type == "code" and "assert" in check.source, \
                 f"{path.name}: the cell after the solution in cell {i} should be its assert-based auto-check"
+
+
+@pytest.mark.slow
+def test_student_copy_runs_until_the_first_exercise(toy, tmp_path):
+    nbclient = pytest.importorskip("nbclient")
+    (copy,) = lessons.write_student_copies(tmp_path / "class", [toy])
+    notebook = nbformat.read(copy, as_version=4)
+    client = nbclient.NotebookClient(notebook, timeout=60, kernel_name="python3", allow_errors=True)
+    client.execute()
+    errors = [(i, out.ename) for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"
+              for out in cell.outputs if out.output_type == "error"]
+    assert errors[0] == (3, "NotImplementedError"), f"expected the stub in cell 3 to stop the student, got {errors}"
+    assert notebook.cells[1].execution_count is not None, "the lesson part before the exercises must run"
