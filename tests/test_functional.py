@@ -192,6 +192,8 @@ def test_layer_norm_bad_shape():
         F.layer_norm(t64(np.ones((2, 4))), 5)
     with pytest.raises(ValueError, match=r"weight of shape \(4,\), got \(3,\)"):
         F.layer_norm(t64(np.ones((2, 4))), 4, t64(np.ones(3)))
+    with pytest.raises(TypeError, match=r"bias of the input's dtype float32, got float64"):
+        F.layer_norm(mg.ones(2, 4), 4, mg.ones(4), t64(np.zeros(4)))
 
 
 # ----- embedding -------------------------------------------------------------------------------------

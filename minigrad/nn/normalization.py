@@ -28,6 +28,8 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and tuple(p.shape) != shape:
             raise ValueError(f"layer_norm expected {name} of shape {shape}, got {tuple(p.shape)}")
+        if p is not None and p.dtype != x.dtype:
+            raise TypeError(f"layer_norm expected {name} of the input's dtype {x.dtype}, got {p.dtype}")
     axes = tuple(range(x.ndim - k, x.ndim))
     lead = tuple(range(x.ndim - k))
     xd = x.data
