@@ -8,6 +8,8 @@ import json
 import os
 from pathlib import Path
 
+import nbclient
+import nbformat
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,8 +30,6 @@ def _source(cell):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
 def test_lesson_runs_clean_in_a_fresh_kernel(path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
     # the kernel is a child process: it finds this checkout's minigrad even when it is not pip-installed
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")

@@ -4,11 +4,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbclient
+import nbformat
 import pytest
 
 from minigrad import lessons
-
-nbformat = pytest.importorskip("nbformat")
 
 REPO = Path(__file__).resolve().parent.parent
 LESSONS = sorted((REPO / "lessons").glob("[0-9][0-9]_*.ipynb"))
@@ -119,7 +119,6 @@ def test_every_lesson_has_a_valid_student_copy(path, tmp_path):
 
 @pytest.mark.slow
 def test_student_copy_runs_until_the_first_exercise(toy, tmp_path):
-    nbclient = pytest.importorskip("nbclient")
     (copy,) = lessons.write_student_copies(tmp_path / "class", [toy])
     notebook = nbformat.read(copy, as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=60, kernel_name="python3", allow_errors=True)
