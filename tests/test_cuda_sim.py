@@ -794,11 +794,34 @@ def test_ctrl_c_stops_a_long_launch(mod):
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
-        with pytest.raises(KeyboardInterrupt, match=r"kernel vec_add .*interrupted after block"):
+        with pytest.raises(KeyboardInterrupt, match=r"kernel vec_add .*interrupted in block"):
             mod.get_function("vec_add")((1 << 20, 8), (1,), (x, x, x, np.int32(0)))
     finally:
         timer.cancel()
     assert signal.getsignal(signal.SIGINT) is handler  # Python's handler is back
+
+
+def test_second_ctrl_c_stops_a_thread_stuck_in_a_loop():
+    code = r"""
+    extern "C" __global__ void spin(volatile int *flag)
+    {
+        while (flag[0] == 0)
+            ;
+    }
+    """
+    kernel = SimModule(code=code).get_function("spin")
+    timers = [threading.Timer(t, os.kill, (os.getpid(), signal.SIGINT)) for t in (0.3, 0.6)]
+    for timer in timers:
+        timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt, match=r"interrupted twice while block \(0, 0, 0\), thread "
+                                                    r"\(0, 0, 0\) was running \(stuck in a loop\?\)"):
+            kernel(1, 1, (np.zeros(1, np.int32),))
+    finally:
+        for timer in timers:
+            timer.cancel()
+    flag = np.ones(1, np.int32)
+    kernel(1, 4, (flag,))  # fibers restart cleanly after the jump out of the loop
 
 
 # ---- compiling --------------------------------------------------------------------------

@@ -20,7 +20,8 @@ with a hang becomes a Python error that names block, thread and line:
                             and reverse thread order (a race, a missing barrier)
     TypeError / ValueError  a launch argument a GPU would misread (dtype, Python
                             scalar, non-contiguous array) or beyond CUDA's limits
-Ctrl-C stops a long launch. Nothing is compiled at import. Linux only.
+Ctrl-C stops a launch at the next barrier, a second Ctrl-C a thread stuck in a loop.
+Nothing is compiled at import. Linux only.
 """
 from .errors import (BarrierDivergenceError, CompileError, CompileWarning, CudaSimError, KernelFaultError,
                      OrderDependenceError, WarpDivergenceError)

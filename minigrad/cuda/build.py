@@ -34,7 +34,7 @@ CFLAGS = ["-std=gnu11", "-O2", "-fPIC", "-fvisibility=hidden", "-U_FORTIFY_SOURC
           "-Werror=int-conversion", "-Werror=return-type",
           "-Werror=implicit-int",  # C++'s `auto x = 1.5f;` would silently be an int in C
           "-Wuninitialized", "-Wmaybe-uninitialized", "-Warray-bounds"]  # shown as CompileWarning
-LDFLAGS = ["-shared", "-Wl,-z,defs", "-lm"]
+LDFLAGS = ["-shared", "-Wl,-z,defs", "-pthread", "-lm"]
 BASE_STACK_BYTES = 64 * 1024  # room for libc calls (printf) on top of the kernel's own frames
 
 _EXTERN_C = re.compile(r'\bextern\s+"C"\s*')

@@ -18,6 +18,7 @@
  */
 #include "sim_runtime.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -390,6 +391,16 @@ static int after_phase(int n, int barriers, char *error, size_t error_size)
     return SIM_OK;
 }
 
+/* A kernel that dereferences a wild pointer, overflows its stack or divides an integer
+ * by zero would kill the Python process; instead the signal lands here and the launch
+ * ends with an error naming the thread that was running. */
+static sigjmp_buf fault_exit;
+static volatile int fault_signal, fault_code;
+static void *volatile fault_address;
+static char signal_stack[64 * 1024];
+static volatile sig_atomic_t interrupted;
+static pthread_t launch_thread;
+
 static int run_block(int n, int order, uint64_t *rng, char *error, size_t error_size)
 {
     for (int t = 0; t < n; t++)
@@ -406,6 +417,11 @@ static int run_block(int n, int order, uint64_t *rng, char *error, size_t error_
             __sim_threadIdx = thread_index[t];
             sim_switch(&__sim_scheduler, &threads[t].ctx);
         }
+        if (interrupted) {
+            snprintf(error, error_size, "interrupted in block %s after %d barriers", coords(__sim_blockIdx),
+                     barriers);
+            return SIM_INTERRUPTED;
+        }
         int all_at_barrier = 1;
         for (int t = 0; t < n && all_at_barrier; t++)
             all_at_barrier = threads[t].state == SIM_AT_BARRIER;
@@ -416,15 +432,6 @@ static int run_block(int n, int order, uint64_t *rng, char *error, size_t error_
             return status;
         barriers += all_at_barrier;
     }
-}
-
-static volatile sig_atomic_t interrupted;
-
-/* Ctrl-C (or a notebook's interrupt) during a launch: stop after the running block. */
-static void on_interrupt(int sig)
-{
-    (void)sig;
-    interrupted = 1;
 }
 
 static int run_grid(const unsigned int *grid, int n, size_t dynamic_bytes, int order, uint64_t seed,
@@ -452,22 +459,10 @@ static int run_grid(const unsigned int *grid, int n, size_t dynamic_bytes, int o
         int status = run_block(n, order, &rng, error, error_size);
         if (status != SIM_OK)
             return status;
-        if (interrupted) {
-            snprintf(error, error_size, "interrupted after block %s, %llu of %llu blocks done",
-                     coords(__sim_blockIdx), (unsigned long long)i + 1, (unsigned long long)blocks);
-            return SIM_INTERRUPTED;
-        }
     }
     return SIM_OK;
 }
 
-/* A kernel that dereferences a wild pointer, overflows its stack or divides an integer
- * by zero would kill the Python process; instead the signal lands here and the launch
- * ends with an error naming the thread that was running. */
-static sigjmp_buf fault_exit;
-static volatile int fault_signal, fault_code;
-static void *volatile fault_address;
-static char signal_stack[64 * 1024];
 
 static void on_fault(int sig, siginfo_t *info, void *context)
 {
@@ -476,6 +471,21 @@ static void on_fault(int sig, siginfo_t *info, void *context)
     fault_code = info->si_code;
     fault_address = info->si_addr;
     siglongjmp(fault_exit, 1);
+}
+
+/* Ctrl-C (or a notebook's interrupt) during a launch stops it at the next barrier or block;
+ * a second Ctrl-C stops it at once, for a thread stuck in a loop. Only the launching OS
+ * thread may jump out of the kernel, so the signal is passed on to it. */
+static void on_interrupt(int sig)
+{
+    if (!interrupted) {
+        interrupted = 1;
+    } else if (!pthread_equal(pthread_self(), launch_thread)) {
+        pthread_kill(launch_thread, sig);
+    } else {
+        fault_signal = sig;
+        siglongjmp(fault_exit, 1);
+    }
 }
 
 static const char *failed_assertion;
@@ -498,6 +508,9 @@ static void describe_fault(char *error, size_t error_size)
     if (fault_signal == 0)
         snprintf(error, error_size, "block %s, thread %s: assertion `%s` failed at line %d", block, thread,
                  failed_assertion, failed_line);
+    else if (fault_signal == SIGINT)
+        snprintf(error, error_size, "interrupted twice while block %s, thread %s was running (stuck in a loop?)",
+                 block, thread);
     else if (fault_signal == SIGFPE)
         snprintf(error, error_size, "block %s, thread %s: %s (a GPU gives an unspecified value instead)", block,
                  thread, fault_code == FPE_INTDIV ? "integer division by zero" : "arithmetic fault");
@@ -536,7 +549,7 @@ SIM_API int minigrad_sim_launch(int kernel, void **args, const unsigned int *gri
 
     stack_t alternate = {.ss_sp = signal_stack, .ss_size = sizeof signal_stack}, old_stack;
     struct sigaction action = {.sa_sigaction = on_fault, .sa_flags = SA_SIGINFO | SA_ONSTACK}, old[4];
-    struct sigaction interrupt = {.sa_handler = on_interrupt};
+    struct sigaction interrupt = {.sa_handler = on_interrupt, .sa_flags = SA_ONSTACK};
     static const int signals[4] = {SIGSEGV, SIGBUS, SIGFPE, SIGINT};
     sigemptyset(&action.sa_mask);
     sigemptyset(&interrupt.sa_mask);
@@ -544,11 +557,12 @@ SIM_API int minigrad_sim_launch(int kernel, void **args, const unsigned int *gri
     for (int i = 0; i < 3; i++)
         sigaction(signals[i], &action, &old[i]);
     interrupted = 0;
+    launch_thread = pthread_self();
     sigaction(SIGINT, &interrupt, &old[3]);
     int status;
     if (sigsetjmp(fault_exit, 1)) {
         describe_fault(error, error_size);
-        status = SIM_FAULT;
+        status = fault_signal == SIGINT ? SIM_INTERRUPTED : SIM_FAULT;
     } else {
         status = run_grid(grid, n, dynamic_bytes, order, seed, error, error_size);
     }
