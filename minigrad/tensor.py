@@ -196,6 +196,8 @@ class Tensor:
         No graph is recorded under `no_grad`, when no parent needs a gradient, or for integer outputs.
         """
         out = Tensor.__new__(Tensor)
+        if not isinstance(data, np.ndarray) and isinstance(data, np.generic):
+            data = np.asarray(data)  # NumPy returns scalars from 0-d arithmetic; a tensor always holds an array
         out.data = data
         out.grad = None
         out._op = op

@@ -164,3 +164,11 @@ def test_bad_op_leaves_no_half_built_graph():
         (x * 2) @ mg.ones(2, 3)
     (x * 2).sum().backward()  # the failed call left nothing behind that breaks the next backward
     np.testing.assert_array_equal(x.grad, np.full((2, 3), 2.0))
+
+
+def test_zero_dim_results_stay_arrays_on_the_cpu():
+    x = mg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    m = x.mean()
+    assert isinstance(m.data, np.ndarray) and m.device == "cpu"
+    (m * 2).backward(mg.tensor(1.0))
+    np.testing.assert_allclose(x.grad, [2 / 3] * 3)
