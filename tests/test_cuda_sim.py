@@ -282,6 +282,13 @@ def test_shared_memory_starts_every_block_as_nan(mod):
     assert np.isnan(out).all(), out
 
 
+def test_extern_c_block():
+    code = 'extern "C" {\n__global__ void one(int *y) { y[threadIdx.x] = 1; }\n}\n'
+    y = np.zeros(3, np.int32)
+    SimModule(code=code).get_function("one")(1, 3, (y,))
+    np.testing.assert_array_equal(y, 1)
+
+
 def test_file_scope_extern_shared():
     code = r"""
     extern __shared__ int scratch[];

@@ -1,8 +1,8 @@
 """CUDA source -> a C shared library the simulator can launch, compiled once and cached.
 
-The user's source is compiled as C after two textual rewrites that C needs
-(`extern "C"` goes, `extern __shared__ T name[];` becomes a pointer to the launch's
-dynamic shared memory), between the CUDA built-ins of sim_runtime.h and the fiber
+The user's source is compiled as C after the textual rewrites that C needs
+(`extern "C"` and its braces go, `extern __shared__ T name[];` becomes a pointer to
+the launch's dynamic shared memory), between the CUDA built-ins of sim_runtime.h and the fiber
 scheduler of sim_scheduler.c. Libraries are cached by the hash of source, options and
 simulator sources in $MINIGRAD_CACHE_DIR (default ~/.cache/minigrad)/cuda-sim.
 """
@@ -38,6 +38,7 @@ LDFLAGS = ["-shared", "-Wl,-z,defs", "-pthread", "-lm"]
 BASE_STACK_BYTES = 64 * 1024  # room for libc calls (printf) on top of the kernel's own frames
 
 _EXTERN_C = re.compile(r'\bextern\s+"C"\s*')
+_EXTERN_C_BLOCK = re.compile(r'\bextern\s+"C"\s*\{')
 _EXTERN_SHARED = re.compile(r"\bextern\s+__shared__\s+((?:__align__\s*\(\s*\d+\s*\)\s*)?[^;\[\]]*?)\s*"
                             r"([A-Za-z_]\w*)\s*\[\s*\]\s*;")
 _loaded = {}
@@ -88,9 +89,23 @@ def _brace_depth(code, end):
     return code.count("{", 0, end) - code.count("}", 0, end)
 
 
+def _unwrap_extern_c_blocks(code):
+    """`extern "C" { ... }` -> the declarations inside, blanks where the braces were."""
+    while match := _EXTERN_C_BLOCK.search(code):
+        depth, end = 0, len(code)
+        for i in range(match.end() - 1, len(code)):
+            depth += {"{": 1, "}": -1}.get(code[i], 0)
+            if depth == 0:
+                end = i
+                break
+        opener = " " * (match.end() - match.start())
+        code = code[:match.start()] + opener + code[match.end():end] + " " + code[end + 1:]
+    return code
+
+
 def translate(code):
-    """Rewrite the two CUDA-only declarations C cannot compile; the line count stays the same."""
-    code = _EXTERN_C.sub("", code)
+    """Rewrite the CUDA-only declarations C cannot compile; the line count stays the same."""
+    code = _EXTERN_C.sub("", _unwrap_extern_c_blocks(code))
 
     def dynamic_shared(match):
         ctype, name = match.group(1).strip(), match.group(2)

@@ -207,6 +207,8 @@ class SimModule:
             with open(path) as f:
                 code = f.read()
             filename = os.path.basename(path)
+        if not isinstance(code, str):
+            raise TypeError(f"SimModule: code must be CUDA source text (a str), got {type(code).__name__}")
         if order is not None:
             parse_order(order)
         self.code, self.options, self.order = code, tuple(options), order
