@@ -924,7 +924,7 @@ print("clean")
 
 
 @pytest.mark.slow
-def test_simulator_has_no_undefined_behaviour_under_ubsan(tmp_path):
+def test_simulator_has_no_undefined_behaviour_under_ubsan():
     # in a child process: UBSan aborts the process at the first undefined behaviour it sees
     env = {**os.environ, "MINIGRAD_CUDA_SIM_CFLAGS": "-fsanitize=undefined -fno-sanitize-recover=all",
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), str(Path(__file__).parent)])}
