@@ -372,6 +372,29 @@ def test_grids_and_blocks_in_2d_and_3d(mod, grid, block):
     np.testing.assert_array_equal(out, expected)
 
 
+def test_launches_from_several_python_threads(mod):
+    # launches take turns (fault handlers are process-wide); each must still see its own arguments
+    rng = np.random.default_rng(9)
+    jobs = [(rng.standard_normal((20, 24), dtype=np.float32), rng.standard_normal((24, 18), dtype=np.float32))
+            for _ in range(4)]
+    results = [None] * len(jobs)
+
+    def work(j):
+        A, B = jobs[j]
+        C = np.zeros((20, 18), np.float32)
+        for _ in range(5):
+            mod.get_function("matmul_tiled")((2, 2), (16, 16), (A, B, C, np.int32(20), np.int32(18), np.int32(24)))
+        results[j] = C
+
+    threads = [threading.Thread(target=work, args=(j,)) for j in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for (A, B), C in zip(jobs, results):
+        np.testing.assert_allclose(C, A.astype(np.float64) @ B, rtol=1e-4, atol=1e-4)
+
+
 def test_thread_orders(mod, monkeypatch):
     def run(order=None):
         counter, ticket = np.zeros(1, np.int32), np.zeros(64, np.int32)
