@@ -27,13 +27,9 @@ _MODULES = {"numpy": "numpy_backend", "c": "c_backend", "cuda": "cuda_backend", 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _backend_module(backend):
-    name = check_backend(get_backend() if backend is None else backend)
-    return name, importlib.import_module(f"{__name__}.{_MODULES[name]}")
-
-
 def _call(backend, op, *args, **kwargs):
-    name, module = _backend_module(backend)
+    name = check_backend(get_backend() if backend is None else backend)
+    module = importlib.import_module(f"{__name__}.{_MODULES[name]}")
     function = getattr(module, op, None)
     if function is None:
         raise NotImplementedError(f"{op}: backend {name!r} does not implement it yet; "
@@ -49,19 +45,21 @@ def _describe(arrays):
 
 def _check_arrays(op, backend, **arrays):
     """Same-kind arrays (all NumPy or all CuPy) of one float dtype, float32 or float64."""
-    for name, x in arrays.items():
-        if not (isinstance(x, np.ndarray) or type(x).__module__.split(".")[0] == "cupy"):
-            raise TypeError(f"{op}: {name} must be a NumPy or CuPy array, got {type(x).__name__}")
-    modules = {array_module(x).__name__ for x in arrays.values()}
-    if len(modules) > 1:
-        raise TypeError(f"{op}: all arrays must live on the same device (all NumPy or all CuPy); "
-                        f"got a mix of {' and '.join(sorted(modules))}")
+    host = all(type(x) is np.ndarray for x in arrays.values())  # the common case, checked fast
+    if not host:
+        for name, x in arrays.items():
+            if not (isinstance(x, np.ndarray) or type(x).__module__.split(".")[0] == "cupy"):
+                raise TypeError(f"{op}: {name} must be a NumPy or CuPy array, got {type(x).__name__}")
+        modules = {array_module(x).__name__ for x in arrays.values()}
+        if len(modules) > 1:
+            raise TypeError(f"{op}: all arrays must live on the same device (all NumPy or all CuPy); "
+                            f"got a mix of {' and '.join(sorted(modules))}")
+        host = modules == {"numpy"}
     dtypes = {x.dtype for x in arrays.values()}
     if len(dtypes) > 1 or dtypes.pop() not in _FLOATS:
         raise TypeError(f"{op}: needs float32 or float64 arrays, all of the same dtype; "
                         f"got {_describe(arrays)}")
-    name = check_backend(get_backend() if backend is None else backend)
-    if name == "c" and modules != {"numpy"}:
+    if not host and check_backend(get_backend() if backend is None else backend) == "c":
         raise TypeError(f"{op}: backend 'c' runs on host (NumPy) arrays; got CuPy arrays. "
                         "Use backend 'cuda', or copy them to the host with .get()")
 
@@ -80,7 +78,7 @@ def _matmul_shape(op, a, b):
         raise ValueError(f"{op}: inner dims differ: a {tuple(a.shape)} has k = {a.shape[-1]}, "
                          f"b {tuple(b.shape)} has k = {b.shape[-2]}")
     try:
-        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) if a.ndim > 2 or b.ndim > 2 else ()
     except ValueError:
         raise ValueError(f"{op}: batch dims of a {tuple(a.shape)} and b {tuple(b.shape)} "
                          "do not broadcast") from None
