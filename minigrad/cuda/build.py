@@ -57,7 +57,11 @@ class Library:
 def cache_dir():
     root = os.environ.get("MINIGRAD_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "minigrad")
     path = Path(root) / "cuda-sim"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home, as in some sandboxes: compile into the temporary directory instead
+        path = Path(tempfile.gettempdir()) / f"minigrad-{os.getuid()}" / "cuda-sim"
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
