@@ -144,7 +144,7 @@ def numpy_attention(q, k, v, attn_mask, dropout_p, is_causal, scale):
             return dq, dk, dv
         return dq, dk, dv, unbroadcast(ds, mask_tensor.data.shape)  # an additive mask gets the scores' gradient
 
-    mask_tensor = attn_mask if isinstance(attn_mask, Tensor) and attn_mask.dtype.kind == "f" else None
+    mask_tensor = attn_mask if isinstance(attn_mask, Tensor) and attn_mask.requires_grad else None
     parents = (q, k, v) if mask_tensor is None else (q, k, v, mask_tensor)
     return Tensor.from_op(out, parents, backward, "scaled_dot_product_attention")
 
