@@ -6,7 +6,7 @@
 """
 import importlib
 
-from .autograd import enable_grad, is_grad_enabled, no_grad
+from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .backend import backend, get_backend, set_backend
 from .creation import (arange, empty, eye, from_numpy, full, linspace, ones, ones_like, rand, randint, randn,
                        tensor, zeros, zeros_like)

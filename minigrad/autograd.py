@@ -15,30 +15,36 @@ def is_grad_enabled():
     return _grad_enabled
 
 
-class no_grad(contextlib.ContextDecorator):
-    """Inside `with mg.no_grad():` (or a function decorated with it) no graph is built."""
+class set_grad_enabled(contextlib.ContextDecorator):
+    """Switch graph building on or off for a `with` block or a decorated function, then restore it."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self._previous = []  # a stack, so one decorated function may call itself
 
     def __enter__(self):
         global _grad_enabled
-        self._previous, _grad_enabled = _grad_enabled, False
+        self._previous.append(_grad_enabled)
+        _grad_enabled = self.mode
 
     def __exit__(self, *exc):
         global _grad_enabled
-        _grad_enabled = self._previous
+        _grad_enabled = self._previous.pop()
         return False
 
 
-class enable_grad(contextlib.ContextDecorator):
+class no_grad(set_grad_enabled):
+    """Inside `with mg.no_grad():` (or a function decorated with `@mg.no_grad()`) no graph is built."""
+
+    def __init__(self):
+        super().__init__(False)
+
+
+class enable_grad(set_grad_enabled):
     """Turns graph building back on inside a `no_grad` region."""
 
-    def __enter__(self):
-        global _grad_enabled
-        self._previous, _grad_enabled = _grad_enabled, True
-
-    def __exit__(self, *exc):
-        global _grad_enabled
-        _grad_enabled = self._previous
-        return False
+    def __init__(self):
+        super().__init__(True)
 
 
 def _released(grad):
