@@ -2,7 +2,7 @@
 
     python benchmarks/bench_attention.py                    T = 256 .. 4096, causal and not
     python benchmarks/bench_attention.py --t 1024 2048 --repeats 9 --threads 2
-    python benchmarks/bench_attention.py --no-memory        times only
+    python benchmarks/bench_attention.py --no-memory        times only (--memory-only: memory only)
 
 One problem per row: 8 heads (batch 1), d = 64, float32. Times are medians of
 `--repeats` calls, the methods taking turns so that a busy machine slows them
@@ -130,6 +130,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    parser.add_argument("--memory-only", action="store_true", help="skip the timings")
     parser.add_argument("--memory-probe", nargs=4, metavar=("METHOD", "DIRECTION", "T", "CAUSAL"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -147,11 +148,13 @@ def main():
              f"{'bwd C':>7} {'NumPy':>7} {'torch':>7}"))
     for t in args.t:
         for causal in (False, True):
-            passes = {m: calls(m, t, causal, args.threads) for m in methods}
-            repeats = args.repeats if t <= 2048 else max(3, args.repeats // 2)
-            forward = dict(zip(methods, median_times([passes[m][0] for m in methods], repeats)))
-            backward = dict(zip(methods, median_times([passes[m][1] for m in methods], repeats)))
-            del passes
+            forward, backward = {}, {}
+            if not args.memory_only:
+                passes = {m: calls(m, t, causal, args.threads) for m in methods}
+                repeats = args.repeats if t <= 2048 else max(3, args.repeats // 2)
+                forward = dict(zip(methods, median_times([passes[m][0] for m in methods], repeats)))
+                backward = dict(zip(methods, median_times([passes[m][1] for m in methods], repeats)))
+                del passes
             ms = {m: (1e3 * forward.get(m, np.nan), 1e3 * backward.get(m, np.nan)) for m in METHODS}
             line = (f"{t:5d} {str(causal):>6} | {fmt(ms['c'][0], 13)} {fmt(ms['numpy'][0])} {fmt(ms['torch'][0])} | "
                     f"{fmt(ms['numpy'][0] / ms['c'][0], 7, 2)} {fmt(ms['c'][0] / ms['torch'][0], 7, 2)} | "

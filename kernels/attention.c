@@ -73,12 +73,23 @@ static int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-static int thread_count(int requested)
+/* Threads for `items` independent work items worth `flops` in all:
+ * `requested` (<= 0: all cores), but no more than there are items, and one
+ * per MIN_FLOPS_PER_THREAD at most: waking a thread costs microseconds when
+ * idle and milliseconds on a busy machine, more than a tiny problem takes. */
+#define MIN_FLOPS_PER_THREAD (1 << 22)
+static int thread_count(int requested, int64_t items, double flops)
 {
 #ifdef _OPENMP
-    return requested > 0 ? requested : omp_get_max_threads();
+    int64_t threads = requested > 0 ? requested : omp_get_max_threads();
+    int64_t worth = (int64_t)(flops / MIN_FLOPS_PER_THREAD);
+    threads = threads < items ? threads : items;
+    threads = threads < worth ? threads : worth;
+    return threads > 1 ? (int)threads : 1;
 #else
     (void)requested;
+    (void)items;
+    (void)flops;
     return 1;
 #endif
 }
@@ -380,7 +391,7 @@ int NAME(attention_forward_flash)(const REAL *q, const REAL *k, const REAL *v,
     size_t bytes = sizeof(REAL) * (d * tkpad + tkpad * dvpad + BQ * d + 2 * BQ * BK +
                                    BQ * dvpad + 4 * BQ) + 9 * VECTOR_BYTES; /* 9 pieces */
 
-#pragma omp parallel num_threads(thread_count(nthreads))
+#pragma omp parallel num_threads(thread_count(nthreads, bh * nqb, 2.0 * bh * tq * tk * (d + dv)))
     {
         arena buf;
         int ok = arena_open(&buf, bytes);
@@ -544,7 +555,7 @@ int NAME(attention_backward_flash)(const REAL *q, const REAL *k, const REAL *v,
     int64_t dpad = round_up(d, NR), dvpad = round_up(dv, NR);
     int64_t tqpad = round_up(tq, BQ), tkpad = round_up(tk, BK);
     int64_t nqb = tqpad / BQ, nkb = tkpad / BK;
-    int threads = thread_count(nthreads), failed = 0;
+    int threads = thread_count(nthreads, bh * nkb, 2.0 * bh * tq * tk * (3 * d + 2 * dv)), failed = 0;
     /* One sweep per head costs 5 block products per block pair, two sweeps
      * over blocks 7; one sweep wins unless it would leave threads idle. */
     int per_head = 5 * ((bh + threads - 1) / threads) * threads <= 7 * bh;
