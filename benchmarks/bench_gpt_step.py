@@ -95,17 +95,21 @@ def torch_step(model, opt, x, y):
 
 
 def interleaved_median_ms(steps_by_name, repeats, warmup=2):
-    """(median, min) ms per call of each step function, called in turn so both see the same machine load."""
+    """Median wall-clock and median CPU ms per call of each step function, called in turn so that both see
+    the same machine load. On a shared machine the CPU time (all threads of this process) is the steadier
+    figure: it leaves out the time spent waiting for a core."""
     for _ in range(warmup):
         for step in steps_by_name.values():
             step()
-    times = {name: [] for name in steps_by_name}
+    wall = {name: [] for name in steps_by_name}
+    cpu = {name: [] for name in steps_by_name}
     for _ in range(repeats):
         for name, step in steps_by_name.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             step()
-            times[name].append(time.perf_counter() - start)
-    return {name: (1000 * float(np.median(t)), 1000 * min(t)) for name, t in times.items()}
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    return {name: (1000 * float(np.median(wall[name])), 1000 * float(np.median(cpu[name]))) for name in wall}
 
 
 def main():
@@ -151,7 +155,7 @@ def main():
     print(f"GPT training step, vocab {CONFIG['vocab_size']}, T {CONFIG['block_size']}, batch {BATCH}, "
           f"{CONFIG['n_layer']} layers, {CONFIG['n_head']} heads, d {CONFIG['d_model']}, float32, "
           f"backend {args.backend!r}, median of {args.steps} steps")
-    print("median (min) ms per step; ratio = minigrad / PyTorch")
+    print("median wall ms per step (median CPU ms per step); ratio = minigrad / PyTorch")
     print(f"{'threads':>7} {'minigrad':>16} {'PyTorch':>16} {'ratio':>12}")
     for threads in args.threads:
         steps = {"minigrad": lambda: minigrad_step(model, opt, x, y)}
