@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import setuptools  # noqa: F401  (provides distutils on Python >= 3.12)
-from cffi import FFI
+from cffi import FFI, VerificationError
 from distutils.ccompiler import new_compiler
 from distutils.errors import CompileError, DistutilsError, LinkError
 from distutils.sysconfig import customize_compiler
@@ -128,16 +128,27 @@ def build(target_dir=ROOT, sanitize=False, verbose=False):
     return destination
 
 
-if __name__ == "__main__":
+def setup_ffibuilder():
+    """The builder that setup.py's cffi_modules=["build.py:setup_ffibuilder"] compiles."""
+    return make_ffibuilder(*compile_flags())
+
+
+def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sanitize", metavar="DIR", default=os.environ.get("MINIGRAD_SANITIZE"),
                         help="build with -fsanitize=address,undefined into DIR/minigrad/")
     parser.add_argument("--verbose", action="store_true", help="show the compiler commands")
     args = parser.parse_args()
-    if args.sanitize:
-        build(Path(args.sanitize), sanitize=True, verbose=args.verbose)
-    else:
-        build(verbose=args.verbose)
-else:
-    # setup.py's cffi_modules=["build.py:ffibuilder"] reads this builder.
-    ffibuilder = make_ffibuilder(*compile_flags())
+    try:
+        if args.sanitize:
+            build(Path(args.sanitize), sanitize=True, verbose=args.verbose)
+        else:
+            build(verbose=args.verbose)
+    except (VerificationError, CompileError, LinkError, DistutilsError, OSError) as exc:
+        raise SystemExit(f"build.py: could not compile the C kernels: {exc}\n"
+                         "Is a C compiler installed (Debian/Ubuntu: sudo apt install build-essential; "
+                         "macOS: xcode-select --install)? Flags come from MINIGRAD_CFLAGS when it is set.")
+
+
+if __name__ == "__main__":
+    main()

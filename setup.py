@@ -31,4 +31,4 @@ class OptionalBuildExt(build_ext):
             print(WARNING.format(error=f"{type(exc).__name__}: {exc}"))
 
 
-setup(cffi_modules=["build.py:ffibuilder"], cmdclass={"build_ext": OptionalBuildExt})
+setup(cffi_modules=["build.py:setup_ffibuilder"], cmdclass={"build_ext": OptionalBuildExt})

@@ -1,4 +1,4 @@
-"""The C kernels rebuilt with AddressSanitizer + UndefinedBehaviorSanitizer run the kernel tests clean.
+"""build.py, and the C kernels rebuilt with AddressSanitizer + UBSan running the kernel tests clean.
 
 build.py --sanitize compiles the extension with -fsanitize=address,undefined
 (and -fno-sanitize-recover, so any finding aborts) into a temporary
@@ -11,6 +11,8 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+
+import importlib.util
 
 import pytest
 
@@ -64,3 +66,37 @@ def test_kernel_tests_run_clean_under_asan_and_ubsan(tmp_path):
         assert finding not in output, f"sanitizer finding:\n{output[-6000:]}"
     assert run.returncode == 0, f"kernel tests failed under the sanitizers (exit {run.returncode}):\n{output[-6000:]}"
     assert " passed" in output
+
+
+def import_build_script():
+    """build.py as a module (importing it compiles nothing)."""
+    spec = importlib.util.spec_from_file_location("minigrad_build_script", ROOT / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_build_compiles_every_c_file_with_its_header():
+    build = import_build_script()
+    pairs = build.kernel_files()
+    assert ("kernels/matmul.c", "kernels/matmul.h") in pairs
+    assert {source for source, _ in pairs} == {f"kernels/{p.name}" for p in (ROOT / "kernels").glob("*.c")}
+
+
+def test_build_flags_from_the_environment(monkeypatch):
+    build = import_build_script()
+    monkeypatch.setenv("MINIGRAD_CFLAGS", "-O1 -fopenmp -DEXAMPLE=1")
+    assert build.compile_flags() == (["-O1", "-fopenmp", "-DEXAMPLE=1"], ["-fopenmp"])
+    cflags, ldflags = build.compile_flags(sanitize=True)
+    assert "-O1" in cflags and "-fsanitize=address,undefined" in cflags and "-fopenmp" in cflags
+    assert "-fsanitize=address,undefined" in ldflags and "-fopenmp" in ldflags
+
+
+def test_build_without_a_compiler_says_what_is_missing(tmp_path):
+    env = dict(os.environ, CC=str(tmp_path / "no-such-cc"))
+    env.pop("MINIGRAD_CFLAGS", None)
+    result = subprocess.run([sys.executable, str(ROOT / "build.py"), "--sanitize", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert result.returncode != 0
+    assert "C compiler" in result.stderr and "no-such-cc" in result.stderr
+    assert not (tmp_path / "out" / "minigrad").exists()
