@@ -10,8 +10,10 @@ Compare the ratios, not the absolute times.
     python benchmarks/bench_gpt_step.py --steps 5 --threads 1
     python benchmarks/bench_gpt_step.py --profile        # cProfile of minigrad's step (1 thread)
     python benchmarks/bench_gpt_step.py --backend c      # attention and matmul through the C kernels
+    python benchmarks/bench_gpt_step.py --attention-backend c   # C flash attention, NumPy's BLAS for matmul
 """
 import argparse
+import contextlib
 import cProfile
 import math
 import pstats
@@ -25,6 +27,7 @@ import minigrad.nn as nn
 import minigrad.nn.functional as F
 import minigrad.optim as optim
 from minigrad.backend import BACKENDS
+from minigrad.nn.attention import attention_backend
 
 CONFIG = dict(vocab_size=96, block_size=128, n_layer=4, n_head=4, d_model=128)
 BATCH = 16
@@ -117,6 +120,7 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--backend", default="numpy", choices=BACKENDS)
+    parser.add_argument("--attention-backend", choices=BACKENDS, help="backend for attention alone")
     parser.add_argument("--profile", action="store_true", help="cProfile minigrad's step instead of timing")
     args = parser.parse_args()
 
@@ -128,18 +132,26 @@ def main():
     y = rng.integers(0, CONFIG["vocab_size"], size=(BATCH, CONFIG["block_size"]))
     opt = optim.AdamW(model.parameters(), lr=3e-4)
     mg.set_backend(args.backend)
+    attention = attention_backend(args.attention_backend) if args.attention_backend else contextlib.nullcontext()
+    with attention:
+        if args.profile:
+            profile_step(model, opt, x, y, args.steps, args.threads[0])
+        else:
+            compare_with_torch(model, opt, state, x, y, args)
 
-    if args.profile:
-        with threadpool_limits(args.threads[0]):
+
+def profile_step(model, opt, x, y, steps, threads):
+    with threadpool_limits(threads):
+        minigrad_step(model, opt, x, y)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(steps):
             minigrad_step(model, opt, x, y)
-            profiler = cProfile.Profile()
-            profiler.enable()
-            for _ in range(args.steps):
-                minigrad_step(model, opt, x, y)
-            profiler.disable()
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
-        return
+        profiler.disable()
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
 
+
+def compare_with_torch(model, opt, state, x, y, args):
     try:
         import torch
     except ImportError:
@@ -154,7 +166,8 @@ def main():
 
     print(f"GPT training step, vocab {CONFIG['vocab_size']}, T {CONFIG['block_size']}, batch {BATCH}, "
           f"{CONFIG['n_layer']} layers, {CONFIG['n_head']} heads, d {CONFIG['d_model']}, float32, "
-          f"backend {args.backend!r}, median of {args.steps} steps")
+          f"backend {args.backend!r}, attention backend {args.attention_backend or args.backend!r}, "
+          f"median of {args.steps} steps")
     print("median wall ms per step (median CPU ms per step); ratio = minigrad / PyTorch")
     print(f"{'threads':>7} {'minigrad':>16} {'PyTorch':>16} {'ratio':>12}")
     for threads in args.threads:

@@ -207,6 +207,27 @@ def test_kernel_backend_matches_numpy_forward_and_backward(backend, shapes, is_c
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
+def test_attention_backend_routes_attention_alone(monkeypatch):
+    if not _kernel_attention_works("c"):
+        pytest.skip("minigrad.kernels.attention with backend='c' is not available (not built or not written yet)")
+    from minigrad import kernels
+    from minigrad.nn.attention import attention_backend
+    used = []
+    monkeypatch.setattr(kernels, "matmul", lambda *a, **kw: used.append("matmul"))  # must not be reached
+    q, k, v = tensors(*(randn(2, 2, 6, 4, seed=s, dtype=np.float32) for s in (1, 2, 3)), requires_grad=True)
+    with attention_backend("c"):
+        assert mg.get_backend() == "numpy"
+        out = sdpa(q, k, v, is_causal=True) @ mg.tensor(np.eye(4, dtype=np.float32))  # matmul stays NumPy
+    assert out._parents[0]._op == "scaled_dot_product_attention[c]" and used == []
+    out.sum().backward()
+    expected = reference_attention(q.data, k.data, v.data, allowed=np.tril(np.ones((6, 6), bool)))
+    np.testing.assert_allclose(out.data, expected, rtol=1e-5, atol=1e-6)
+    assert sdpa(q, k, v)._op == "scaled_dot_product_attention"  # the override ends with the block
+    with pytest.raises(ValueError, match="unknown backend 'fast'"):
+        with attention_backend("fast"):
+            pass
+
+
 def test_masks_and_dropout_stay_on_the_numpy_path_under_other_backends():
     q, k, v = tensors(randn(1, 4, 3, seed=1), randn(1, 4, 3, seed=2), randn(1, 4, 3, seed=3))
     allowed = np.tril(np.ones((4, 4), bool))

@@ -7,18 +7,41 @@ On the "numpy" backend it runs the formula above; on "c", "cuda" and
 "cuda-sim" (without a mask or dropout) the same op calls the fused kernels
 `minigrad.kernels.attention` / `attention_backward`, so every model built on
 it (MultiheadAttention, TransformerBlock, GPT) is accelerated by them.
+`attention_backend(name)` picks the backend for attention alone.
 """
+import contextlib
 import functools
 import math
 
 import numpy as np
 
-from ..backend import get_backend
+from ..backend import check_backend, get_backend
 from ..device import array_module
 from ..random import generator
 from ..tensor import Tensor, as_tensor, unbroadcast
 from .linear import Linear, linear
 from .module import Module, Parameter
+
+
+_attention_backend = None  # None: attention follows mg.get_backend() like Tensor matmul
+
+
+@contextlib.contextmanager
+def attention_backend(name):
+    """`with attention_backend("c"):` runs scaled-dot-product attention alone on backend `name`, while
+    Tensor matmul keeps `mg.get_backend()`. On the 2-core machines the C flash-attention kernel beside
+    NumPy's BLAS for matmul is the fastest pair for a GPT step (see benchmarks/bench_gpt_step.py).
+    """
+    global _attention_backend
+    previous, _attention_backend = _attention_backend, check_backend(name)
+    try:
+        yield
+    finally:
+        _attention_backend = previous
+
+
+def current_attention_backend():
+    return _attention_backend or get_backend()
 
 
 @functools.lru_cache(maxsize=32)
@@ -88,9 +111,10 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"scaled_dot_product_attention: dropout_p must lie in [0, 1), got {dropout_p}")
     default_scale = scale is None or scale == 1.0 / math.sqrt(q.shape[-1])
-    if (get_backend() != "numpy" and attn_mask is None and dropout_p == 0.0 and default_scale
+    backend = current_attention_backend()
+    if (backend != "numpy" and attn_mask is None and dropout_p == 0.0 and default_scale
             and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
-        return kernel_attention(q, k, v, is_causal)
+        return kernel_attention(q, k, v, is_causal, backend)
     return numpy_attention(q, k, v, attn_mask, dropout_p, is_causal,
                            1.0 / math.sqrt(q.shape[-1]) if scale is None else scale)
 
@@ -149,14 +173,13 @@ def numpy_attention(q, k, v, attn_mask, dropout_p, is_causal, scale):
     return Tensor.from_op(out, parents, backward, "scaled_dot_product_attention")
 
 
-def kernel_attention(q, k, v, is_causal):
+def kernel_attention(q, k, v, is_causal, backend):
     """The same op through the backend's fused kernels, on (B·H, T, d) views of (…, T, d) inputs.
 
     The kernel keeps the row log-sum-exp (lse) instead of the (L, S) weights; its backward recomputes them.
     """
     from .. import kernels
 
-    backend = get_backend()
     xp = array_module(q.data)
     q3, k3, v3 = (xp.ascontiguousarray(t.data.reshape((-1,) + t.shape[-2:])) for t in (q, k, v))  # (B·H, T, d)
     out, lse = kernels.attention(q3, k3, v3, is_causal=is_causal, return_lse=True, backend=backend)
