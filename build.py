@@ -7,6 +7,8 @@ kernel family means adding one .c and one .h, nothing here.
     python build.py                  build in place: minigrad/_ckernels*.so
     python build.py --sanitize DIR   AddressSanitizer + UBSan build into DIR/minigrad/
                                      (or MINIGRAD_SANITIZE=DIR python build.py)
+    python build.py --out DIR        a normal build into DIR/minigrad/ (load it with
+                                     MINIGRAD_CKERNELS_DIR=DIR, e.g. to test other flags)
 
 Flags: -O3 -march=native -fopenmp -ffp-contract=fast, each kept only if the compiler accepts it;
 `MINIGRAD_CFLAGS="-O2 -fopenmp"` replaces them. `pip install -e .` (setup.py)
@@ -137,13 +139,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sanitize", metavar="DIR", default=os.environ.get("MINIGRAD_SANITIZE"),
                         help="build with -fsanitize=address,undefined into DIR/minigrad/")
+    parser.add_argument("--out", metavar="DIR", help="build into DIR/minigrad/ instead of in place")
     parser.add_argument("--verbose", action="store_true", help="show the compiler commands")
     args = parser.parse_args()
     try:
         if args.sanitize:
             build(Path(args.sanitize), sanitize=True, verbose=args.verbose)
         else:
-            build(verbose=args.verbose)
+            build(Path(args.out) if args.out else ROOT, verbose=args.verbose)
     except (VerificationError, CompileError, LinkError, DistutilsError, OSError) as exc:
         raise SystemExit(f"build.py: could not compile the C kernels: {exc}\n"
                          "Is a C compiler installed (Debian/Ubuntu: sudo apt install build-essential; "

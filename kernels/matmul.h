@@ -40,7 +40,8 @@ int matmul_parallel_f64(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
                         double alpha, const double *a, int64_t lda, const double *b, int64_t ldb,
                         double beta, double *c, int64_t ldc, int num_threads);
 
-/* Which micro-kernel matmul_simd_* and matmul_parallel_* use: "avx2-fma" or "portable". */
+/* Which micro-kernel matmul_simd_* and matmul_parallel_* use: "avx512", "avx2-fma",
+   "portable", or "wide-emulated" (the AVX-512 one forced onto a CPU without it). */
 const char *matmul_simd_kernel(void);
 /* Whether the extension was built with OpenMP (1) or runs matmul_parallel_* on one thread (0). */
 int matmul_has_openmp(void);

@@ -36,22 +36,25 @@ def asan_runtime(compiler):
     return None
 
 
-@pytest.mark.slow
-def test_kernel_tests_run_clean_under_asan_and_ubsan(tmp_path):
+def run_kernel_tests_sanitized(build_dir, test_files, cflags=None):
+    """Build the sanitized extension into build_dir (with MINIGRAD_CFLAGS=cflags if given), then run
+    test_files against it in a subprocess; assert a clean run."""
     compiler = c_compiler()
     if compiler is None:
         pytest.skip("no C compiler on this machine: the C kernels (and their sanitizer build) need one")
     runtime = asan_runtime(compiler)
     assert runtime, f"{compiler} has no shared AddressSanitizer runtime (libasan); install it (Debian: libasan8)"
 
-    build = subprocess.run([sys.executable, str(ROOT / "build.py"), "--sanitize", str(tmp_path)],
-                           capture_output=True, text=True, timeout=600, cwd=ROOT)
+    build_env = dict(os.environ)
+    if cflags is not None:
+        build_env["MINIGRAD_CFLAGS"] = cflags
+    build = subprocess.run([sys.executable, str(ROOT / "build.py"), "--sanitize", str(build_dir)],
+                           capture_output=True, text=True, timeout=600, cwd=ROOT, env=build_env)
     assert build.returncode == 0, f"sanitizer build failed:\n{build.stdout[-3000:]}\n{build.stderr[-3000:]}"
 
-    # The tests of the C kernels (the CUDA ones do not touch this extension).
-    tests = [f"tests/{name}" for name in C_KERNEL_TESTS if (ROOT / "tests" / name).exists()]
+    tests = [f"tests/{name}" for name in test_files if (ROOT / "tests" / name).exists()]
     env = dict(os.environ,
-               MINIGRAD_CKERNELS_DIR=str(tmp_path),
+               MINIGRAD_CKERNELS_DIR=str(build_dir),
                LD_PRELOAD=runtime,
                ASAN_OPTIONS="detect_leaks=0:abort_on_error=1",  # CPython's own allocations are not leaks
                UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1",
@@ -61,11 +64,27 @@ def test_kernel_tests_run_clean_under_asan_and_ubsan(tmp_path):
                           "-p", "no:cacheprovider"],
                          capture_output=True, text=True, timeout=1200, cwd=ROOT, env=env)
     output = run.stdout + run.stderr
-    assert "_ckernels" in build.stdout
     for finding in ("ERROR: AddressSanitizer", "runtime error:"):
         assert finding not in output, f"sanitizer finding:\n{output[-6000:]}"
     assert run.returncode == 0, f"kernel tests failed under the sanitizers (exit {run.returncode}):\n{output[-6000:]}"
     assert " passed" in output
+    return env
+
+
+@pytest.mark.slow
+def test_kernel_tests_run_clean_under_asan_and_ubsan(tmp_path):
+    run_kernel_tests_sanitized(tmp_path, C_KERNEL_TESTS)
+
+
+@pytest.mark.slow
+def test_wide_micro_kernel_forced_onto_this_cpu_runs_clean(tmp_path):
+    """The AVX-512 micro-kernel's source (vector extensions), compiled with -DMINIGRAD_WIDE_KERNEL so it
+    runs (emulated) on any CPU: the matmul tests pass on it, sanitizers clean."""
+    env = run_kernel_tests_sanitized(tmp_path, ("test_kernels_matmul.py",),
+                                     cflags="-march=native -fopenmp -ffp-contract=fast -DMINIGRAD_WIDE_KERNEL")
+    code = "from minigrad.kernels import c_backend; print(c_backend.simd_kernel())"
+    kernel = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert kernel.stdout.strip() in ("wide-emulated", "avx512"), kernel.stdout + kernel.stderr
 
 
 def import_build_script():

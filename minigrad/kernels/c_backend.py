@@ -85,7 +85,8 @@ DEFAULT_MATMUL_VERSION = "parallel"
 
 
 def simd_kernel():
-    """The micro-kernel versions "simd" and "parallel" were built with: "avx2-fma" or "portable"."""
+    """The micro-kernel of versions "simd" and "parallel": "avx512", "avx2-fma", "portable", or
+    "wide-emulated" (the AVX-512 kernel forced onto a CPU without it, for testing)."""
     ffi, lib = load()
     return ffi.string(lib.matmul_simd_kernel()).decode()
 
