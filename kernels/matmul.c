@@ -18,11 +18,11 @@
  *                does a rank-1 update per k: MR*NR FMAs for MR+NR loads.
  *                This version uses the portable C micro-kernel, written so
  *                the compiler vectorises it.
- *   4. simd      the same with a hand-written AVX2/FMA intrinsics
- *                micro-kernel (6x16 float32, 6x8 float64: 12 accumulator
- *                registers hide the FMA latency). Chosen at build time: when
- *                the compiler does not target AVX2+FMA (no -march=native on
- *                such a CPU), it is the portable micro-kernel again.
+ *   4. simd      the same with a hand-vectorised micro-kernel chosen at
+ *                build time: AVX-512 (6x32 float32, 6x16 float64, written with
+ *                vector extensions), else AVX2/FMA intrinsics (6x16, 6x8),
+ *                else the portable one again. 12 accumulator registers hide
+ *                the FMA latency.
  *   5. parallel  version 4 with OpenMP threads: all threads pack the shared
  *                B panel, then take (row block x column chunk) work items
  *                dynamically, so a thread paused by the OS holds nobody up.
