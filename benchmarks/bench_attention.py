@@ -15,6 +15,7 @@ alike; what to read are the ratios in the same row, never the absolute times.
             and caches are set up once per process), inputs made, peak RSS
             reset (/proc/self/clear_refs), one call, VmHWM minus the RSS before.
 PyTorch is optional (`pip install torch`); without it its columns are blank.
+threadpoolctl (extra "bench") puts NumPy's BLAS on the same thread count.
 Targets (issue 4): forward >= 5x faster than NumPy at T = 2048 and within 2x of
 SDPA; backward within 2x of SDPA's; peak extra memory at T = 4096 < 32 MiB.
 """
@@ -140,8 +141,15 @@ def main():
         return
 
     methods = [m for m in METHODS if m != "torch" or have_torch()]
-    print(f"attention, {HEADS} heads, d = {D}, float32, {args.threads} threads, median of {args.repeats}; "
-          f"methods: {', '.join(methods)}")
+    blas = "NumPy's BLAS on its default threads"
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(args.threads, user_api="blas")  # NumPy on the same number of threads
+        blas = f"NumPy's BLAS on {args.threads}"
+    except ImportError:
+        pass
+    print(f"attention, {HEADS} heads, d = {D}, float32, {args.threads} threads ({blas}), "
+          f"median of {args.repeats}; methods: {', '.join(methods)}")
     print(f"{'T':>5} {'causal':>6} | {'forward ms: C':>13} {'NumPy':>8} {'torch':>8} | {'NumPy/C':>7} "
           f"{'C/torch':>7} | {'backward ms: C':>14} {'NumPy':>8} {'torch':>8} | {'NumPy/C':>7} {'C/torch':>7}"
           + ("" if args.no_memory else f" | {'peak extra MiB fwd C':>20} {'NumPy':>7} {'torch':>7} "
