@@ -280,6 +280,19 @@ def test_c_wrapper_rejects_bad_options():
         c_backend.attention(q, k, v, version="fast")
     with pytest.raises(ValueError, match="num_threads"):
         c_backend.attention(q, k, v, num_threads=-1)
+    # called directly, the wrappers still check what C indexes by
+    with pytest.raises(ValueError, match=r"k float32 \(1, 4, 8\)"):
+        c_backend.attention(q, k[:, :, :8], v)
+    with pytest.raises(ValueError, match="shapes must be"):
+        c_backend.attention(q, k[:, :3], v)
+    with pytest.raises(ValueError, match=r"lse must be \(B, Tq\) = \(1, 4\)"):
+        c_backend.attention_backward(q, k, v, q, q[:, :, 0].T, q)
+    with pytest.raises(ValueError, match="grad_out must be"):
+        c_backend.attention_backward(q, k, v, q, q[:, :, 0], q[:, :3])
+    with pytest.raises(TypeError, match="same dtype"):
+        c_backend.attention(q, k.astype(np.float64), v)
+    with pytest.raises(TypeError, match="NumPy arrays"):
+        c_backend.attention(q.tolist(), k, v)
     # the kernels themselves refuse what the dispatcher would have caught
     with pytest.raises(ValueError, match="Tk >= 1"):
         c_backend.attention(q, k[:, :0], v[:, :0])

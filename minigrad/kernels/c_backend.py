@@ -240,6 +240,27 @@ def _c_array(x):
     return np.require(x, dtype=x.dtype.newbyteorder("="), requirements=("C_CONTIGUOUS", "ALIGNED"))
 
 
+def _check_attention_arrays(op, q, k, v, **saved):
+    """What the C kernels index by, checked again here: this module's functions are also called
+    directly (with `version=`), and a wrong shape would make C read outside the arrays."""
+    arrays = dict(q=q, k=k, v=v, **saved)
+    described = ", ".join(f"{name} {getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}"
+                          for name, x in arrays.items())
+    if not all(isinstance(x, np.ndarray) for x in arrays.values()):
+        raise TypeError(f"{op}: backend 'c' takes NumPy arrays; got {described}")
+    if len({x.dtype.newbyteorder("=") for x in arrays.values()}) > 1 or q.dtype.kind != "f" or q.itemsize not in (4, 8):
+        raise TypeError(f"{op}: needs float32 or float64 arrays, all of the same dtype; got {described}")
+    if q.ndim != 3 or k.ndim != 3 or v.ndim != 3 or q.shape[0] != k.shape[0] or k.shape != k.shape[:2] + (q.shape[2],) \
+            or v.shape[:2] != k.shape[:2]:
+        raise ValueError(f"{op}: shapes must be q (B, Tq, d), k (B, Tk, d), v (B, Tk, dv); got {described}")
+    batch, tq, dv = q.shape[0], q.shape[1], v.shape[2]
+    for name in ("out", "grad_out"):
+        if name in saved and saved[name].shape != (batch, tq, dv):
+            raise ValueError(f"{op}: {name} must be (B, Tq, dv) = {(batch, tq, dv)}; got {described}")
+    if "lse" in saved and saved["lse"].shape != (batch, tq):
+        raise ValueError(f"{op}: lse must be (B, Tq) = {(batch, tq)}; got {described}")
+
+
 def _attention_function(direction, version, dtype):
     version = DEFAULT_ATTENTION_VERSION if version is None else version
     if version not in ATTENTION_VERSIONS:
@@ -271,6 +292,7 @@ def attention(q, k, v, is_causal=False, return_lse=False, version=None, num_thre
     time, one thread). Returns out (B, Tq, dv), or (out, lse) with lse (B, Tq)
     the log-sum-exp of each row of scaled scores.
     """
+    _check_attention_arrays("attention", q, k, v)
     q, k, v = _c_array(q), _c_array(k), _c_array(v)
     batch, tq, d = q.shape
     tk, dv = v.shape[1:]
@@ -288,6 +310,7 @@ def attention_backward(q, k, v, out, lse, grad_out, is_causal=False, version=Non
     """(dq, dk, dv) of attention from the saved out and lse, in C, recomputing the probabilities
     P = exp(S - lse) block by block: dv = P^T dO, dS = P * (dO v^T - rowsum(dO * out)),
     dq = dS k / sqrt(d), dk = dS^T q / sqrt(d)."""
+    _check_attention_arrays("attention_backward", q, k, v, out=out, lse=lse, grad_out=grad_out)
     q, k, v, out, lse, grad_out = (_c_array(x) for x in (q, k, v, out, lse, grad_out))
     batch, tq, d = q.shape
     tk, dv = v.shape[1:]
