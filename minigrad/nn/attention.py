@@ -230,6 +230,7 @@ class MultiheadAttention(Module):
             self.out_proj.bias.data[...] = 0  # PyTorch zeroes both projection biases at init
 
     def forward(self, x, attn_mask=None, is_causal=False):
+        x = as_tensor(x)
         if x.ndim != 3 or x.shape[-1] != self.embed_dim:
             layout = "(B, T, E)" if self.batch_first else "(T, B, E)"
             raise ValueError(f"MultiheadAttention expects input {layout} with E = embed_dim {self.embed_dim}, "
