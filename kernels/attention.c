@@ -28,7 +28,8 @@
  *          Extra memory: block buffers and whole-head copies of a few (T, d)
  *          arrays per thread, plus D (bh * Tq); never Tq x Tk.
  *          Threads: OpenMP over heads or (head, block) pairs; `nthreads` from
- *          the Python wrapper (env MINIGRAD_NUM_THREADS, default all cores).
+ *          the Python wrapper (env MINIGRAD_NUM_THREADS, default all cores),
+ *          fewer for problems too small to repay waking them.
  *
  * The block products all go through one register-tiled micro-kernel
  * (gemm_acc): an MR x NR tile of C lives in registers while the shared
