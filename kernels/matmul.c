@@ -121,18 +121,20 @@ static void micro_kernel_avx2_f64(int64_t kc, const double *restrict a, const do
                                   int64_t mr, int64_t nr);
 #endif
 
-/* Block sizes: a B sliver (KC x NR) fits L1 (32 KiB; just, for the wide
-   kernel), an A block (MC x KC) about a third of L2 (512 KiB), a B panel
-   (KC x NC) L3. */
+/* Block sizes: a B sliver (KC x NR, 24 KiB; 32 KiB for the wide kernel) fits
+   L1 (32 KiB), an A block (MC x KC, 216 KiB) under half of L2 (512 KiB), a B
+   panel (KC x NC) L3. A larger KC also means fewer B panels, so fewer thread
+   barriers in the parallel version. */
 #define real float
 #define SUFFIX f32
 #define MR 6
 #ifdef HAVE_WIDE_KERNEL
 #define NR 32
+#define KC 256
 #else
 #define NR 16
+#define KC 384
 #endif
-#define KC 256
 #define MC 144
 #define NC 4096
 #ifdef HAVE_AVX2_KERNEL
@@ -145,10 +147,11 @@ static void micro_kernel_avx2_f64(int64_t kc, const double *restrict a, const do
 #define MR 6
 #ifdef HAVE_WIDE_KERNEL
 #define NR 16
+#define KC 256
 #else
 #define NR 8
+#define KC 384
 #endif
-#define KC 256
 #define MC 72
 #define NC 2048
 #ifdef HAVE_AVX2_KERNEL

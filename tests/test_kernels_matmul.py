@@ -70,7 +70,8 @@ def test_square_sizes_match_numpy(size, version, dtype):
     assert_matmul_close(out, a.astype(np.float64) @ b, dtype, size, f"{version} {size}^3")
 
 
-# Shapes that cross every block edge: MR = 6, NR = 16 / 8, KC = 256, MC = 144 / 72, NC = 4096 / 2048.
+# Shapes that cross every block edge: MR = 6, NR = 16 / 8 (32 / 16 wide), KC = 384 (256 wide),
+# MC = 144 / 72, NC = 4096 / 2048.
 NON_SQUARE = [(1, 300, 5), (33, 1, 17), (257, 17, 1), (7, 129, 65), (150, 520, 50), (3, 5, 4100), (145, 2, 9)]
 
 
