@@ -7,6 +7,7 @@ import pytest
 import minigrad as mg
 import minigrad.nn as nn
 import minigrad.nn.functional as F
+from minigrad.nn.attention import QUERY_BLOCK, blocked_causal_attention, numpy_attention
 from minigrad.nn.attention import scaled_dot_product_attention as sdpa
 
 
@@ -56,6 +57,30 @@ def test_forward_plain_and_causal_match_loops(L, S):
     causal = sdpa(*tensors(q, k, v), is_causal=True)
     allowed = np.tril(np.ones((L, S), bool))  # top-left aligned: query i sees keys 0..i
     np.testing.assert_allclose(causal.data, reference_attention(q, k, v, allowed=allowed), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("L, S", [(2 * QUERY_BLOCK + 6, 2 * QUERY_BLOCK + 6), (70, 45), (45, 70)])
+def test_blocked_causal_path_over_several_blocks_matches_loops(L, S):
+    q, k, v = randn(2, L, 4, seed=1), randn(1, S, 4, seed=2), randn(1, S, 3, seed=3)
+    out = sdpa(*tensors(q, k, v), is_causal=True)
+    expected = reference_attention(q, np.broadcast_to(k, (2, S, 4)), np.broadcast_to(v, (2, S, 3)),
+                                   allowed=np.tril(np.ones((L, S), bool)))
+    np.testing.assert_allclose(out.data, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("L, S", [(70, 70), (70, 45), (45, 70)])
+def test_blocked_causal_gradients_equal_the_plain_formulas(L, S):
+    q, k, v = randn(2, 2, L, 5, seed=4), randn(2, 1, S, 5, seed=5), randn(1, 2, S, 3, seed=6)
+    grad = randn(2, 2, L, 3, seed=7)
+    results = []
+    for run in (lambda a, b, c: blocked_causal_attention(a, b, c, 0.4),
+                lambda a, b, c: numpy_attention(a, b, c, None, 0.0, True, 0.4)):
+        tq, tk, tv = tensors(q, k, v, requires_grad=True)
+        out = run(tq, tk, tv)
+        out.backward(grad)
+        results.append([out.data, tq.grad, tk.grad, tv.grad])
+    for name, a, b in zip(("out", "dq", "dk", "dv"), *results):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=name)
 
 
 def test_boolean_mask_true_means_take_part():
@@ -126,8 +151,9 @@ def test_gradcheck_float_mask_that_requires_grad():
 
 
 def test_gradcheck_larger_tensors_by_random_directions():
-    # 2·3·24·16 = 2304 elements per input: gradcheck samples elements and checks random directions
-    q, k, v = (randn(2, 3, 24, 16, seed=s) for s in (1, 2, 3))
+    # 2·3·40·16 = 3840 elements per input (two query blocks): gradcheck samples elements and checks
+    # random directions
+    q, k, v = (randn(2, 3, 40, 16, seed=s) for s in (1, 2, 3))
     assert mg.gradcheck(lambda a, b, c: sdpa(a, b, c, is_causal=True), tensors(q, k, v, requires_grad=True))
 
 

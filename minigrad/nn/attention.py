@@ -115,8 +115,10 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
     if (backend != "numpy" and attn_mask is None and dropout_p == 0.0 and default_scale
             and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
         return kernel_attention(q, k, v, is_causal, backend)
-    return numpy_attention(q, k, v, attn_mask, dropout_p, is_causal,
-                           1.0 / math.sqrt(q.shape[-1]) if scale is None else scale)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    if is_causal and dropout_p == 0.0 and k.shape[-2] > 0:
+        return blocked_causal_attention(q, k, v, scale)
+    return numpy_attention(q, k, v, attn_mask, dropout_p, is_causal, scale)
 
 
 def check_attention_shapes(q, k, v):
@@ -171,6 +173,44 @@ def numpy_attention(q, k, v, attn_mask, dropout_p, is_causal, scale):
     mask_tensor = attn_mask if isinstance(attn_mask, Tensor) and attn_mask.requires_grad else None
     parents = (q, k, v) if mask_tensor is None else (q, k, v, mask_tensor)
     return Tensor.from_op(out, parents, backward, "scaled_dot_product_attention")
+
+
+QUERY_BLOCK = 32  # query rows per block in blocked_causal_attention: the fastest at T = 128 on our machines
+
+
+def blocked_causal_attention(q, k, v, scale):
+    """Causal attention block by block: query rows [r0, r1) only see keys [0, r1), so the masked upper
+    triangle of the scores is never computed (40% less work at T = 128), the idea of flash attention.
+    The values are those of numpy_attention(..., is_causal=True), which stays the plain reference.
+    """
+    dtype = q.dtype
+    qd, kd, vd = q.data, k.data, v.data
+    L, S = qd.shape[-2], kd.shape[-2]
+    batch = np.broadcast_shapes(qd.shape[:-2], kd.shape[:-2], vd.shape[:-2])
+    bias = causal_bias(L, S, dtype)
+    qs = qd * dtype.type(scale)
+    blocks = [(r0, min(r0 + QUERY_BLOCK, L), min(r0 + QUERY_BLOCK, S)) for r0 in range(0, L, QUERY_BLOCK)]
+    out = np.empty(batch + (L, vd.shape[-1]), dtype)  # (…, L, Ev)
+    weights = []
+    for r0, r1, end in blocks:  # rows r0 … r1−1 see keys 0 … end−1
+        s = qs[..., r0:r1, :] @ np.swapaxes(kd[..., :end, :], -1, -2)  # (…, r1 − r0, end)
+        s += bias[r0:r1, :end]
+        weights.append(masked_softmax(s))
+        out[..., r0:r1, :] = weights[-1] @ vd[..., :end, :]
+
+    def backward(grad):
+        dq = np.empty(batch + qd.shape[-2:], dtype)
+        dk, dv = np.zeros(batch + kd.shape[-2:], dtype), np.zeros(batch + vd.shape[-2:], dtype)
+        row_dot = np.einsum("...e,...e->...", grad, out)  # Σ_j dp_ij p_ij = g_i · out_i, as in numpy_attention
+        for (r0, r1, end), p in zip(blocks, weights):
+            g = grad[..., r0:r1, :]
+            dv[..., :end, :] += np.swapaxes(p, -1, -2) @ g
+            ds = softmax_backward(p, g @ np.swapaxes(vd[..., :end, :], -1, -2), row_dot[..., r0:r1])
+            dq[..., r0:r1, :] = ds @ kd[..., :end, :]
+            dk[..., :end, :] += np.swapaxes(ds, -1, -2) @ qd[..., r0:r1, :]
+        c = dtype.type(scale)
+        return unbroadcast(dq * c, qd.shape), unbroadcast(dk * c, kd.shape), unbroadcast(dv, vd.shape)
+    return Tensor.from_op(out, (q, k, v), backward, "scaled_dot_product_attention")
 
 
 def kernel_attention(q, k, v, is_causal, backend):
