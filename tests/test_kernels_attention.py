@@ -274,6 +274,20 @@ def test_tensor_attention_through_backend_c(is_causal):
         assert mg.gradcheck(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=is_causal), inputs)
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("batch,tq,dv", [(2, 0, 8), (0, 3, 8), (2, 3, 0)])
+def test_empty_problems_called_directly(batch, tq, dv, version):
+    """No query, no batch or no output feature: empty or zero results, and lse still log(sum exp) when dv = 0."""
+    q, k = np.ones((batch, tq, 16), np.float32), np.ones((batch, 5, 16), np.float32)
+    v = np.ones((batch, 5, dv), np.float32)
+    out, lse = c_backend.attention(q, k, v, True, return_lse=True, version=version)
+    assert out.shape == (batch, tq, dv) and lse.shape == (batch, tq)
+    # q = k = ones: every score is 16 / sqrt(16) = 4, and causal query i sees i + 1 keys
+    assert np.allclose(lse, 4 + np.log(np.arange(1, tq + 1)), rtol=1e-6)
+    grads = c_backend.attention_backward(q, k, v, out, lse, np.ones_like(out), True, version=version)
+    assert [g.shape for g in grads] == [q.shape, k.shape, v.shape] and not any(g.any() for g in grads)
+
+
 def test_c_wrapper_rejects_bad_options():
     q, k, v, _ = random_qkv(9, 1, 4, 4, 16, 16, np.float32)
     with pytest.raises(ValueError, match="unknown C attention version 'fast'"):
