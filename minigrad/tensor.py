@@ -742,7 +742,7 @@ def matmul(a, b):
     if b2.ndim == 2 and a2.ndim > 2:  # (…, n, k) @ (k, m) is one (…·n, k) @ (k, m) product, not many small ones
         a2 = a2.reshape(-1, a2.shape[-1])
     backend = get_backend()
-    use_kernels = backend != "numpy" and a2.dtype.kind == "f"
+    use_kernels = backend != "numpy" and a2.dtype in (float32, float64)
     if use_kernels:
         from . import kernels
         out = kernels.matmul(a2, b2, backend=backend)
