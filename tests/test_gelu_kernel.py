@@ -6,19 +6,10 @@ import pytest
 
 import minigrad as mg
 import minigrad.nn.functional as F
-from minigrad.kernels import c_backend
 from minigrad.nn import activation
 
-
-def _built():
-    try:
-        c_backend.load()  # honours MINIGRAD_CKERNELS_DIR, so the sanitizer test runs this file on its build
-    except RuntimeError:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _built(), reason="the C kernels are not built (no C compiler; python build.py)")
+# c_kernels_built honours MINIGRAD_CKERNELS_DIR, so the sanitizer test runs this file on its own build
+pytestmark = pytest.mark.usefixtures("c_kernels_built")
 
 
 def reference(x):

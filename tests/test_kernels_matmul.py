@@ -5,7 +5,6 @@ References: `np.matmul` in float64 (or the same dtype), the gemm formula
 alpha op(A) op(B) + beta C written out in NumPy, and central differences.
 """
 import math
-import shutil
 
 import numpy as np
 import pytest
@@ -17,16 +16,6 @@ VERSIONS = c_backend.MATMUL_VERSIONS
 DTYPES = (np.float32, np.float64)
 
 
-def _c_kernels_or_skip():
-    """Skip only where no C compiler exists; with a compiler, unbuilt kernels are a failure."""
-    try:
-        c_backend.load()
-    except RuntimeError as exc:
-        if shutil.which("cc") or shutil.which("gcc") or shutil.which("clang"):
-            raise
-        pytest.skip(f"no C compiler on this machine, so no C kernels: {exc}")
-
-
 def requires_c(test):
     test.requires_c = True
     return test
@@ -36,7 +25,7 @@ def requires_c(test):
 def c_kernels(request):
     callspec = getattr(request.node, "callspec", None)
     if getattr(request.function, "requires_c", False) or (callspec and callspec.params.get("backend") == "c"):
-        _c_kernels_or_skip()
+        request.getfixturevalue("c_kernels_built")
 
 
 BACKENDS = ["numpy", "c"]
