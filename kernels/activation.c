@@ -7,7 +7,7 @@
  * evaluates erfc in ~30 array passes. Here each element is one pass, and the
  * forward keeps Φ(x) for the backward.
  *
- * Versions: float64 calls the C library's erf and exp (one call per element,
+ * Versions: float64 calls the C library's erfc and exp (one call per element,
  * used by the float64 gradient checks). float32, the training path, must
  * vectorise, and libm calls do not; so it evaluates the same formula as the
  * NumPy path,
@@ -97,7 +97,7 @@ void gelu_backward_f32(const float *restrict x, const float *restrict cdf, const
 void gelu_forward_f64(const double *x, double *out, double *cdf, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
-        double c = 0.5 * (1.0 + erf(x[i] * INV_SQRT2));
+        double c = 0.5 * erfc(-x[i] * INV_SQRT2);  /* not ½(1 + erf): that cancels in the left tail */
         cdf[i] = c;
         out[i] = x[i] * c;
     }

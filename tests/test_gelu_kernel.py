@@ -1,4 +1,4 @@
-"""The C GELU kernel (kernels/activation.c) against math.erf and against minigrad's NumPy path."""
+"""The C GELU kernel (kernels/activation.c) against math.erfc and against minigrad's NumPy path."""
 import math
 
 import numpy as np
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.usefixtures("c_kernels_built")
 
 
 def reference(x):
-    phi = 0.5 * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+    phi = 0.5 * np.vectorize(math.erfc)(-x / math.sqrt(2))  # erfc keeps the left tail's relative accuracy
     return x * phi, phi + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
 
 
@@ -28,6 +28,11 @@ def test_c_gelu_matches_the_formula(dtype, tol):
     assert y.dtype == dtype and t.grad.dtype == dtype
     np.testing.assert_allclose(y.data, value, rtol=tol, atol=tol)
     np.testing.assert_allclose(t.grad, slope, rtol=4 * tol, atol=4 * tol)
+
+
+def test_c_gelu_keeps_relative_accuracy_in_the_left_tail():
+    x = np.linspace(-12, -3, 50)
+    np.testing.assert_allclose(F.gelu(mg.tensor(x)).data, reference(x)[0], rtol=1e-13, atol=0)
 
 
 def test_c_gelu_agrees_with_the_numpy_path_and_gradchecks(monkeypatch):
