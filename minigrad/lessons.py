@@ -1,5 +1,6 @@
 """The lessons from the command line: list them, or write student copies for a class.
 
+    python -m minigrad.lessons open          # JupyterLab on the lessons folder
     python -m minigrad.lessons list
     python -m minigrad.lessons student OUTDIR [NOTEBOOK ...] [--lessons-dir DIR]
 
@@ -12,7 +13,10 @@ Notebooks are read and written as plain JSON (nbformat 4), so this module
 needs neither Jupyter nor matplotlib, and `import minigrad` never loads it.
 """
 import argparse
+import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -99,6 +103,25 @@ def _list(args):
         print(f"{path.stem:28s} {_title(notebook)}  ({exercises} exercise solution cells)")
 
 
+def jupyter_command(lessons_dir, extra_args=(), as_root=False):
+    """The JupyterLab command that opens the lessons; as root (a container, a cloud VM) Jupyter needs
+    --allow-root, or it refuses to start."""
+    command = [sys.executable, "-m", "jupyterlab", str(lessons_dir)]
+    if as_root:
+        command.append("--allow-root")
+    return command + list(extra_args)
+
+
+def _open(args):
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise FileNotFoundError('JupyterLab is not installed: run `pip install -e ".[lessons]"` first')
+    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    try:
+        return subprocess.call(jupyter_command(args.lessons_dir, args.jupyter_args, as_root))
+    except KeyboardInterrupt:
+        return 0
+
+
 def _student(args):
     for path in write_student_copies(args.outdir, args.notebooks, args.lessons_dir):
         print(f"wrote {path}")
@@ -109,18 +132,23 @@ def main(argv=None):
     parser.add_argument("--lessons-dir", default=DEFAULT_LESSONS_DIR, type=Path,
                         help=f"where the lesson notebooks are (default: {DEFAULT_LESSONS_DIR})")
     commands = parser.add_subparsers(dest="command", required=True)
+    opener = commands.add_parser("open", help="open the lessons in JupyterLab (the main job); other options "
+                                              "(e.g. --no-browser, --port 8890) go on to jupyter lab")
+    opener.set_defaults(run=_open)
     commands.add_parser("list", help="list the lessons with their titles").set_defaults(run=_list)
     student = commands.add_parser("student", help="write student copies (solution cells stubbed, checks kept)")
     student.add_argument("outdir", type=Path, help="directory for the student copies (created if missing)")
     student.add_argument("notebooks", nargs="*", type=Path, help="notebooks to copy (default: every lesson)")
     student.set_defaults(run=_student)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "open":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.jupyter_args = extra
     try:
-        args.run(args)
+        return args.run(args) or 0
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

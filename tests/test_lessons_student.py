@@ -127,3 +127,12 @@ def test_student_copy_runs_until_the_first_exercise(toy, tmp_path):
               for out in cell.outputs if out.output_type == "error"]
     assert errors[0] == (3, "NotImplementedError"), f"expected the stub in cell 3 to stop the student, got {errors}"
     assert notebook.cells[1].execution_count is not None, "the lesson part before the exercises must run"
+
+
+def test_open_command_starts_jupyterlab_on_the_lessons(tmp_path):
+    from minigrad.lessons import DEFAULT_LESSONS_DIR, jupyter_command
+    command = jupyter_command(DEFAULT_LESSONS_DIR, ["--no-browser"], as_root=True)
+    assert command[1:4] == ["-m", "jupyterlab", str(DEFAULT_LESSONS_DIR)]
+    assert command[-2:] == ["--allow-root", "--no-browser"]
+    assert "--allow-root" not in jupyter_command(DEFAULT_LESSONS_DIR, as_root=False)
+    assert (DEFAULT_LESSONS_DIR / "00_autograd.ipynb").exists()
