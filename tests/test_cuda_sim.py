@@ -964,3 +964,16 @@ def test_import_is_lazy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_missing_barrier_after_a_warp_shuffle_is_caught():
+    """A shuffle synchronises its warp only: the other warp's later write must still need a barrier."""
+    kernel = SimModule(path=BROKEN / "missing_sync_after_shuffle.cu").get_function("swap_halves_missing_sync")
+    tid = np.arange(64)
+    expected = ((tid + 32) % 64 + ((tid ^ 1) + 32) % 64).astype(np.float32)
+    wrong = []
+    for order in ("forward", "reverse", "random:3"):
+        out = np.zeros(64, np.float32)
+        kernel((1,), (64,), (out,), order=order)
+        wrong.append(not np.array_equal(out, expected))
+    assert any(wrong), "the race between warps went unnoticed in every thread order"

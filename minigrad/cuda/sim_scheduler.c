@@ -11,7 +11,8 @@
  * loops forever: run the kernel for the thread it is told to be, then park. The
  * scheduler resumes every runnable fiber of the block in the chosen order; each runs
  * until it parks at a barrier, at a warp operation, or at its end. Then:
- *   - warps whose lanes all wait at a warp operation get their results and run on;
+ *   - a warp whose lanes all wait at a warp operation gets its results and runs on at once,
+ *     before the warps still waiting their turn (so a shuffle does not hide a missing barrier);
  *   - when every thread waits at __syncthreads(), the barrier opens;
  *   - a thread that returned while others wait at a barrier is barrier divergence,
  *     reported with block, thread and barrier number instead of hanging as a GPU would.
@@ -312,31 +313,81 @@ static void complete_warp_group(int lo, int hi, unsigned int group)
     }
 }
 
-/* Complete every warp operation whose lanes have all arrived: per warp, one group of
+/* Complete the warp operations of warp [lo, hi) whose lanes have all arrived: one group of
  * lanes per mask (disjoint masks may wait at different operations at once). */
+static int resolve_warp(int lo, int hi, char *error, size_t error_size)
+{
+    if (resolve_activemask(lo, hi))
+        return SIM_OK;
+    unsigned int resolved = 0;
+    for (int first = lo; first < hi; first++) {
+        if (threads[first].state != SIM_AT_WARP || (resolved >> (first - lo)) & 1)
+            continue;
+        int status = check_warp_group(lo, hi, first, error, error_size);
+        if (status != SIM_OK)
+            return status;
+        unsigned int group = 0;
+        for (int t = lo; t < hi; t++)
+            if ((threads[first].mask >> (t - lo)) & 1 && threads[t].state == SIM_AT_WARP)
+                group |= 1u << (t - lo);
+        complete_warp_group(lo, hi, group);
+        resolved |= group;
+    }
+    for (int t = lo; t < hi; t++)
+        if ((resolved >> (t - lo)) & 1)
+            threads[t].state = SIM_RUNNABLE;
+    return SIM_OK;
+}
+
 static int resolve_warps(int n, char *error, size_t error_size)
 {
     for (int lo = 0; lo < n; lo += 32) {
-        int hi = lo + 32 < n ? lo + 32 : n;
-        if (resolve_activemask(lo, hi))
-            continue;
-        unsigned int resolved = 0;
-        for (int first = lo; first < hi; first++) {
-            if (threads[first].state != SIM_AT_WARP || (resolved >> (first - lo)) & 1)
-                continue;
-            int status = check_warp_group(lo, hi, first, error, error_size);
-            if (status != SIM_OK)
-                return status;
-            unsigned int group = 0;
-            for (int t = lo; t < hi; t++)
-                if ((threads[first].mask >> (t - lo)) & 1 && threads[t].state == SIM_AT_WARP)
-                    group |= 1u << (t - lo);
-            complete_warp_group(lo, hi, group);
-            resolved |= group;
+        int status = resolve_warp(lo, lo + 32 < n ? lo + 32 : n, error, error_size);
+        if (status != SIM_OK)
+            return status;
+    }
+    return SIM_OK;
+}
+
+static void run_thread(int t)
+{
+    __sim_current = t;
+    __sim_threadIdx = thread_index[t];
+    sim_switch(&__sim_scheduler, &threads[t].ctx);
+}
+
+static volatile sig_atomic_t interrupted;
+
+/* Thread t has just parked at a warp operation. Once every lane of its warp has parked, the
+ * warp's operations complete and the warp runs on at once, to its next barrier or its end,
+ * before the threads of other warps still waiting their turn in this phase. A GPU promises
+ * no order between warps, and this one exposes a race between warps that only a
+ * __syncthreads() would prevent, even when a shuffle separates the two accesses. */
+static int run_warp_onward(int t, int n, int order, uint64_t *rng, char *error, size_t error_size)
+{
+    int lo = t / 32 * 32, hi = lo + 32 < n ? lo + 32 : n;
+    int lanes[32];
+    while (!interrupted) {
+        int at_warp = 0;
+        for (int u = lo; u < hi; u++) {
+            if (threads[u].state == SIM_RUNNABLE)
+                return SIM_OK;  /* a lane has not run yet in this phase */
+            at_warp |= threads[u].state == SIM_AT_WARP;
         }
-        for (int t = lo; t < hi; t++)
-            if ((resolved >> (t - lo)) & 1)
-                threads[t].state = SIM_RUNNABLE;
+        if (!at_warp)
+            return SIM_OK;
+        int status = resolve_warp(lo, hi, error, error_size);
+        if (status != SIM_OK)
+            return status;
+        int count = 0;
+        for (int u = lo; u < hi; u++)
+            if (threads[u].state == SIM_RUNNABLE)
+                lanes[count++] = u;
+        if (count == 0)
+            return SIM_OK;
+        put_order(lanes, count, order, rng);
+        for (int i = 0; i < count; i++)
+            run_thread(lanes[i]);
     }
     return SIM_OK;
 }
@@ -398,7 +449,6 @@ static sigjmp_buf fault_exit;
 static volatile int fault_signal, fault_code;
 static void *volatile fault_address;
 static char signal_stack[64 * 1024];
-static volatile sig_atomic_t interrupted;
 static pthread_t launch_thread;
 
 static int run_block(int n, int order, uint64_t *rng, char *error, size_t error_size)
@@ -413,9 +463,12 @@ static int run_block(int n, int order, uint64_t *rng, char *error, size_t error_
         put_order(run_list, count, order, rng);
         for (int i = 0; i < count; i++) {
             int t = run_list[i];
-            __sim_current = t;
-            __sim_threadIdx = thread_index[t];
-            sim_switch(&__sim_scheduler, &threads[t].ctx);
+            run_thread(t);
+            if (threads[t].state == SIM_AT_WARP) {
+                int status = run_warp_onward(t, n, order, rng, error, error_size);
+                if (status != SIM_OK)
+                    return status;
+            }
         }
         if (interrupted) {
             snprintf(error, error_size, "interrupted in block %s after %d barriers", coords(__sim_blockIdx),
