@@ -4,7 +4,7 @@
 
 The simulator is for checking kernels, not for speed: every CUDA thread is a fiber
 and every __syncthreads() switches through all threads of the block. What matters
-is that the test shapes take milliseconds and a 256^3 tiled matmul well under a second.
+is that the test shapes take milliseconds and a 256^3 tiled matmul (kernels/matmul.cu v2) well under a second.
 Also measured: compile once vs load from the disk cache, the cost of a launch, and
 the fiber switch (assembly vs the portable setjmp/longjmp fallback).
 """
@@ -22,7 +22,6 @@ import numpy as np  # noqa: E402
 from minigrad.cuda import SimModule, build  # noqa: E402
 
 SOURCE = r"""
-#define TILE 16
 #define THREADS 256
 
 extern "C" __global__ void vec_add(const float *a, const float *b, float *c, int n)
@@ -30,25 +29,6 @@ extern "C" __global__ void vec_add(const float *a, const float *b, float *c, int
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n)
         c[i] = a[i] + b[i];
-}
-
-extern "C" __global__ void matmul_tiled(const float *A, const float *B, float *C, int M, int N, int K)
-{
-    __shared__ float As[TILE][TILE];
-    __shared__ float Bs[TILE][TILE];
-    int tx = threadIdx.x, ty = threadIdx.y;
-    int row = blockIdx.y * TILE + ty, col = blockIdx.x * TILE + tx;
-    float acc = 0.0f;
-    for (int k0 = 0; k0 < K; k0 += TILE) {
-        As[ty][tx] = (row < M && k0 + tx < K) ? A[row * K + k0 + tx] : 0.0f;
-        Bs[ty][tx] = (col < N && k0 + ty < K) ? B[(k0 + ty) * N + col] : 0.0f;
-        __syncthreads();
-        for (int k = 0; k < TILE; k++)
-            acc += As[ty][k] * Bs[k][tx];
-        __syncthreads();
-    }
-    if (row < M && col < N)
-        C[row * N + col] = acc;
 }
 
 /* block sums by warp shuffles: each warp reduces in registers, warp 0 adds the warps */
@@ -139,21 +119,30 @@ def bench_switch():
           f"{portable * 1e9:6.1f} ns with setjmp/longjmp ({portable / asm:.1f}x)")
 
 
-def bench_matmul(mod):
-    kernel = mod.get_function("matmul_tiled")
+def bench_matmul():
+    """kernels/matmul.cu's versions through the simulator, as the tests and the cuda-sim backend run them."""
+    from minigrad.kernels import cuda_backend
     rng = np.random.default_rng(0)
-    print(f"{'tiled matmul M x N x K':>24} {'order':>9} {'simulator':>11} {'NumPy':>11} {'ratio':>8}")
+    print(f"{'matmul.cu M x N x K':>24} {'version':>8} {'order':>9} {'simulator':>11} {'NumPy':>11} {'ratio':>8}")
     shapes = [(15, 17, 33), (37, 33, 17), (64, 64, 64), (128, 128, 128), (256, 256, 256)]
-    for M, N, K in shapes:
-        A, B = rng.standard_normal((M, K), dtype=np.float32), rng.standard_normal((K, N), dtype=np.float32)
-        C = np.empty((M, N), np.float32)
-        args = (A, B, C, np.int32(M), np.int32(N), np.int32(K))
-        grid = ((N + 15) // 16, (M + 15) // 16)
-        ref = best_of(lambda: A @ B, repeat=20)
-        for order in ("forward", "reverse", "random:0") if M == 256 else ("forward",):
-            sim = best_of(lambda: kernel(grid, (16, 16), args, order=order))
-            assert np.allclose(C, A @ B, rtol=1e-3, atol=1e-3)
-            print(f"{f'{M} x {N} x {K}':>24} {order:>9} {sim:10.4f}s {ref:10.6f}s {sim / ref:7.0f}x")
+    previous = os.environ.get("MINIGRAD_CUDA_SIM_ORDER")
+    try:
+        for M, N, K in shapes:
+            A, B = rng.standard_normal((M, K), dtype=np.float32), rng.standard_normal((K, N), dtype=np.float32)
+            ref = best_of(lambda: A @ B, repeat=20)
+            for version in cuda_backend.MATMUL_VERSIONS:
+                for order in ("forward", "reverse", "random:0") if M == 256 else ("forward",):
+                    os.environ["MINIGRAD_CUDA_SIM_ORDER"] = order
+                    C = cuda_backend.matmul(A, B, sim=True, version=version)
+                    sim = best_of(lambda: cuda_backend.matmul(A, B, sim=True, version=version))
+                    assert np.allclose(C, A @ B, rtol=1e-3, atol=1e-3)
+                    print(f"{f'{M} x {N} x {K}':>24} {version:>8} {order:>9} {sim:10.4f}s {ref:10.6f}s "
+                          f"{sim / ref:7.0f}x")
+    finally:
+        if previous is None:
+            os.environ.pop("MINIGRAD_CUDA_SIM_ORDER", None)
+        else:
+            os.environ["MINIGRAD_CUDA_SIM_ORDER"] = previous
 
 
 def bench_reduction(mod):
@@ -171,7 +160,7 @@ def main():
     mod = SimModule(code=SOURCE)
     bench_launch(mod)
     bench_switch()
-    bench_matmul(mod)
+    bench_matmul()
     bench_reduction(mod)
 
 
