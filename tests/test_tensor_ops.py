@@ -249,3 +249,18 @@ def test_reflected_and_numpy_operands():
     out.sum().backward()
     np.testing.assert_array_equal(t.grad, [2, 2])
     np.testing.assert_allclose(np.asarray(t * 3), [3, 6])
+
+
+def test_std_masked_fill_cast_and_argmax():
+    x = data(11, (3, 4))
+    t = leaf(x)
+    np.testing.assert_allclose(t.std(1).data, x.std(axis=1), rtol=1e-12)
+    assert mg.gradcheck(lambda t: t.std(1, unbiased=True), (t,))
+    mask = x > 0
+    np.testing.assert_array_equal(t.masked_fill(mask, 0.5).data, np.where(mask, 0.5, x))
+    assert mg.gradcheck(lambda t: t.masked_fill(mask, 0.5), (t,))
+    f32 = mg.tensor(x, dtype=mg.float32, requires_grad=True)
+    (f32.double() * 3).sum().backward()        # the cast is differentiable; the gradient comes back in float32
+    assert f32.grad.dtype == mg.float32 and np.all(f32.grad == 3)
+    np.testing.assert_array_equal(t.argmax(1).data, x.argmax(axis=1))
+    assert t.argmax().item() == x.argmax() and t.argmin().item() == x.argmin()
