@@ -5,10 +5,13 @@ turns the gradient of its output into one gradient per input. `backward()`
 walks the graph once, in reverse topological order, applying the chain rule.
 """
 import contextlib
+import weakref
 
 import numpy as np
 
 _grad_enabled = True
+_post_accumulate_grad_hooks = {}  # id(leaf) -> [hook(leaf)], see register_post_accumulate_grad_hook
+_backward_end_callbacks = []  # run once when the current backward pass ends, see queue_callback
 
 
 def is_grad_enabled():
@@ -72,8 +75,52 @@ def topological_order(root):
     return order
 
 
+class RemovableHandle:
+    """Returned by a hook registration; `.remove()` unregisters the hook."""
+
+    def __init__(self, hooks, hook):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self):
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+def register_post_accumulate_grad_hook(leaf, hook):
+    """Call hook(leaf) each time backward has finished accumulating this backward's gradient into leaf.grad.
+
+    A leaf's contributions are summed before it is reached, so the hook fires once per backward with the
+    leaf's final gradient: data-parallel training launches its gradient all-reduce from here, while the
+    rest of the backward pass is still running (lesson `09_data_parallel`).
+    """
+    if leaf._backward is not None:
+        raise RuntimeError("register_post_accumulate_grad_hook: only leaf tensors (parameters, inputs) accumulate "
+                           "a .grad; this tensor is the output of an op")
+    if id(leaf) not in _post_accumulate_grad_hooks:  # keyed by id (Tensor == is elementwise), dropped with the leaf
+        _post_accumulate_grad_hooks[id(leaf)] = []
+        weakref.finalize(leaf, _post_accumulate_grad_hooks.pop, id(leaf), None)
+    hooks = _post_accumulate_grad_hooks[id(leaf)]
+    hooks.append(hook)
+    return RemovableHandle(hooks, hook)
+
+
+def queue_callback(callback):
+    """Run callback() once, when the backward pass that is running now has finished (e.g. to wait for the
+    gradient all-reduces that hooks launched). Only valid inside a backward pass."""
+    _backward_end_callbacks.append(callback)
+
+
 def run_backward(root, gradient, retain_graph=False):
     """Chain rule over the graph: d(root)/d(leaf) accumulated into every leaf's `.grad`."""
+    try:
+        _chain_rule(root, gradient, retain_graph)
+        while _backward_end_callbacks:
+            _backward_end_callbacks.pop(0)()
+    finally:
+        _backward_end_callbacks.clear()
+
+
+def _chain_rule(root, gradient, retain_graph):
     grads = {id(root): gradient}
     for node in reversed(topological_order(root)):
         grad = grads.pop(id(node), None)
@@ -84,6 +131,8 @@ def run_backward(root, gradient, retain_graph=False):
                 node.grad = np.array(grad, dtype=node.data.dtype, copy=True)
             else:
                 node.grad += grad
+            for hook in _post_accumulate_grad_hooks.get(id(node), ()):
+                hook(node)
             continue
         parent_grads = node._backward(grad)
         for parent, parent_grad in zip(node._parents, parent_grads):

@@ -233,6 +233,10 @@ class Tensor:
                                    f"got {tuple(gradient.shape)}")
         autograd.run_backward(self, gradient, retain_graph)
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """hook(self) runs when backward has accumulated this leaf's gradient into .grad (see autograd)."""
+        return autograd.register_post_accumulate_grad_hook(self, hook)
+
     @property
     def requires_grad(self):
         return self._requires_grad

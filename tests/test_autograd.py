@@ -172,3 +172,32 @@ def test_zero_dim_results_stay_arrays_on_the_cpu():
     assert isinstance(m.data, np.ndarray) and m.device == "cpu"
     (m * 2).backward(mg.tensor(1.0))
     np.testing.assert_allclose(x.grad, [2 / 3] * 3)
+
+
+def test_post_accumulate_grad_hook_sees_the_final_gradient_once_per_backward():
+    x = mg.tensor([1.0, 2.0], dtype=mg.float64, requires_grad=True)
+    seen = []
+    handle = x.register_post_accumulate_grad_hook(lambda leaf: seen.append(leaf.grad.copy()))
+    (x * x + 3 * x).sum().backward()  # x used twice: the hook sees the sum 2x + 3, not a partial term
+    assert len(seen) == 1
+    np.testing.assert_allclose(seen[0], [5.0, 7.0])
+    (2 * x).sum().backward()  # accumulation: the hook sees the running total
+    np.testing.assert_allclose(seen[1], [7.0, 9.0])
+    handle.remove()
+    x.sum().backward()
+    assert len(seen) == 2
+    with pytest.raises(RuntimeError, match="leaf"):
+        (x * 2).register_post_accumulate_grad_hook(print)
+
+
+def test_queue_callback_runs_after_every_leaf_has_its_gradient():
+    from minigrad import autograd
+    a = mg.tensor(2.0, requires_grad=True)
+    b = mg.tensor(3.0, requires_grad=True)
+    grads_at_end = []
+    a.register_post_accumulate_grad_hook(
+        lambda leaf: autograd.queue_callback(lambda: grads_at_end.append((float(a.grad), float(b.grad)))))
+    (a * b).backward()
+    assert grads_at_end == [(3.0, 2.0)]
+    (a * b).backward()  # the queue was emptied: one callback per queueing backward
+    assert grads_at_end == [(3.0, 2.0), (6.0, 4.0)]
