@@ -4,6 +4,8 @@
     python -m minigrad.lessons list
     python -m minigrad.lessons student OUTDIR [NOTEBOOK ...] [--lessons-dir DIR]
 
+(`--lessons-dir DIR` may also come before the subcommand.)
+
 A student copy is the lesson with the source of every cell tagged `solution`
 replaced by a stub, and the auto-check cells kept, so the student fills the
 gap and the check says whether it is right. Outputs from the first solution
@@ -80,6 +82,8 @@ def write_student_copies(outdir, notebooks=None, lessons_dir=DEFAULT_LESSONS_DIR
     if not sources:
         raise FileNotFoundError(f"no lesson notebooks (NN_name.ipynb) in {lessons_dir}")
     outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise ValueError(f"OUTDIR {outdir} is an existing file; student copies go into a directory")
     for source in sources:
         if not source.is_file():
             raise FileNotFoundError(f"notebook {source} does not exist")
@@ -89,16 +93,29 @@ def write_student_copies(outdir, notebooks=None, lessons_dir=DEFAULT_LESSONS_DIR
     outdir.mkdir(parents=True, exist_ok=True)
     written = []
     for source in sources:
-        notebook = json.loads(source.read_text(encoding="utf-8"))
+        notebook = read_notebook(source)
         target = outdir / source.name
         target.write_text(json.dumps(student_copy(notebook), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         written.append(target)
     return written
 
 
+def read_notebook(path):
+    """A notebook file as a dict; a file that is not notebook JSON raises ValueError naming it."""
+    try:
+        notebook = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a notebook: it is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not a notebook: not valid JSON ({exc})") from None
+    if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
+        raise ValueError(f"{path} is not a notebook: its JSON has no list of 'cells'")
+    return notebook
+
+
 def _list(args):
     for path in lesson_paths(args.lessons_dir):
-        notebook = json.loads(path.read_text(encoding="utf-8"))
+        notebook = read_notebook(path)
         exercises = sum(is_solution(cell) for cell in notebook["cells"])
         print(f"{path.stem:28s} {_title(notebook)}  ({exercises} exercise solution cells)")
 
@@ -129,14 +146,20 @@ def _student(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m minigrad.lessons", description=__doc__.split("\n\n")[0])
+    lessons_dir = argparse.ArgumentParser(add_help=False)  # --lessons-dir before or after the subcommand
     parser.add_argument("--lessons-dir", default=DEFAULT_LESSONS_DIR, type=Path,
                         help=f"where the lesson notebooks are (default: {DEFAULT_LESSONS_DIR})")
+    lessons_dir.add_argument("--lessons-dir", default=argparse.SUPPRESS, type=Path,
+                             help=f"where the lesson notebooks are (default: {DEFAULT_LESSONS_DIR})")
     commands = parser.add_subparsers(dest="command", required=True)
-    opener = commands.add_parser("open", help="open the lessons in JupyterLab (the main job); other options "
-                                              "(e.g. --no-browser, --port 8890) go on to jupyter lab")
+    opener = commands.add_parser("open", parents=[lessons_dir],
+                                 help="open the lessons in JupyterLab (the main job); other options "
+                                      "(e.g. --no-browser, --port 8890) go on to jupyter lab")
     opener.set_defaults(run=_open)
-    commands.add_parser("list", help="list the lessons with their titles").set_defaults(run=_list)
-    student = commands.add_parser("student", help="write student copies (solution cells stubbed, checks kept)")
+    commands.add_parser("list", parents=[lessons_dir],
+                        help="list the lessons with their titles").set_defaults(run=_list)
+    student = commands.add_parser("student", parents=[lessons_dir],
+                                  help="write student copies (solution cells stubbed, checks kept)")
     student.add_argument("outdir", type=Path, help="directory for the student copies (created if missing)")
     student.add_argument("notebooks", nargs="*", type=Path, help="notebooks to copy (default: every lesson)")
     student.set_defaults(run=_student)
@@ -146,7 +169,7 @@ def main(argv=None):
     args.jupyter_args = extra
     try:
         return args.run(args) or 0
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
