@@ -3,7 +3,7 @@
  *   GELU(x)  = x·Φ(x),  Φ(x) = ½(1 + erf(x/√2))       (PyTorch's default, exact form)
  *   GELU'(x) = Φ(x) + x·φ(x),  φ(x) = exp(−x²/2)/√(2π)
  *
- * NumPy has no erf, so minigrad's NumPy path (minigrad/nn/activation.py)
+ * NumPy has no erf, so minigrad's NumPy path (minigrad/special.py)
  * evaluates erfc in ~30 array passes. Here each element is one pass, and the
  * forward keeps Φ(x) for the backward.
  *
@@ -12,15 +12,18 @@
  * vectorise, and libm calls do not; so it evaluates the same formula as the
  * NumPy path,
  *     erfc(a) = t·exp(−a² + P(u)),  t = 2/(2 + a),  u = 2t − 1,  a ≥ 0,
- * with P the degree-10 polynomial that `_erfc_log_correction_fit` in
- * minigrad/nn/activation.py fits to math.erfc (coefficients below, error
- * ~1e-7, below float32 resolution), and an exp written out so the compiler
+ * with P the degree-10 polynomial that `erfc_log_correction_fit` in
+ * minigrad/special.py fits to math.erfc (its coefficients in erfc_fit.h, which
+ * `python -m minigrad.special` writes; error ~1e-7, below float32 resolution),
+ * and an exp written out so the compiler
  * turns the whole loop into AVX-512/AVX2 code under -O3 -march=native.
  *
  * Build: python build.py.  Test: python -m pytest tests/test_gelu_kernel.py -q
  */
 #include <math.h>
 #include <stdint.h>
+
+#include "erfc_fit.h"
 
 /* GCC vectorises the float32 loops only if floating-point comparisons may be assumed not to trap (no
  * program here enables FP exceptions, so nothing changes but the speed). Other compilers decide alone. */
@@ -61,17 +64,9 @@ static inline float normal_cdf_f32(float x)
     float a = fabsf(x) * (float)INV_SQRT2;
     float t = 2.0f / (2.0f + a);
     float u = 2.0f * t - 1.0f;
-    float p = 8.000738489e-06f;
-    p = p * u + 3.337358939e-04f;
-    p = p * u - 2.279109613e-04f;
-    p = p * u - 2.048734808e-03f;
-    p = p * u + 1.794066280e-03f;
-    p = p * u + 8.703812025e-03f;
-    p = p * u - 9.880019352e-03f;
-    p = p * u - 4.687488824e-02f;
-    p = p * u + 4.734388739e-02f;
-    p = p * u + 6.726422310e-01f;
-    p = p * u - 6.717941165e-01f;
+    float p = ERFC_FIT_F32[0];
+    for (int i = 1; i <= ERFC_FIT_DEGREE; i++)  /* fully unrolled by the compiler: constant bounds */
+        p = p * u + ERFC_FIT_F32[i];
     float half_tail = 0.5f * t * exp_f32(p - a * a);
     return x < 0.0f ? half_tail : 1.0f - half_tail;
 }
