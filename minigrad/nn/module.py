@@ -112,10 +112,19 @@ class Module:
                 param.grad[...] = 0
 
     # ----- state ----------------------------------------------------------------------------
-    def state_dict(self):
-        """Name → Tensor of every parameter and buffer, with PyTorch's dotted names (`0.weight`, `fc.bias`)."""
-        state = OrderedDict(self.named_parameters())
-        state.update(self.named_buffers())
+    def state_dict(self, prefix=""):
+        """Name → Tensor of every parameter and buffer, with PyTorch's dotted names (`0.weight`, `fc.bias`).
+
+        Like PyTorch, a shared (tied) parameter appears under every name that reaches it, so the dict
+        of a model with tied weights has the same keys here as in PyTorch.
+        """
+        state = OrderedDict()
+        for registry in (self._parameters, self._buffers):
+            for name, tensor in registry.items():
+                if tensor is not None:
+                    state[prefix + name] = tensor
+        for name, child in self._modules.items():
+            state.update(child.state_dict(prefix + name + "."))
         return state
 
     def load_state_dict(self, state_dict, strict=True):

@@ -66,6 +66,8 @@ class AdamW(Adam):
     on the plain gradient. Default λ = 1e-2 like PyTorch.
     """
 
+    _TORCH_FLAGS = {**Adam._TORCH_FLAGS, "decoupled_weight_decay": True}
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 

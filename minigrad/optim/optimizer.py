@@ -82,6 +82,91 @@ class Optimizer:
     def update(self, p, state, group):
         raise NotImplementedError(f"{type(self).__name__} must define update(p, state, group)")
 
+    # ----- state, in PyTorch's layout ------------------------------------------------------------
+    def _indexed_params(self):
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def state_dict(self):
+        """{"state": {index: {name: array or number}}, "param_groups": [{hyperparameters, "params":
+        [indices]}]}, as `torch.optim.Optimizer.state_dict()`: parameters are numbered in the order of
+        the groups, so the dict can be loaded into a new optimizer over the same model. Arrays are copies.
+        """
+        state = {}
+        for index, p in enumerate(self._indexed_params()):
+            if self.state.get(id(p)):
+                state[index] = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in self.state[id(p)].items()}
+        groups, start = [], 0
+        for group in self.param_groups:
+            count = len(group["params"])
+            groups.append({**{k: v for k, v in group.items() if k != "params"},
+                           "params": list(range(start, start + count))})
+            start += count
+        return {"state": state, "param_groups": groups}
+
+    # PyTorch's implementation switches, accepted in a loaded dict while they keep their default meaning.
+    _TORCH_FLAGS = {"amsgrad": False, "maximize": False, "foreach": None, "capturable": False,
+                    "differentiable": False, "fused": None, "nesterov": False, "dampening": 0,
+                    "decoupled_weight_decay": False}
+
+    def load_state_dict(self, state_dict):
+        """Restore what `state_dict()` (this class's or PyTorch's same optimizer) returned."""
+        name = type(self).__name__
+        if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
+            raise ValueError(f"{name}.load_state_dict expects a dict with keys 'state' and 'param_groups', "
+                             f"got {sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__}")
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"{name}.load_state_dict: the dict has {len(groups)} parameter groups, "
+                             f"this optimizer {len(self.param_groups)}")
+        new_groups = []
+        for i, (saved, group) in enumerate(zip(groups, self.param_groups)):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(f"{name}.load_state_dict: group {i} has {len(saved['params'])} parameters "
+                                 f"in the dict, {len(group['params'])} in this optimizer")
+            hyper = {}
+            for key, value in saved.items():
+                if key == "params":
+                    continue
+                if key in self.defaults:
+                    hyper[key] = tuple(value) if isinstance(self.defaults[key], tuple) else value
+                elif key in self._TORCH_FLAGS:
+                    if value != self._TORCH_FLAGS[key] and value not in (None, False):
+                        raise ValueError(f"{name}.load_state_dict: group {i} sets {key}={value!r}, "
+                                         f"which minigrad's {name} does not implement")
+                else:
+                    raise ValueError(f"{name}.load_state_dict: group {i} has unknown hyperparameter {key!r}; "
+                                     f"expected some of {sorted(self.defaults)}")
+            new_group = {**group, **hyper}
+            self.check_hyperparameters(new_group)
+            new_groups.append(new_group)
+        index_of = {}
+        for saved, group in zip(groups, self.param_groups):
+            index_of.update({int(k): p for k, p in zip(saved["params"], group["params"])})
+        new_state = {}
+        for key, entry in state_dict["state"].items():
+            if int(key) not in index_of:
+                raise ValueError(f"{name}.load_state_dict: state for parameter {key}, but the groups list "
+                                 f"only {sorted(index_of)}")
+            p = index_of[int(key)]
+            new_state[id(p)] = {k: self._state_value(k, v, p, key) for k, v in entry.items()}
+        for i, group in enumerate(new_groups):
+            self.param_groups[i].update({k: v for k, v in group.items() if k != "params"})
+        self.state = new_state
+
+    def _state_value(self, key, value, p, index):
+        """A saved state entry as this optimizer keeps it: arrays shaped and typed like the parameter."""
+        if value is None:
+            return None
+        if hasattr(value, "detach"):  # a minigrad or torch tensor
+            value = value.detach().numpy()
+        array = np.asarray(value)
+        if key == "step":
+            return int(array.item())
+        if array.shape != p.data.shape:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: state {key!r} of parameter {index} has "
+                             f"shape {array.shape}, the parameter {tuple(p.data.shape)}")
+        return array.astype(p.data.dtype, copy=True)
+
     def __repr__(self):
         hyper = ", ".join(f"{k}={v}" for k, v in self.defaults.items())
         sizes = [sum(int(np.prod(p.shape)) for p in g["params"]) for g in self.param_groups]
