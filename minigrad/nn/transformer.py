@@ -12,6 +12,7 @@ import numpy as np
 from ..autograd import no_grad
 from ..random import generator
 from ..tensor import Tensor
+from ..utils.checkpoint import checkpoint as recompute_in_backward
 from .activation import GELU
 from .attention import MultiheadAttention
 from .dropout import Dropout
@@ -50,6 +51,9 @@ class GPT(Module):
         h = blocks(h)                          n_layer causal pre-norm TransformerBlocks      (B, T, d)
         logits = lm_head(ln_f(h))              final LayerNorm, Linear(d, vocab, bias=False)  (B, T, V)
 
+    checkpoint=True (or setting model.checkpoint later) runs each block under activation checkpointing
+    (`minigrad.utils.checkpoint`): only the blocks' inputs are kept for backward, the rest recomputed.
+
     Weights start as in GPT-2 / nanoGPT: N(0, 0.02) for every Linear and Embedding weight, zero biases,
     and N(0, 0.02/√(2·n_layer)) for the two projections that write into the residual stream.
 
@@ -74,9 +78,10 @@ class GPT(Module):
     store c_attn, c_proj and c_fc transposed (Conv1D); transpose those when loading them.
     """
 
-    def __init__(self, vocab_size, block_size, n_layer, n_head, d_model, dropout=0.0):
+    def __init__(self, vocab_size, block_size, n_layer, n_head, d_model, dropout=0.0, checkpoint=False):
         super().__init__()
         self.vocab_size, self.block_size = vocab_size, block_size
+        self.checkpoint = checkpoint  # True: keep only each block's input, recompute the rest in backward
         self.wte = Embedding(vocab_size, d_model)
         self.wpe = Embedding(block_size, d_model)
         self.drop = Dropout(dropout)
@@ -114,7 +119,7 @@ class GPT(Module):
                              f"to its last {self.block_size} tokens")
         h = self.drop(self.wte(Tensor(idx)) + self.wpe(Tensor(np.arange(T))))  # (B, T, d)
         for block in self.blocks:
-            h = block(h)  # (B, T, d)
+            h = recompute_in_backward(block, h) if self.checkpoint else block(h)  # (B, T, d)
         return self.lm_head(self.ln_f(h))  # (B, T, V)
 
     @no_grad()

@@ -1,0 +1,1 @@
+"""Tools around training: activation checkpointing (`checkpoint`) and the cost accounting (`flops`)."""
