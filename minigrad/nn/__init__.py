@@ -13,3 +13,4 @@ from .recurrent import LSTM, RNN, RNNCell
 from .attention import MultiheadAttention
 from .positional import PositionalEncoding
 from .transformer import GPT, TransformerBlock
+from . import parallel, utils

@@ -6,5 +6,7 @@
 from .adam import Adam, AdamW, adam_step, decoupled_weight_decay
 from .optimizer import Optimizer
 from .sgd import SGD, sgd_step
+from .zero import ZeroRedundancyOptimizer, optimizer_state_bytes
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "sgd_step", "adam_step", "decoupled_weight_decay"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "sgd_step", "adam_step", "decoupled_weight_decay",
+           "ZeroRedundancyOptimizer", "optimizer_state_bytes"]
