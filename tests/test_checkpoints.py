@@ -213,3 +213,14 @@ def test_optimizer_load_state_dict_errors():
     with pytest.raises(ValueError, match="shape"):
         opt.load_state_dict({"state": {0: {"step": 1, "exp_avg": np.zeros(3), "exp_avg_sq": np.zeros(3)}},
                              "param_groups": [{"lr": 0.1, "params": [0]}]})
+
+
+def test_shapes_and_layouts_round_trip(tmp_path):
+    base = np.arange(24.0).reshape(2, 3, 4)
+    state = {"scalar": np.asarray(7), "transposed": base.transpose(2, 0, 1), "strided": base[:, ::2, 1:],
+             "fortran": np.asfortranarray(base), "empty": np.zeros((0, 3)), "f16": base.astype(np.float16)}
+    mg.save(state, tmp_path / "s.npz")
+    loaded = mg.load(tmp_path / "s.npz")
+    for name, array in state.items():
+        assert loaded[name].data.shape == array.shape and loaded[name].data.dtype == array.dtype, name
+        np.testing.assert_array_equal(loaded[name].data, array)
