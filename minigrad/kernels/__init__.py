@@ -6,6 +6,13 @@
                                       q (B, Tq, d), k (B, Tk, d), v (B, Tk, dv) -> out (B, Tq, dv)
                                       [, lse (B, Tq)]
     attention_backward(q, k, v, out, lse, grad_out, is_causal=False) -> (dq, dk, dv)
+    layer_norm(x, weight, bias, eps=1e-5) -> (out, mean, rstd)      over the last dim of x (..., C)
+    layer_norm_backward(x, weight, mean, rstd, grad_out) -> (dx, dweight, dbias)
+    cross_entropy(logits, targets) -> (mean loss, lse)              logits (N, V), integer targets (N,)
+    cross_entropy_backward(logits, targets, lse, grad=1.0) -> dlogits
+    adamw_step(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay)
+                                      AdamW on lists of arrays, in place, in one call
+    gelu(x) -> (out, cdf),  gelu_backward(x, cdf, grad_out) -> dx
 
 Each takes `backend=` "numpy" (the reference), "c", "cuda" or "cuda-sim";
 None means `minigrad.backend.get_backend()`. This module checks every
@@ -21,7 +28,8 @@ import numpy as np
 from minigrad.backend import check_backend, get_backend
 from minigrad.device import array_module
 
-__all__ = ["matmul", "matmul_backward", "attention", "attention_backward"]
+__all__ = ["matmul", "matmul_backward", "attention", "attention_backward", "layer_norm", "layer_norm_backward",
+           "cross_entropy", "cross_entropy_backward", "adamw_step", "gelu", "gelu_backward"]
 
 _MODULES = {"numpy": "numpy_backend", "c": "c_backend", "cuda": "cuda_backend", "cuda-sim": "cuda_backend"}
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -155,3 +163,42 @@ def attention_backward(q, k, v, out, lse, grad_out, is_causal=False, backend=Non
         xp = array_module(q)
         return xp.zeros(q.shape, q.dtype), xp.zeros(k.shape, k.dtype), xp.zeros(v.shape, v.dtype)
     return _call(backend, "attention_backward", q, k, v, out, lse, grad_out, is_causal=bool(is_causal))
+
+
+# The fused ops: the "c" backend checks its arguments itself (kernels/layernorm.c, cross_entropy.c, adamw.c,
+# activation.c); numpy_backend holds the reference math.
+
+def layer_norm(x, weight, bias, eps=1e-5, backend=None):
+    """(out, mean, rstd): LayerNorm over the last dim of x (..., C), weight and bias (C,) or None."""
+    return _call(backend, "layer_norm", x, weight, bias, eps)
+
+
+def layer_norm_backward(x, weight, mean, rstd, grad_out, backend=None):
+    """(dx, dweight, dbias) of layer_norm from its saved mean and rstd."""
+    return _call(backend, "layer_norm_backward", x, weight, mean, rstd, grad_out)
+
+
+def cross_entropy(logits, targets, backend=None):
+    """(mean loss, lse (N,)): softmax cross-entropy of logits (N, V) against integer targets (N,)."""
+    return _call(backend, "cross_entropy", logits, targets)
+
+
+def cross_entropy_backward(logits, targets, lse, grad=1.0, backend=None):
+    """dlogits = grad·(softmax(logits) − onehot(targets))/N, from the saved lse."""
+    return _call(backend, "cross_entropy_backward", logits, targets, lse, grad)
+
+
+def adamw_step(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay, backend=None):
+    """AdamW on every array of the lists, in place (steps[i] >= 1: tensor i's step count)."""
+    return _call(backend, "adamw_step", params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps,
+                 weight_decay)
+
+
+def gelu(x, backend=None):
+    """(GELU(x), Φ(x)): the exact GELU x·Φ(x) and the normal CDF its backward reuses."""
+    return _call(backend, "gelu", x)
+
+
+def gelu_backward(x, cdf, grad_out, backend=None):
+    """grad_out·(Φ(x) + x·φ(x))."""
+    return _call(backend, "gelu_backward", x, cdf, grad_out)

@@ -44,15 +44,56 @@ def _import_extension():
 
 
 def load():
-    """(ffi, lib) of the compiled kernels, imported once; a clear error when they were never built."""
+    """(ffi, lib) of the compiled kernels, imported once; a clear error when they were never built.
+
+    Before the extension (and with it OpenMP's runtime, libgomp) loads, OMP_WAIT_POLICY defaults to
+    PASSIVE: OpenMP threads that wait for work then sleep instead of spinning on a core, which on a
+    busy machine another process needs (set OMP_WAIT_POLICY=ACTIVE yourself to spin). After it loads,
+    MINIGRAD_ISA (portable | avx2 | avx512), when set, picks the instruction set the kernels run on.
+    """
     global _lib, _ffi
     if _lib is None:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             module = _import_extension()
         except ImportError as exc:
             raise RuntimeError(_NOT_BUILT.format(detail=f" ({exc})")) from None
+        if os.environ.get("MINIGRAD_ISA"):
+            _select_isa(module.lib, os.environ["MINIGRAD_ISA"], "MINIGRAD_ISA")
         _ffi, _lib = module.ffi, module.lib
     return _ffi, _lib
+
+
+ISAS = ("portable", "avx2", "avx512")
+
+
+def _select_isa(lib, name, source):
+    if name not in ISAS:
+        raise ValueError(f"{source}={name!r}: choose one of {', '.join(ISAS)}")
+    if not hasattr(lib, "kernels_set_isa"):
+        raise RuntimeError("the compiled C kernels predate kernels/isa.c: rebuild them with `python build.py`")
+    if lib.kernels_set_isa(name.encode()) != 0:
+        supported = [isa for isa in ISAS if lib.kernels_isa_supported(isa.encode())]
+        raise RuntimeError(f"{source}={name!r}: this CPU (or this build) cannot run the {name} kernels; "
+                           f"it runs {', '.join(supported)}")
+
+
+def isa():
+    """The instruction set the C kernels run on: "portable", "avx2" or "avx512" (see kernels/isa.c)."""
+    ffi, lib = load()
+    return ffi.string(lib.kernels_isa()).decode()
+
+
+def supported_isas():
+    """The instruction sets this build and this CPU can run, from "portable" up."""
+    _, lib = load()
+    return tuple(name for name in ISAS if lib.kernels_isa_supported(name.encode()))
+
+
+def set_isa(name):
+    """Run the C kernels on instruction set `name` from now on (tests compare the copies this way)."""
+    _, lib = load()
+    _select_isa(lib, name, "set_isa")
 
 
 def num_threads():
@@ -63,6 +104,15 @@ def num_threads():
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"MINIGRAD_NUM_THREADS must be a positive integer, got {value!r}")
     return int(value)
+
+
+def _threads(requested):
+    """The thread count a parallel kernel gets: `requested`, else $MINIGRAD_NUM_THREADS, else 0 (all cores);
+    the kernels never start more threads than there are cores, nor more than the work repays."""
+    threads = num_threads() if requested is None else requested
+    if not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"num_threads must be a non-negative int (0 = all cores), got {threads!r}")
+    return threads
 
 
 def _pointer(x):
@@ -270,13 +320,6 @@ def _attention_function(direction, version, dtype):
     return version, getattr(lib, f"attention_{direction}_{version}_{suffix}")
 
 
-def _attention_threads(requested):
-    threads = num_threads() if requested is None else requested
-    if not isinstance(threads, int) or threads < 0:
-        raise ValueError(f"attention: num_threads must be a non-negative int (0 = all cores), got {threads!r}")
-    return threads
-
-
 def _check_attention_status(status, op, q, k):
     if status == -2:
         raise ValueError(f"{op}: the kernel needs Tk >= 1 keys and d >= 1 features; "
@@ -301,7 +344,7 @@ def attention(q, k, v, is_causal=False, return_lse=False, version=None, num_thre
     version, function = _attention_function("forward", version, q.dtype)
     args = [_pointer(x) for x in (q, k, v, out, lse)] + [batch, tq, tk, d, dv, int(bool(is_causal))]
     if version == "flash":
-        args.append(_attention_threads(num_threads))
+        args.append(_threads(num_threads))
     _check_attention_status(function(*args), "attention", q, k)
     return (out, lse) if return_lse else out
 
@@ -319,6 +362,200 @@ def attention_backward(q, k, v, out, lse, grad_out, is_causal=False, version=Non
     args = ([_pointer(x) for x in (q, k, v, out, lse, grad_out) + grads]
             + [batch, tq, tk, d, dv, int(bool(is_causal))])
     if version == "flash":
-        args.append(_attention_threads(num_threads))
+        args.append(_threads(num_threads))
     _check_attention_status(function(*args), "attention_backward", q, k)
     return grads
+
+
+# ----------------------------------------------------------------- fused ops
+# kernels/layernorm.c, cross_entropy.c, adamw.c, activation.c. Every check that keeps C inside its
+# arrays happens here, because these functions are also called directly.
+
+def _suffix(dtype):
+    return "f32" if dtype == np.float32 else "f64"
+
+
+def _check_floats(op, **arrays):
+    """NumPy arrays (None allowed) of one float dtype, float32 or float64; returns that dtype."""
+    given = {name: x for name, x in arrays.items() if x is not None}
+    described = ", ".join(f"{name} {getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}"
+                          for name, x in given.items())
+    if not all(isinstance(x, np.ndarray) for x in given.values()):
+        raise TypeError(f"{op}: backend 'c' takes NumPy arrays; got {described}")
+    dtypes = {x.dtype.newbyteorder("=") for x in given.values()}
+    if len(dtypes) > 1 or not dtypes <= {np.dtype(np.float32), np.dtype(np.float64)}:
+        raise TypeError(f"{op}: needs float32 or float64 arrays, all of the same dtype; got {described}")
+    return dtypes.pop()
+
+
+def _check_shape(op, name, x, shape):
+    if x is not None and tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {tuple(x.shape)}")
+
+
+def _optional_pointer(x):
+    ffi, _ = load()
+    return ffi.NULL if x is None else _pointer(x)
+
+
+def layer_norm(x, weight, bias, eps=1e-5, num_threads=None):
+    """(out, mean, rstd) of LayerNorm over the last dim of x (..., C), in C (kernels/layernorm.c);
+    weight and bias (C,) or None. See numpy_backend.layer_norm for the formula."""
+    dtype = _check_floats("layer_norm", x=x, weight=weight, bias=bias)
+    if x.ndim < 1 or x.shape[-1] == 0:
+        raise ValueError(f"layer_norm: x must have a non-empty last dim (..., C), got shape {x.shape}")
+    c = x.shape[-1]
+    _check_shape("layer_norm", "weight", weight, (c,))
+    _check_shape("layer_norm", "bias", bias, (c,))
+    if not eps >= 0:
+        raise ValueError(f"layer_norm: eps must be >= 0, got {eps!r}")
+    x, weight, bias = (None if a is None else _c_array(a) for a in (x, weight, bias))
+    out = np.empty(x.shape, dtype)  # (..., C)
+    mean, rstd = np.empty(x.shape[:-1], dtype), np.empty(x.shape[:-1], dtype)  # (...)
+    _, lib = load()
+    status = getattr(lib, f"layernorm_forward_{_suffix(dtype)}")(
+        _pointer(x), _optional_pointer(weight), _optional_pointer(bias), _pointer(out), _pointer(mean),
+        _pointer(rstd), x.size // c, c, float(eps), _threads(num_threads))
+    _check_status(status, "layer_norm")
+    return out, mean, rstd
+
+
+def layer_norm_backward(x, weight, mean, rstd, grad_out, num_threads=None):
+    """(dx, dweight, dbias) of LayerNorm from the saved mean and rstd, in C (kernels/layernorm.c)."""
+    dtype = _check_floats("layer_norm_backward", x=x, weight=weight, mean=mean, rstd=rstd, grad_out=grad_out)
+    if x.ndim < 1 or x.shape[-1] == 0:
+        raise ValueError(f"layer_norm_backward: x must have a non-empty last dim (..., C), got shape {x.shape}")
+    c = x.shape[-1]
+    _check_shape("layer_norm_backward", "weight", weight, (c,))
+    _check_shape("layer_norm_backward", "mean", mean, x.shape[:-1])
+    _check_shape("layer_norm_backward", "rstd", rstd, x.shape[:-1])
+    _check_shape("layer_norm_backward", "grad_out", grad_out, x.shape)
+    x, weight, mean, rstd, grad_out = (None if a is None else _c_array(a) for a in (x, weight, mean, rstd, grad_out))
+    dx, dweight, dbias = np.empty(x.shape, dtype), np.empty(c, dtype), np.empty(c, dtype)
+    _, lib = load()
+    status = getattr(lib, f"layernorm_backward_{_suffix(dtype)}")(
+        _pointer(x), _optional_pointer(weight), _pointer(mean), _pointer(rstd), _pointer(grad_out),
+        _pointer(dx), _pointer(dweight), _pointer(dbias), x.size // c, c, _threads(num_threads))
+    _check_status(status, "layer_norm_backward")
+    return dx, dweight, dbias
+
+
+def _check_targets(op, logits, targets):
+    """targets as C-contiguous int64 (N,), each a class index of logits (N, V)."""
+    if logits.ndim != 2 or logits.shape[1] == 0:
+        raise ValueError(f"{op}: logits must be (N, V) with V >= 1 classes, got shape {logits.shape}")
+    if not isinstance(targets, np.ndarray) or targets.dtype.kind not in "iu":
+        raise TypeError(f"{op}: targets must be a NumPy array of integer class indices, got "
+                        f"{getattr(targets, 'dtype', type(targets).__name__)}")
+    _check_shape(op, "targets", targets, logits.shape[:1])
+    if targets.size and (targets.min() < 0 or targets.max() >= logits.shape[1]):
+        bad = targets.min() if targets.min() < 0 else targets.max()
+        raise IndexError(f"{op}: target {bad} is out of range for {logits.shape[1]} classes "
+                         f"(expected 0 <= target < {logits.shape[1]})")
+    return np.ascontiguousarray(targets, dtype=np.int64)
+
+
+def _int64_pointer(x):
+    ffi, _ = load()
+    return ffi.from_buffer("int64_t[]", x)
+
+
+def cross_entropy(logits, targets, num_threads=None):
+    """(mean loss as a 0-d array, lse (N,)) of softmax cross-entropy, logits (N, V), targets (N,),
+    in C (kernels/cross_entropy.c); keeps no (N, V) array. See numpy_backend.cross_entropy."""
+    dtype = _check_floats("cross_entropy", logits=logits)
+    targets = _check_targets("cross_entropy", logits, targets)
+    if logits.shape[0] == 0:
+        raise ValueError("cross_entropy: the mean over no rows (N = 0) is undefined")
+    logits = _c_array(logits)
+    lse = np.empty(logits.shape[0], dtype)  # (N,)
+    _, lib = load()
+    loss = getattr(lib, f"cross_entropy_forward_{_suffix(dtype)}")(
+        _pointer(logits), _int64_pointer(targets), _pointer(lse), logits.shape[0], logits.shape[1],
+        _threads(num_threads))
+    return np.asarray(loss, dtype=dtype), lse
+
+
+def cross_entropy_backward(logits, targets, lse, grad=1.0, num_threads=None):
+    """dlogits = grad·(softmax(logits) − onehot(targets))/N from the saved lse, in C."""
+    dtype = _check_floats("cross_entropy_backward", logits=logits, lse=lse)
+    targets = _check_targets("cross_entropy_backward", logits, targets)
+    _check_shape("cross_entropy_backward", "lse", lse, logits.shape[:1])
+    if logits.shape[0] == 0:
+        raise ValueError("cross_entropy_backward: the mean over no rows (N = 0) is undefined")
+    logits, lse = _c_array(logits), _c_array(lse)
+    dlogits = np.empty(logits.shape, dtype)  # (N, V)
+    _, lib = load()
+    getattr(lib, f"cross_entropy_backward_{_suffix(dtype)}")(
+        _pointer(logits), _int64_pointer(targets), _pointer(lse), float(grad), _pointer(dlogits),
+        logits.shape[0], logits.shape[1], _threads(num_threads))
+    return dlogits
+
+
+def _address_table(arrays):
+    """A uintp array of the arrays' data addresses (what C reads as `real **`)."""
+    return np.fromiter((a.ctypes.data for a in arrays), dtype=np.uintp, count=len(arrays))
+
+
+def adamw_step(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay,
+               num_threads=None):
+    """AdamW on every tensor of the lists in one C call (kernels/adamw.c), in place; steps[i] >= 1 is
+    tensor i's step count. params, exp_avgs, exp_avg_sqs must be C-contiguous and writable (they are
+    updated where they are); grads are copied when they are not contiguous."""
+    op = "adamw_step"
+    lists = dict(params=params, grads=grads, exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs, steps=steps)
+    count = len(params)
+    if any(len(v) != count for v in lists.values()):
+        raise ValueError(f"{op}: params, grads, exp_avgs, exp_avg_sqs and steps must have the same length; got "
+                         + ", ".join(f"{name} {len(v)}" for name, v in lists.items()))
+    if count == 0:
+        return
+    dtype = _check_floats(op, **{f"{name}[{i}]": x for name in ("params", "grads", "exp_avgs", "exp_avg_sqs")
+                                 for i, x in enumerate(lists[name])})
+    grads = list(grads)
+    for i, (p, m, v) in enumerate(zip(params, exp_avgs, exp_avg_sqs)):
+        for name, x in (("grads", grads[i]), ("exp_avgs", m), ("exp_avg_sqs", v)):
+            _check_shape(op, f"{name}[{i}]", x, p.shape)
+        for name, x in (("params", p), ("exp_avgs", m), ("exp_avg_sqs", v)):
+            if not (x.flags.c_contiguous and x.flags.writeable and x.flags.aligned and x.dtype.isnative):
+                raise ValueError(f"{op}: {name}[{i}] must be a C-contiguous, writable, aligned native array "
+                                 "(it is updated in place)")
+        if np.may_share_memory(p, m) or np.may_share_memory(p, v) or np.may_share_memory(m, v):
+            raise ValueError(f"{op}: params[{i}], exp_avgs[{i}] and exp_avg_sqs[{i}] must be separate arrays")
+        grads[i] = _c_array(grads[i])
+    steps = np.asarray(steps, dtype=np.int64)
+    if steps.min() < 1:
+        raise ValueError(f"{op}: step counts must be >= 1 (this step included), got {steps.min()}")
+    if not (lr >= 0 and 0 <= beta1 < 1 and 0 <= beta2 < 1 and eps >= 0 and weight_decay >= 0):
+        raise ValueError(f"{op}: need lr >= 0, 0 <= beta1, beta2 < 1, eps >= 0, weight_decay >= 0; got lr={lr}, "
+                         f"beta1={beta1}, beta2={beta2}, eps={eps}, weight_decay={weight_decay}")
+    ffi, lib = load()
+    tables = [_address_table(arrays) for arrays in (params, grads, exp_avgs, exp_avg_sqs)]
+    real_pp = "float **" if dtype == np.float32 else "double **"
+    sizes = np.fromiter((p.size for p in params), dtype=np.int64, count=count)
+    getattr(lib, f"adamw_step_{_suffix(dtype)}")(
+        count, *(ffi.cast(real_pp, table.ctypes.data) for table in tables), _int64_pointer(sizes),
+        _int64_pointer(steps), float(lr), float(beta1), float(beta2), float(eps), float(weight_decay),
+        _threads(num_threads))
+
+
+def gelu(x):
+    """(GELU(x), Φ(x)) in one pass, in C (kernels/activation.c). See numpy_backend.gelu."""
+    dtype = _check_floats("gelu", x=x)
+    x = _c_array(x)
+    out, cdf = np.empty(x.shape, dtype), np.empty(x.shape, dtype)
+    _, lib = load()
+    getattr(lib, f"gelu_forward_{_suffix(dtype)}")(_pointer(x), _pointer(out), _pointer(cdf), x.size)
+    return out, cdf
+
+
+def gelu_backward(x, cdf, grad_out):
+    """grad_out·(Φ(x) + x·φ(x)) from the saved Φ, in C (kernels/activation.c)."""
+    dtype = _check_floats("gelu_backward", x=x, cdf=cdf, grad_out=grad_out)
+    _check_shape("gelu_backward", "cdf", cdf, x.shape)
+    _check_shape("gelu_backward", "grad_out", grad_out, x.shape)
+    x, cdf, grad_out = _c_array(x), _c_array(cdf), _c_array(grad_out)
+    dx = np.empty(x.shape, dtype)
+    _, lib = load()
+    getattr(lib, f"gelu_backward_{_suffix(dtype)}")(_pointer(x), _pointer(cdf), _pointer(grad_out), _pointer(dx), x.size)
+    return dx

@@ -81,3 +81,83 @@ def attention_backward(q, k, v, out, lse, grad_out, is_causal=False):
     grad_q = (grad_scores @ k) * scale  # (B, Tq, d)
     grad_k = (grad_scores.swapaxes(-1, -2) @ q) * scale  # (B, Tk, d)
     return grad_q, grad_k, grad_v
+
+
+# ----------------------------------------------------------------- fused ops
+# The reference for kernels/layernorm.c, cross_entropy.c, adamw.c, activation.c.
+
+def layer_norm(x, weight, bias, eps=1e-5):
+    """Normalise each row over the last dim, then scale and shift (lesson 05_transformer):
+
+        mean = mean_j x_j,  rstd = 1/sqrt(mean_j (x_j − mean)² + ε),  x̂ = (x − mean)·rstd,
+        out = x̂·weight + bias        (weight, bias (C,) or None)
+    Returns (out (..., C), mean (...), rstd (...)): the backward needs mean and rstd only.
+    """
+    mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
+    centered = x - mean  # (..., C)
+    rstd = 1 / np.sqrt((centered * centered).mean(axis=-1, keepdims=True) + eps)  # (..., 1)
+    out = centered * rstd  # x̂ (..., C)
+    if weight is not None:
+        out *= weight
+    if bias is not None:
+        out += bias
+    return out, mean[..., 0], rstd[..., 0]
+
+
+def layer_norm_backward(x, weight, mean, rstd, grad_out):
+    """With x̂ = (x − mean)·rstd, g = grad_out, ĝ = g·weight and means over the last dim:
+
+        dx = rstd·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)),  dweight = Σ g·x̂,  dbias = Σ g  (sums over all rows)
+    Returns (dx (..., C), dweight (C,), dbias (C,)).
+    """
+    rstd = rstd[..., None]  # (..., 1)
+    xhat = (x - mean[..., None]) * rstd  # (..., C)
+    ghat = grad_out if weight is None else grad_out * weight  # (..., C)
+    dx = rstd * (ghat - ghat.mean(axis=-1, keepdims=True) - xhat * (ghat * xhat).mean(axis=-1, keepdims=True))
+    rows = tuple(range(x.ndim - 1))
+    return dx, (grad_out * xhat).sum(axis=rows), grad_out.sum(axis=rows)
+
+
+def cross_entropy(logits, targets):
+    """Mean cross-entropy of integer targets under softmax(logits) (lesson 01_gradient_descent):
+
+        lse_i = log Σ_c e^{z_ic}  (shifted by the row max),   L = (1/N) Σ_i (lse_i − z_{i,y_i})
+    logits (N, V), targets (N,) → (L as a 0-d array of the logits' dtype, lse (N,)): the backward
+    needs lse only, never an (N, V) array of probabilities.
+    """
+    row_max = logits.max(axis=1, keepdims=True)  # (N, 1)
+    lse = (row_max + np.log(np.exp(logits - row_max).sum(axis=1, keepdims=True)))[:, 0]  # (N,)
+    picked = logits[np.arange(logits.shape[0]), targets]  # (N,) z_{i, y_i}
+    return np.asarray((lse - picked).mean(), dtype=logits.dtype), lse
+
+
+def cross_entropy_backward(logits, targets, lse, grad=1.0):
+    """dz = grad·(softmax(z) − onehot(y))/N, with softmax(z) = e^{z − lse} recomputed from the saved lse."""
+    dz = np.exp(logits - lse[:, None])  # (N, V) softmax
+    dz[np.arange(logits.shape[0]), targets] -= 1
+    dz *= logits.dtype.type(grad / logits.shape[0])
+    return dz
+
+
+def adamw_step(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay):
+    """AdamW on every tensor of the lists, in place: θ ← θ(1 − ηλ), then optim/adam.py's adam_step
+    (m, v the moments, steps[i] ≥ 1 the step count of tensor i, this step included)."""
+    from minigrad.optim.adam import adam_step, decoupled_weight_decay
+    for p, g, m, v, t in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
+        if weight_decay:
+            decoupled_weight_decay(p, lr, weight_decay)
+        adam_step(p, g, m, v, t, lr, beta1, beta2, eps)
+
+
+def gelu(x):
+    """GELU(x) = x·Φ(x), Φ(x) = ½ erfc(−x/√2) the normal CDF (lesson 05_transformer).
+    Returns (out, Φ(x)): the backward reuses Φ."""
+    from minigrad.nn.activation import normal_cdf
+    cdf = normal_cdf(x)
+    return x * cdf, cdf
+
+
+def gelu_backward(x, cdf, grad_out):
+    """d GELU/dx = Φ(x) + x·φ(x), φ(x) = e^{−x²/2}/√(2π)."""
+    pdf = np.exp(-0.5 * x * x) * x.dtype.type(1 / math.sqrt(2 * math.pi))
+    return grad_out * (cdf + x * pdf)
