@@ -6,7 +6,6 @@ Each multi-rank check is a script in tests/distributed/ that computes its own re
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,30 +20,17 @@ import minigrad.optim as optim
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).resolve().parent / "distributed"
+PYTHONPATH = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
 TIMEOUT = 120  # seconds for one job on a loaded machine; a hang fails instead of blocking the suite
 
 
-def mpiexec():
-    """The mpiexec of the `mpich` wheel (next to this Python) or on PATH."""
-    beside = Path(sys.executable).parent / "mpiexec"
-    found = str(beside) if beside.exists() else shutil.which("mpiexec")
-    if found is None:
-        pytest.skip("mpiexec not found: the test extra installs it (pip install -e '.[test,lessons]')")
+def run(args, n=2, timeout=TIMEOUT):
     pytest.importorskip("mpi4py", reason="mpi4py not installed: pip install -e '.[test,lessons]'")
-    return found
-
-
-def job_env():
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OPENBLAS_NUM_THREADS="1", MINIGRAD_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    for name in dist.process_group._LAUNCHER_VARIABLES:  # a job started from inside a job is a new job
-        env.pop(name, None)
-    return env
-
-
-def run(args, n=2, cwd=None, timeout=TIMEOUT):
-    command = [mpiexec(), "-n", str(n), sys.executable] + [str(a) for a in args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=job_env(), cwd=cwd)
+    try:
+        dist.mpiexec_path()
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    return dist.run_mpi(args, n=n, timeout=timeout, env=dict(PYTHONPATH=PYTHONPATH))
 
 
 def result_of(script, n=2):
@@ -105,7 +91,7 @@ def test_an_uncaught_exception_on_one_rank_aborts_the_job():
 
 
 def test_single_process_is_world_size_one_and_every_collective_is_the_identity():
-    env = job_env()
+    env = dist.launch.job_environment(extra=dict(PYTHONPATH=PYTHONPATH))
     code = """
 import numpy as np, minigrad as mg, minigrad.distributed as dist
 dist.init_process_group(); dist.init_process_group()  # idempotent
