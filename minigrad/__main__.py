@@ -306,6 +306,15 @@ def stop_on_ctrl_c():
         signal.signal(signal.SIGINT, previous)
 
 
+def data_parallel_job(batch_size):
+    """Under `mpiexec -n W`: data-parallel training, rank r on its B/W rows of each global batch."""
+    from minigrad.distributed import DataParallelJob
+    try:
+        return DataParallelJob(batch_size)
+    except ValueError as exc:
+        raise UserError(f"--batch-size: {exc}") from None
+
+
 def train(args):
     import minigrad as mg
     import minigrad.nn as nn
@@ -315,6 +324,7 @@ def train(args):
 
     checkpoint = args.checkpoint or args.resume or "gpt.npz"
     check_writable(checkpoint)
+    job = data_parallel_job(args.batch_size)
     text = read_corpus(args.corpus)
     if not text.strip():
         raise UserError(f"the corpus {args.corpus or '(Python docs)'} is empty")
@@ -350,31 +360,35 @@ def train(args):
     budget = args.minutes * 60
     start = time.perf_counter()
     tokens_seen, last_eval = 0, 0
+    trained = job.wrap(model)  # under mpiexec: gradients averaged over the ranks
     with stop_on_ctrl_c() as interrupted:
-        while not interrupted:
+        while True:
             elapsed = time.perf_counter() - start
-            if (args.steps and step >= args.steps) or (not args.steps and elapsed >= budget):
+            if job.agree(interrupted or (args.steps and step >= args.steps) or (not args.steps and elapsed >= budget)):
                 break
             lr = args.lr * min(1.0, (step + 1) / args.warmup) if args.warmup else args.lr
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x, y = get_batch(train_tokens, args.batch_size, args.block_size, rng)
-            loss = language_model_loss(model, x, y)
+            x, y = get_batch(train_tokens, args.batch_size, args.block_size, rng)  # the global batch
+            loss = language_model_loss(trained, *job.local(x, y))  # this rank's rows of it
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             step += 1
             tokens_seen += x.size
             elapsed = time.perf_counter() - start
+            loss_value = job.mean(loss.item())  # the global batch's loss
             if sys.stdout.isatty():
-                print(progress_line(step, args.steps, loss.item(), tokens_seen / elapsed, elapsed, budget), end="",
+                print(progress_line(step, args.steps, loss_value, tokens_seen / elapsed, elapsed, budget), end="",
                       flush=True)
-            if elapsed - last_eval >= args.eval_seconds or step == args.steps:
+            if job.is_main and (elapsed - last_eval >= args.eval_seconds or step == args.steps):
                 last_eval = elapsed
                 print(f"{chr(10) if sys.stdout.isatty() else ''}step {step} ({elapsed:.0f} s, "
                       f"{tokens_seen / elapsed:,.0f} tok/s): train loss "
                       f"{estimate_loss(model, train_tokens, args, eval_rng):.3f}"
                       f", val loss {estimate_loss(model, val_tokens, args, eval_rng):.3f}", flush=True)
+    if not job.is_main:
+        return 130 if interrupted else 0
     if interrupted:
         save()
         print(f"\ninterrupted at step {step}: checkpoint saved to {checkpoint}; continue with "

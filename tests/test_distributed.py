@@ -169,3 +169,41 @@ def test_ring_cost_model():
     # 2(W−1) messages of n/W bytes: for W = 4, n = 1 MB, α = 1 µs, β = 1 ns/B: 6 µs + 1.5 ms
     assert dist.ring_cost(1e6, 4, 1e-6, 1e-9) == pytest.approx(6e-6 + 1.5e-3)
     assert dist.ring_cost(1e6, 1, 1e-6, 1e-9) == 0
+
+
+CLI_ARGS = ["gpt", "--steps", "5", "--batch-size", "4", "--block-size", "16", "--n-layer", "1", "--n-head", "2",
+            "--d-model", "16", "--eval-seconds", "0", "--sample-tokens", "5", "--backend", "numpy", "--lr", "1e-2"]
+
+
+def loss_lines(stdout):
+    return [line for line in stdout.splitlines() if "loss" in line]
+
+
+def test_cli_two_ranks_reach_the_losses_and_weights_of_one_rank(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("def add(a, b):\n    return a + b\n\nclass Point:\n    x = 0\n" * 60)
+    args = CLI_ARGS + ["--corpus", corpus]
+    one = subprocess.run([sys.executable, "-m", "minigrad"] + [str(a) for a in args + ["--checkpoint", tmp_path / "one.npz"]],
+                         capture_output=True, text=True, timeout=TIMEOUT,
+                         env=dist.launch.job_environment(extra=dict(PYTHONPATH=PYTHONPATH)))
+    two = run(["-m", "minigrad"] + args + ["--checkpoint", tmp_path / "two.npz"])
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    assert len(loss_lines(two.stdout)) == 5 + 1  # rank 0 alone prints: one report per step and the summary
+    assert [line.split("tok/s")[1] for line in loss_lines(one.stdout)[:-1]] == \
+           [line.split("tok/s")[1] for line in loss_lines(two.stdout)[:-1]]
+    assert loss_lines(one.stdout)[-1].split(";")[1] == loss_lines(two.stdout)[-1].split(";")[1]
+    a, b = mg.load(tmp_path / "one.npz"), mg.load(tmp_path / "two.npz")
+    mg.manual_seed(0)  # the CLI's default --seed: the initial weights of both runs
+    start = nn.GPT(vocab_size=int(a["config.vocab_size"].item()), block_size=16, n_layer=1, n_head=2, d_model=16)
+    moved = 0.0
+    for name, p in start.state_dict().items():
+        np.testing.assert_allclose(b[name].data, a[name].data, rtol=1e-5, atol=1e-6, err_msg=name)
+        moved = max(moved, float(np.abs(a[name].data - p.data).max()))
+    assert moved > 1e-3  # the runs trained: equal weights are not just the initial ones
+
+
+def test_cli_global_batch_not_divisible_by_world_size_exits_2_on_every_rank(tmp_path):
+    proc = run(["-m", "minigrad", "gpt", "--batch-size", "3", "--steps", "1", "--checkpoint", tmp_path / "x.npz"])
+    assert proc.returncode == 2
+    assert proc.stderr.count("global batch size 3 does not divide by the world size 2") == 2
+    assert "corpus" not in proc.stdout  # stopped before training
