@@ -221,3 +221,79 @@ def test_lstm_bad_input():
         lstm(mg.zeros(2, 5, 4))
     with pytest.raises(ValueError, match=r"LSTM expected an initial state of shape \(1, 2, 4\), got \(1, 3, 4\)"):
         lstm(mg.zeros(2, 5, 3), (mg.zeros(1, 3, 4), mg.zeros(1, 3, 4)))
+
+
+# ----- the fused layers: one op per layer, against the unfused composition of cells ----------------
+def test_fused_layer_ops_gradcheck():
+    from minigrad.nn.recurrent import lstm_layer, rnn_tanh_layer
+    T, B, H = 4, 2, 3
+    gx, h0, c0 = t64(rng(30).standard_normal((T, B, 4 * H))), t64(rng(31).standard_normal((B, H))), \
+        t64(rng(32).standard_normal((B, H)))
+    w_hh = t64(rng(33).standard_normal((4 * H, H)) * 0.5)
+    assert mg.gradcheck(lstm_layer, [gx, h0, c0, w_hh])
+    assert mg.gradcheck(rnn_tanh_layer, [t64(gx.data[..., :H]), h0, t64(w_hh.data[:H])])
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_fused_layers_equal_the_composition_of_cells(cell):
+    """Values and every gradient of nn.RNN / nn.LSTM (fused) against a loop of F.rnn_tanh_cell / F.lstm_cell."""
+    mg.manual_seed(9)
+    layer = to_float64(nn.LSTM(3, 4, num_layers=2) if cell == "lstm" else nn.RNN(3, 4, num_layers=2))
+    x = t64(rng(34).standard_normal((2, 6, 3)))
+    h0, c0 = t64(rng(35).standard_normal((2, 2, 4))), t64(rng(36).standard_normal((2, 2, 4)))
+    weights = t64(rng(37).standard_normal((2, 6, 4)), requires_grad=False)
+
+    def loss_of(out, h_n, c_n=None):  # every output counts, with unequal weights
+        total = (out * weights).sum() + (h_n * h_n).sum()
+        return total if c_n is None else total + (c_n * c_n * c_n).sum()
+
+    if cell == "lstm":
+        out, (h_n, c_n) = layer(x, (h0, c0))
+        fused = loss_of(out, h_n, c_n)
+    else:
+        out, h_n = layer(x, h0)
+        fused = loss_of(out, h_n)
+    fused.backward()
+    fused_grads = [x.grad, h0.grad, c0.grad] + [p.grad for p in layer.parameters()]
+    for t in [x, h0, c0] + list(layer.parameters()):
+        t.grad = None
+
+    steps = [x[:, t] for t in range(6)]
+    finals_h, finals_c = [], []
+    for k in range(2):
+        w_ih, w_hh, b_ih, b_hh = (getattr(layer, f"{n}_l{k}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        h, c = h0[k], c0[k]
+        outs = []
+        for x_t in steps:
+            if cell == "lstm":
+                h, c = F.lstm_cell(x_t, h, c, w_ih, w_hh, b_ih, b_hh)
+            else:
+                h = F.rnn_tanh_cell(x_t, h, w_ih, w_hh, b_ih, b_hh)
+            outs.append(h)
+        steps = outs
+        finals_h.append(h)
+        finals_c.append(c)
+    composed_out = mg.stack(steps, dim=1)
+    composed = loss_of(composed_out, mg.stack(finals_h), mg.stack(finals_c) if cell == "lstm" else None)
+    np.testing.assert_allclose(fused.data, composed.data, rtol=1e-12)
+    composed.backward()
+    composed_grads = [x.grad, h0.grad, c0.grad] + [p.grad for p in layer.parameters()]
+    if cell == "rnn":
+        assert fused_grads[2] is None and composed_grads[2] is None  # c0 is not an RNN input
+        fused_grads, composed_grads = fused_grads[:2] + fused_grads[3:], composed_grads[:2] + composed_grads[3:]
+    for got, want in zip(fused_grads, composed_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_fused_lstm_saturated_gates_stay_exact():
+    """Pre-activations of ±30: σ via ½ + ½·tanh(x/2) still gives gates in [0, 1] and finite gradients."""
+    from minigrad.nn.recurrent import lstm_layer
+    gx = t64(np.concatenate([np.full((3, 2, 4), 30.0), np.full((3, 2, 4), -30.0)], axis=-1))  # (T, B, 4H), H = 2
+    h0, c0 = t64(np.zeros((2, 2))), t64(np.ones((2, 2)))
+    out = lstm_layer(gx, h0, c0, t64(np.zeros((8, 2))))
+    i, f, g, o = 1.0, 1.0, np.tanh(-30.0), 1 / (1 + np.exp(30.0))  # blocks i, f = +30; g, o = −30
+    c = 1.0 + np.cumsum(np.full(3, i * g))                        # c_t = f c_{t−1} + i g
+    np.testing.assert_allclose(out.data[1, :, 0, 0], c, rtol=1e-12)
+    np.testing.assert_allclose(out.data[0, :, 0, 0], o * np.tanh(c), rtol=1e-6, atol=1e-15)
+    out.sum().backward()
+    assert np.all(np.isfinite(gx.grad)) and np.all(np.isfinite(c0.grad))

@@ -3,6 +3,7 @@
 Parameter names, shapes, gate order (i, f, g, o) and initialisation
 U(−1/√hidden, 1/√hidden) are PyTorch's, so state dicts move both ways.
 """
+import functools
 import math
 
 import numpy as np
@@ -37,6 +38,158 @@ def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
     g, o = tanh(gates[..., 2 * H:3 * H]), sigmoid(gates[..., 3 * H:])
     c = f * c + i * g
     return o * tanh(c), c
+
+
+@functools.lru_cache(maxsize=16)
+def _gate_scale(H, dtype):
+    """(4H,) ½ on the σ gates i, f, o and 1 on the tanh gate g (see lstm_gate_activations); read-only, shared."""
+    scale = np.full(4 * H, 0.5, dtype=dtype)
+    scale[2 * H:3 * H] = 1
+    scale.flags.writeable = False
+    return scale
+
+
+def lstm_gate_activations(a):
+    """σ on the i, f, o blocks and tanh on the g block of pre-activations a (B, 4H), in place; returns a.
+
+    σ(x) = ½ + ½·tanh(x/2), so all four blocks take one tanh over the whole row: scale the σ blocks by ½,
+    tanh, then ½·u + ½ on the σ blocks (exact up to rounding in absolute terms; gates lie in [0, 1]).
+    """
+    scale = _gate_scale(a.shape[-1] // 4, a.dtype)
+    a *= scale
+    np.tanh(a, out=a)
+    a *= scale
+    a += 1 - scale                                                     # + ½ on i, f, o; + 0 on g
+    return a
+
+
+def rnn_step_forward(gx, h, w_hh):
+    """One tanh RNN step with the input part precomputed: h_t = tanh(gx_t + h_{t−1} W_hhᵀ) (lesson 03_rnn).
+
+    gx_t = x_t W_ihᵀ + b_ih + b_hh (B, H), h_{t−1} (B, H), W_hh (H, H) → h_t (B, H).
+    """
+    out = h @ w_hh.T                                                   # (B, H)
+    out += gx
+    return np.tanh(out, out=out)
+
+
+def rnn_step_backward(dh, h_new, w_hh):
+    """The step's backward from dL/dh_t: dz = dh ∘ (1 − h_t²) (the gradient of gx_t), dh_{t−1} = dz W_hh.
+
+    Returns (dz, dh_{t−1}); dW_hh = Σ_t dz_tᵀ h_{t−1} is summed over all steps at once by the caller.
+    """
+    dz = h_new * h_new
+    np.subtract(1, dz, out=dz)
+    dz *= dh                                                           # (B, H)
+    return dz, dz @ w_hh
+
+
+def lstm_step_forward(gx, h, c, w_hh, gates, c_new, tanh_c, h_new):
+    """One LSTM step with the input part precomputed (lesson 03_rnn), gates in PyTorch's order i, f, g, o:
+
+        [i, f, g, o] = σ, σ, tanh, σ of (gx_t + h_{t−1} W_hhᵀ)    gx_t = x_t W_ihᵀ + b_ih + b_hh  (B, 4H)
+        c_t = f ⊙ c_{t−1} + i ⊙ g,   h_t = o ⊙ tanh(c_t)
+
+    Writes the gates (B, 4H), c_t, tanh(c_t) and h_t (B, H) into the arrays given (the backward step
+    reads the gates and tanh(c_t) again, so the layer keeps them for every step).
+    """
+    H = c.shape[-1]
+    np.matmul(h, w_hh.T, out=gates)                                    # (B, 4H)
+    gates += gx
+    lstm_gate_activations(gates)
+    i, f, g, o = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]
+    np.multiply(f, c, out=c_new)
+    c_new += i * g
+    np.tanh(c_new, out=tanh_c)
+    np.multiply(o, tanh_c, out=h_new)
+
+
+def lstm_step_backward(dh, dc, c_prev, gates, tanh_c, w_hh, dgates):
+    """The step's backward from dL/dh_t and dL/dc_t (dc from step t+1 and from c_t itself); updates dc in place:
+
+        dc ← dc + dh ⊙ o ⊙ (1 − tanh²c_t)
+        d[i, f, g, o] = [dc ⊙ g, dc ⊙ c_{t−1}, dc ⊙ i, dh ⊙ tanh c_t] ⊙ [σ′, σ′, tanh′, σ′],  σ′ = σ − σ², tanh′ = 1 − g²
+        dc_{t−1} = dc ⊙ f,   dh_{t−1} = d[i, f, g, o] W_hh
+
+    Writes d[i, f, g, o] (B, 4H), the gradient of gx_t, into dgates; returns (dh_{t−1}, dc_{t−1}).
+    """
+    H = c_prev.shape[-1]
+    i, f, g, o = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]
+    through_h = tanh_c * tanh_c                                        # (B, H)
+    np.subtract(1, through_h, out=through_h)
+    through_h *= o
+    through_h *= dh
+    dc += through_h
+    np.multiply(dc, g, out=dgates[:, :H])
+    np.multiply(dc, c_prev, out=dgates[:, H:2 * H])
+    np.multiply(dc, i, out=dgates[:, 2 * H:3 * H])
+    np.multiply(dh, tanh_c, out=dgates[:, 3 * H:])
+    square = gates * gates                                             # (B, 4H)
+    slope = gates - square                                             # σ′ = σ − σ²
+    np.subtract(1, square[:, 2 * H:3 * H], out=slope[:, 2 * H:3 * H])  # tanh′ = 1 − g²
+    dgates *= slope
+    dc *= f
+    return dgates @ w_hh, dc
+
+
+def rnn_tanh_layer(gx, h0, w_hh):
+    """All T steps of h_t = tanh(gx_t + h_{t−1} W_hhᵀ) as one op (lesson 03_rnn): gx (T, B, H) → hs (T, B, H).
+
+    gx = x W_ihᵀ + b for every step at once (one big matmul instead of T small ones). Backward through time
+    runs `rnn_step_backward` from t = T−1 down to 0, then sums dW_hh = Σ_t dz_tᵀ h_{t−1} in one matmul.
+    """
+    gx, h0, w_hh = _same_float(gx, h0, w_hh)
+    gxd, wd = gx.data, w_hh.data
+    hs = np.empty_like(gxd)                                            # (T, B, H)
+    h = h0.data
+    for t in range(gxd.shape[0]):
+        h = hs[t] = rnn_step_forward(gxd[t], h, wd)
+
+    def backward(grad):                                                # grad: dL/dhs (T, B, H)
+        dz = np.empty_like(hs)
+        dh = np.zeros_like(h0.data)
+        for t in reversed(range(hs.shape[0])):
+            dz[t], dh = rnn_step_backward(grad[t] + dh, hs[t], wd)
+        h_prev = np.concatenate([h0.data[None], hs[:-1]])              # (T, B, H)
+        H = wd.shape[0]
+        return dz, dh, dz.reshape(-1, H).T @ h_prev.reshape(-1, H)
+    return Tensor.from_op(hs, (gx, h0, w_hh), backward, "rnn_tanh_layer")
+
+
+def lstm_layer(gx, h0, c0, w_hh):
+    """All T LSTM steps as one op (lesson 03_rnn): gx (T, B, 4H) → (2, T, B, H), every h_t then every c_t.
+
+    gx = x W_ihᵀ + b_ih + b_hh for every step at once (one big matmul instead of T small ones). Backward
+    through time runs `lstm_step_backward` from t = T−1 down to 0, then sums dW_hh = Σ_t dgates_tᵀ h_{t−1}
+    in one matmul.
+    """
+    gx, h0, c0, w_hh = _same_float(gx, h0, c0, w_hh)
+    gxd, wd = gx.data, w_hh.data
+    T, B, H = gxd.shape[0], gxd.shape[1], wd.shape[1]
+    out = np.empty((2, T, B, H), dtype=gxd.dtype)                      # [h_t for every t, c_t for every t]
+    hs, cs = out
+    gates, tanh_c = np.empty_like(gxd), np.empty_like(hs)              # (T, B, 4H), (T, B, H)
+    h, c = h0.data, c0.data
+    for t in range(T):
+        lstm_step_forward(gxd[t], h, c, wd, gates[t], cs[t], tanh_c[t], hs[t])
+        h, c = hs[t], cs[t]
+
+    def backward(grad):                                                # grad: (2, T, B, H)
+        dgx = np.empty_like(gates)                                     # (T, B, 4H)
+        dh, dc = np.zeros_like(h0.data), np.zeros_like(c0.data)
+        for t in reversed(range(T)):
+            c_prev = cs[t - 1] if t else c0.data
+            dc += grad[1, t]
+            dh, dc = lstm_step_backward(grad[0, t] + dh, dc, c_prev, gates[t], tanh_c[t], wd, dgx[t])
+        h_prev = np.concatenate([h0.data[None], hs[:-1]])              # (T, B, H)
+        return dgx, dh, dc, dgx.reshape(-1, 4 * H).T @ h_prev.reshape(-1, H)
+    return Tensor.from_op(out, (gx, h0, c0, w_hh), backward, "lstm_layer")
+
+
+def _same_float(*tensors):
+    """The tensors in the first one's dtype (the states and weights follow the input projection)."""
+    dtype = tensors[0].dtype
+    return [t if t.dtype == dtype else t.to(dtype) for t in tensors]
 
 
 def _check_state(name, state, expected):
@@ -109,7 +262,7 @@ class _Recurrent(Module):
         return tuple(getattr(self, f"{n}_l{k}", None) for n in names)
 
     def _sequence(self, x):
-        """The input as a list of T steps (B, input_size), and whether it came unbatched."""
+        """The input time-major (T, B, input_size), and whether it came unbatched."""
         name, I = type(self).__name__, self.input_size
         x = as_tensor(x)
         layout = f"(B, T, {I})" if self.batch_first else f"(T, B, {I})"
@@ -117,10 +270,14 @@ class _Recurrent(Module):
             raise ValueError(f"{name} expected input {layout} or unbatched (T, {I}), got shape {x.shape}")
         unbatched = x.ndim == 2
         if unbatched:
-            x = x.unsqueeze(0 if self.batch_first else 1)
-        time_dim = 1 if self.batch_first else 0
-        steps = [x[:, t] if self.batch_first else x[t] for t in range(x.shape[time_dim])]
-        return steps, x.shape[1 - time_dim], unbatched
+            return x.unsqueeze(1), True                                # (T, 1, I)
+        return (x.transpose(0, 1) if self.batch_first else x), False   # (T, B, I)
+
+    def _input_projection(self, x, k):
+        """gx = x W_ihᵀ + b_ih + b_hh for every time step of layer k at once: (T, B, in) → (T, B, gates·H)."""
+        w_ih, _, b_ih, b_hh = self.layer_parameters(k)
+        gx = linear(x, w_ih, b_ih)
+        return gx if b_hh is None else gx + b_hh
 
     def _initial(self, state, batch, unbatched, like):
         """An initial state (num_layers, B, hidden) (zeros when None), as a list of per-layer (B, hidden)."""
@@ -134,9 +291,11 @@ class _Recurrent(Module):
         _check_state(type(self).__name__, state, expected)
         return [state[k] for k in range(self.num_layers)]
 
-    def _stack_output(self, steps, unbatched):
-        out = stack(steps, dim=1 if self.batch_first else 0)          # (B, T, hidden) or (T, B, hidden)
-        return out.squeeze(0 if self.batch_first else 1) if unbatched else out
+    def _output(self, out, unbatched):
+        """The last layer's hs (T, B, H) in the caller's layout: (B, T, H), (T, B, H) or unbatched (T, H)."""
+        if unbatched:
+            return out.squeeze(1)
+        return out.transpose(0, 1) if self.batch_first else out
 
     def extra_repr(self):
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
@@ -157,17 +316,13 @@ class RNN(_Recurrent):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first)
 
     def forward(self, x, h0=None):
-        steps, batch, unbatched = self._sequence(x)
-        h_last = self._initial(h0, batch, unbatched, steps[0])
+        x, unbatched = self._sequence(x)                               # (T, B, input_size)
+        h_last = self._initial(h0, x.shape[1], unbatched, x)
         for k in range(self.num_layers):
-            h, params = h_last[k], self.layer_parameters(k)
-            outputs = []
-            for x_t in steps:
-                h = rnn_tanh_cell(x_t, h, *params)                     # (B, hidden)
-                outputs.append(h)
-            steps, h_last[k] = outputs, h
+            x = rnn_tanh_layer(self._input_projection(x, k), h_last[k], self.layer_parameters(k)[1])  # (T, B, hidden)
+            h_last[k] = x[-1]
         h_n = stack(h_last, dim=0)                                     # (num_layers, B, hidden)
-        return self._stack_output(steps, unbatched), h_n.squeeze(1) if unbatched else h_n
+        return self._output(x, unbatched), h_n.squeeze(1) if unbatched else h_n
 
 
 class LSTM(_Recurrent):
@@ -180,18 +335,14 @@ class LSTM(_Recurrent):
     gates = 4
 
     def forward(self, x, state=None):
-        steps, batch, unbatched = self._sequence(x)
+        x, unbatched = self._sequence(x)                               # (T, B, input_size)
         h0, c0 = (None, None) if state is None else state
-        h_last = self._initial(h0, batch, unbatched, steps[0])
-        c_last = self._initial(c0, batch, unbatched, steps[0])
+        h_last = self._initial(h0, x.shape[1], unbatched, x)
+        c_last = self._initial(c0, x.shape[1], unbatched, x)
         for k in range(self.num_layers):
-            h, c, params = h_last[k], c_last[k], self.layer_parameters(k)
-            outputs = []
-            for x_t in steps:
-                h, c = lstm_cell(x_t, h, c, *params)                   # (B, hidden) each
-                outputs.append(h)
-            steps, h_last[k], c_last[k] = outputs, h, c
+            hc = lstm_layer(self._input_projection(x, k), h_last[k], c_last[k], self.layer_parameters(k)[1])  # (2, T, B, H)
+            x, h_last[k], c_last[k] = hc[0], hc[0, -1], hc[1, -1]
         h_n, c_n = stack(h_last, dim=0), stack(c_last, dim=0)          # (num_layers, B, hidden)
         if unbatched:
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
-        return self._stack_output(steps, unbatched), (h_n, c_n)
+        return self._output(x, unbatched), (h_n, c_n)
