@@ -175,7 +175,7 @@ def test_gpt_bad_input_names_the_values():
     with pytest.raises(ValueError, match="float"):
         model(np.zeros((1, 3)))
     with pytest.raises(ValueError, match="temperature"):
-        model.generate(np.zeros((1, 1), np.int64), 2, temperature=0)
+        model.generate(np.zeros((1, 1), np.int64), 2, temperature=-0.5)
 
 
 def test_generate_is_deterministic_under_manual_seed():

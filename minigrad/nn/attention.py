@@ -232,6 +232,44 @@ def kernel_attention(q, k, v, is_causal, backend):
                           f"scaled_dot_product_attention[{backend}]")
 
 
+class KVCache:
+    """The keys and values one attention layer has computed so far, for generation (lesson
+    `10_tokens_and_generation`): a new token's query attends to every earlier key, and those keys do not
+    change when tokens are appended, so they are kept instead of recomputed.
+
+    k, v: (B, H, max_len, hd) buffers, of which the first `length` positions are filled. Appending costs
+    the new tokens only; attending costs O(length) per new token instead of the O(length²) of a full
+    recomputation.
+    """
+
+    def __init__(self, batch_size, num_heads, max_len, head_dim, dtype=np.float32):
+        self.k = np.zeros((batch_size, num_heads, max_len, head_dim), dtype)  # (B, H, max_len, hd)
+        self.v = np.zeros_like(self.k)
+        self.length = 0
+
+    @property
+    def max_len(self):
+        return self.k.shape[2]
+
+    def append(self, k, v):
+        """Store k, v (B, H, T, hd) after the cached positions; returns the keys and values of all of them."""
+        start, end = self.length, self.length + k.shape[2]
+        if k.shape[:2] != self.k.shape[:2] or k.shape[3] != self.k.shape[3] or k.shape != v.shape:
+            raise ValueError(f"KVCache: k {k.shape} and v {v.shape} do not fit a cache of shape {self.k.shape} "
+                             "(B, H, max_len, hd)")
+        if end > self.max_len:
+            raise ValueError(f"KVCache: {start} cached + {k.shape[2]} new positions exceed max_len {self.max_len}")
+        self.k[:, :, start:end], self.v[:, :, start:end] = k, v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]  # (B, H, end, hd) views
+
+
+def cached_causal_mask(new, total):
+    """Boolean (new, total) mask for `new` queries at the last positions of `total`: query i (at position
+    total − new + i) may see keys j ≤ total − new + i (the causal mask aligned bottom-right)."""
+    return np.tril(np.ones((new, total), dtype=bool), k=total - new)
+
+
 def xavier_uniform(shape, fan_in, fan_out):
     """U(−a, a) with a = √(6 / (fan_in + fan_out)) (Glorot & Bengio), PyTorch's init for in_proj_weight."""
     bound = math.sqrt(6.0 / (fan_in + fan_out))
@@ -248,12 +286,15 @@ class MultiheadAttention(Module):
     Parameters: `in_proj_weight` (3E, E), `in_proj_bias` (3E,), `out_proj.weight` (E, E), `out_proj.bias` (E,)
     — the names and shapes of `torch.nn.MultiheadAttention`, so state dicts move both ways.
 
-    forward(x, attn_mask=None, is_causal=False) takes x (B, T, E) (or (T, B, E) with batch_first=False)
-    and returns the output only, of x's shape; PyTorch returns (output, weights) and takes separate
+    forward(x, attn_mask=None, is_causal=False, kv_cache=None) takes x (B, T, E) (or (T, B, E) with
+    batch_first=False) and returns the output only, of x's shape; PyTorch returns (output, weights) and takes separate
     query, key and value. attn_mask follows PyTorch's MultiheadAttention convention, the OPPOSITE of
     scaled_dot_product_attention's: boolean True = NOT allowed to attend; a float mask is added. Its shape
     is (T, T) or (B·H, T, T). With an attn_mask, is_causal is only a hint (as in PyTorch) and the mask is
     used as given; without one, is_causal=True applies the causal mask.
+
+    With a `KVCache` (generation, no gradient), x holds only the new tokens: their keys and values are
+    appended to the cache and their queries attend causally to everything cached.
     """
 
     def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, batch_first=True):
@@ -269,7 +310,7 @@ class MultiheadAttention(Module):
         if bias:
             self.out_proj.bias.data[...] = 0  # PyTorch zeroes both projection biases at init
 
-    def forward(self, x, attn_mask=None, is_causal=False):
+    def forward(self, x, attn_mask=None, is_causal=False, kv_cache=None):
         x = as_tensor(x)
         if x.ndim != 3 or x.shape[-1] != self.embed_dim:
             layout = "(B, T, E)" if self.batch_first else "(T, B, E)"
@@ -284,11 +325,31 @@ class MultiheadAttention(Module):
         # costs less in the backward pass than slicing a (B, T, 3E) activation
         q, k, v = (linear(x, W[i * E:(i + 1) * E], None if b is None else b[i * E:(i + 1) * E])
                    .reshape(B, T, H, hd).transpose(1, 2) for i in range(3))  # (B, H, T, hd) each
-        mask = None if attn_mask is None else self._sdpa_mask(attn_mask, B, T)
-        y = scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
-                                         dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, hd)
+        if kv_cache is not None:
+            y = self._attend_cached(q, k, v, kv_cache, attn_mask, is_causal)  # (B, H, T, hd)
+        else:
+            mask = None if attn_mask is None else self._sdpa_mask(attn_mask, B, T)
+            y = scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
+                                             dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, hd)
         y = self.out_proj(y.transpose(1, 2).reshape(B, T, E))  # (B, T, E)
         return y if self.batch_first else y.transpose(0, 1)
+
+    def _attend_cached(self, q, k, v, cache, attn_mask, is_causal):
+        """The new queries (B, H, T, hd) against the cached keys and values followed by their own."""
+        if attn_mask is not None or not is_causal:
+            raise ValueError("MultiheadAttention: a kv_cache is for causal self-attention (is_causal=True, "
+                             "no attn_mask)")
+        if q.requires_grad:
+            raise ValueError("MultiheadAttention: a kv_cache holds plain arrays and passes no gradient; "
+                             "run it under mg.no_grad() (generation)")
+        T = q.shape[2]
+        keys, values = cache.append(k.data, v.data)  # (B, H, S, hd), S = positions cached so far + T
+        S = keys.shape[2]
+        if T == 1:  # one new token sees every key: no mask
+            return scaled_dot_product_attention(q, Tensor(keys), Tensor(values))
+        if S == T:  # an empty cache: the ordinary causal attention over the prompt
+            return scaled_dot_product_attention(q, Tensor(keys), Tensor(values), is_causal=True)
+        return scaled_dot_product_attention(q, Tensor(keys), Tensor(values), attn_mask=cached_causal_mask(T, S))
 
     def _sdpa_mask(self, attn_mask, B, T):
         """PyTorch's MHA mask (True = blocked; (T, T) or (B·H, T, T)) → SDPA's (True = take part; (B, H, T, T))."""

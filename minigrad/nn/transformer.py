@@ -14,7 +14,7 @@ from ..random import generator
 from ..tensor import Tensor
 from ..utils.checkpoint import checkpoint as recompute_in_backward
 from .activation import GELU
-from .attention import MultiheadAttention
+from .attention import KVCache, MultiheadAttention
 from .dropout import Dropout
 from .embedding import Embedding
 from .linear import Linear
@@ -39,8 +39,8 @@ class TransformerBlock(Module):
         self.mlp = Sequential(Linear(d_model, 4 * d_model), GELU(), Linear(4 * d_model, d_model))
         self.drop = Dropout(dropout)
 
-    def forward(self, x):  # x: (B, T, d)
-        x = x + self.drop(self.attn(self.ln1(x), is_causal=self.causal))  # (B, T, d)
+    def forward(self, x, kv_cache=None):  # x: (B, T, d)
+        x = x + self.drop(self.attn(self.ln1(x), is_causal=self.causal, kv_cache=kv_cache))  # (B, T, d)
         return x + self.drop(self.mlp(self.ln2(x)))  # (B, T, d)
 
 
@@ -108,54 +108,117 @@ class GPT(Module):
             normal(block.attn.out_proj.weight, 0.02 / math.sqrt(2 * n_layer))
             normal(block.mlp[2].weight, 0.02 / math.sqrt(2 * n_layer))
 
-    def forward(self, idx):
+    def forward(self, idx, kv_caches=None):
+        """Logits (B, T, V) for tokens idx (B, T). With kv_caches (one KVCache per block, from
+        new_kv_caches), idx holds only the tokens after the cached ones, at positions cached … cached + T − 1."""
         idx = idx.data if isinstance(idx, Tensor) else np.asarray(idx)
         if idx.ndim != 2 or idx.dtype.kind not in "iu":
             raise ValueError(f"GPT expects integer token ids of shape (B, T), got shape {tuple(idx.shape)} "
                              f"and dtype {idx.dtype}")
         B, T = idx.shape
-        if T > self.block_size:
-            raise ValueError(f"GPT: sequence length {T} exceeds block_size {self.block_size}; crop the input "
+        start = 0 if kv_caches is None else kv_caches[0].length
+        if start + T > self.block_size:
+            raise ValueError(f"GPT: sequence length {start + T} exceeds block_size {self.block_size}; crop the input "
                              f"to its last {self.block_size} tokens")
-        h = self.drop(self.wte(Tensor(idx)) + self.wpe(Tensor(np.arange(T))))  # (B, T, d)
-        for block in self.blocks:
-            h = recompute_in_backward(block, h) if self.checkpoint else block(h)  # (B, T, d)
+        h = self.drop(self.wte(Tensor(idx)) + self.wpe(Tensor(np.arange(start, start + T))))  # (B, T, d)
+        for i, block in enumerate(self.blocks):
+            if kv_caches is not None:
+                h = block(h, kv_cache=kv_caches[i])  # (B, T, d)
+            else:
+                h = recompute_in_backward(block, h) if self.checkpoint else block(h)  # (B, T, d)
         return self.lm_head(self.ln_f(h))  # (B, T, V)
 
+    def new_kv_caches(self, batch_size):
+        """One empty KVCache per block, block_size positions long."""
+        attn = self.blocks[0].attn
+        return [KVCache(batch_size, attn.num_heads, self.block_size, attn.head_dim, self.wte.weight.dtype)
+                for _ in self.blocks]
+
     @no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True):
         """Extend idx (B, T) by max_new_tokens sampled tokens, one at a time; returns (B, T + max_new_tokens).
 
-        Each step feeds the last block_size tokens, divides the last position's logits by temperature
-        (< 1 sharpens, > 1 flattens), keeps only the top_k largest if given, and samples from the
-        softmax with minigrad's generator, so `mg.manual_seed` makes the result reproducible. Returns a
-        Tensor if idx was one, else a NumPy array. Call model.eval() first to turn dropout off.
+        Each step takes the logits of the last position, conditioned on the last block_size tokens, and
+        draws the next token from sampling_probs(logits, temperature, top_k, top_p) with minigrad's
+        generator (`mg.manual_seed` makes it reproducible); temperature=0 takes the most likely token.
+
+        use_cache=True keeps each layer's keys and values (KVCache): the prompt is run once, then each
+        step feeds only the newest token, O(T) work per token instead of O(T²). Once the text is longer
+        than block_size the window slides, every position embedding shifts and the cached keys no longer
+        hold, so from then on each step recomputes the cropped window, as use_cache=False does: the tokens
+        are the same either way. Returns a Tensor if idx was one, else a NumPy array. Call model.eval()
+        first to turn dropout off.
         """
         as_tensor = isinstance(idx, Tensor)
         idx = np.array(idx.data if as_tensor else idx, dtype=np.int64)
-        if idx.ndim != 2:
-            raise ValueError(f"GPT.generate expects token ids of shape (B, T), got shape {idx.shape}")
-        if temperature <= 0:
-            raise ValueError(f"GPT.generate: temperature must be > 0, got {temperature} (use top_k=1 for "
-                             "greedy decoding)")
-        if top_k is not None and not 1 <= top_k:
-            raise ValueError(f"GPT.generate: top_k must be >= 1, got {top_k}")
+        if idx.ndim != 2 or idx.shape[1] == 0:
+            raise ValueError(f"GPT.generate expects token ids of shape (B, T) with T >= 1, got shape {idx.shape}")
+        check_sampling(temperature, top_k, top_p)
+        caches = None
         for _ in range(max_new_tokens):
-            logits = self(idx[:, -self.block_size:]).data[:, -1, :].astype(np.float64)  # (B, V)
-            idx = np.concatenate([idx, sample_next(logits, temperature, top_k)[:, None]], axis=1)
+            T = idx.shape[1]
+            if not use_cache or T > self.block_size:
+                logits = self(idx[:, -self.block_size:])  # (B, min(T, block_size), V)
+            elif caches is None:
+                caches = self.new_kv_caches(idx.shape[0])
+                logits = self(idx, kv_caches=caches)  # the prompt fills the caches: (B, T, V)
+            else:
+                logits = self(idx[:, -1:], kv_caches=caches)  # the newest token only: (B, 1, V)
+            probs = sampling_probs(logits.data[:, -1, :].astype(np.float64), temperature, top_k, top_p)  # (B, V)
+            idx = np.concatenate([idx, sample_from(probs)[:, None]], axis=1)
         return Tensor(idx) if as_tensor else idx
 
 
-def sample_next(logits, temperature=1.0, top_k=None):
-    """One token per row from p = softmax(logits / temperature), restricted to the top_k largest logits.
+def check_sampling(temperature, top_k, top_p):
+    if not temperature >= 0:  # also refuses NaN
+        raise ValueError(f"temperature must be >= 0 (0 takes the most likely token), got {temperature}")
+    if top_k is not None and (isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1):
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
 
-    Sampling by inverting the CDF with one uniform draw per row from minigrad's generator.
+
+def sampling_probs(logits, temperature=1.0, top_k=None, top_p=None):
+    """The distribution the next token is drawn from, per row of logits (B, V) → (B, V) (lesson 10):
+
+        p = softmax(logits / temperature)                   < 1 sharpens, > 1 flattens
+        top_k: keep the k largest p (ties at the k-th value all stay), renormalise
+        top_p: keep the smallest set of largest p whose sum reaches top_p (nucleus sampling), renormalise
+        temperature = 0: all mass on the largest logit (the first one on a tie, like argmax)
+
+    In that order, as in Hugging Face's samplers.
     """
-    logits = logits / temperature  # (B, V)
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = np.partition(logits, -top_k, axis=-1)[:, -top_k, None]  # (B, 1)
-        logits = np.where(logits < kth, -np.inf, logits)
-    p = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    cdf = np.cumsum(p, axis=-1)  # (B, V), unnormalised
-    u = generator().random((logits.shape[0], 1)) * cdf[:, -1:]
-    return np.minimum((cdf <= u).sum(axis=-1), logits.shape[-1] - 1)
+    check_sampling(temperature, top_k, top_p)
+    logits = np.asarray(logits, dtype=np.float64)
+    B, V = logits.shape
+    if temperature == 0:
+        probs = np.zeros((B, V))
+        probs[np.arange(B), logits.argmax(axis=-1)] = 1.0
+        return probs
+    z = logits / temperature
+    if top_k is not None and top_k < V:
+        kth = np.partition(z, -top_k, axis=-1)[:, -top_k, None]  # (B, 1)
+        z = np.where(z < kth, -np.inf, z)
+    probs = np.exp(z - z.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)
+    if top_p is not None and top_p < 1:
+        order = np.argsort(-probs, axis=-1, kind="stable")  # (B, V), most likely first
+        sorted_p = np.take_along_axis(probs, order, axis=-1)
+        before = np.cumsum(sorted_p, axis=-1) - sorted_p  # mass of the tokens ranked above each one
+        keep = np.zeros_like(probs, dtype=bool)
+        np.put_along_axis(keep, order, before < top_p, axis=-1)  # the top token always stays (before = 0)
+        probs = np.where(keep, probs, 0.0)
+        probs /= probs.sum(axis=-1, keepdims=True)
+    return probs
+
+
+def sample_from(probs):
+    """One index per row of probs (B, V), by inverting the CDF with one uniform draw from minigrad's generator."""
+    cdf = np.cumsum(probs, axis=-1)  # (B, V)
+    u = generator().random((probs.shape[0], 1)) * cdf[:, -1:]
+    return np.minimum((cdf <= u).sum(axis=-1), probs.shape[-1] - 1)
+
+
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None):
+    """One token per row of logits (B, V), drawn from sampling_probs(logits, temperature, top_k, top_p)."""
+    return sample_from(sampling_probs(logits, temperature, top_k, top_p))
