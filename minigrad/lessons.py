@@ -1,6 +1,7 @@
-"""The lessons from the command line: list them, or write student copies for a class.
+"""The lessons from the command line: open them, list them, or write student copies for a class.
 
-    python -m minigrad.lessons open          # JupyterLab on the lessons folder
+    python -m minigrad.lessons open                      # JupyterLab on the lessons folder
+    python -m minigrad.lessons open --student [--dir D]  # student copies in D (default ~/minigrad-student), opened
     python -m minigrad.lessons list
     python -m minigrad.lessons student OUTDIR [NOTEBOOK ...] [--lessons-dir DIR]
 
@@ -11,10 +12,17 @@ replaced by a stub, and the auto-check cells kept, so the student fills the
 gap and the check says whether it is right. Outputs from the first solution
 cell onwards are cleared, because they were produced by the solutions.
 
+Check cells must not give the answer away, so a check compares against an
+independent computation (gradcheck, autograd, a formula computed another way)
+or, for a number or a choice that nothing else can check, against a digest:
+`check_answer(answer, answer_digest(the_right_answer))` — the lesson stores
+only the digest, printed once by its author.
+
 Notebooks are read and written as plain JSON (nbformat 4), so this module
 needs neither Jupyter nor matplotlib, and `import minigrad` never loads it.
 """
 import argparse
+import hashlib
 import importlib.util
 import json
 import os
@@ -23,9 +31,48 @@ import sys
 from pathlib import Path
 
 SOLUTION_TAG = "solution"
+LESSON_METADATA = "minigrad"  # cell metadata of an exercise: {"wrong": "<a plausible wrong solution>"}
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError(\"write your solution here, then run the check below\")\n"
 MARKDOWN_STUB = "*Your answer here.*\n"
 DEFAULT_LESSONS_DIR = Path(__file__).resolve().parent.parent / "lessons"
+DEFAULT_STUDENT_DIR = Path.home() / "minigrad-student"
+DIGEST_SALT = "minigrad-lessons:"
+
+
+def _normalise(answer, digits):
+    """One canonical text for an answer: numbers to `digits` significant digits, text lower-cased and trimmed,
+    sequences element by element (so 0.70, 0.7 and 7e-1 give the same digest, and so do "B" and " b")."""
+    if isinstance(answer, (list, tuple)):
+        return "(" + ",".join(_normalise(a, digits) for a in answer) + ")"
+    if isinstance(answer, str):
+        return " ".join(answer.strip().lower().split())
+    if isinstance(answer, bool) or answer is None:
+        return repr(answer)
+    try:
+        number = float(answer)
+    except (TypeError, ValueError):
+        raise TypeError(f"answer must be a number, a string or a tuple of them, got {type(answer).__name__}") from None
+    if number == 0:
+        number = 0.0  # -0.0 and 0.0 are the same answer
+    return f"{number:.{digits}g}"
+
+
+def answer_digest(answer, digits=3):
+    """A short SHA-256 digest of an answer (numbers rounded to `digits` significant digits): a check cell stores this
+    instead of the answer, so a student copy does not reveal it."""
+    return hashlib.sha256((DIGEST_SALT + _normalise(answer, digits)).encode()).hexdigest()[:16]
+
+
+def check_answer(answer, digest, digits=3, hint=""):
+    """Raise AssertionError unless `answer` has the stored digest; print 'correct' when it does."""
+    if answer is NotImplemented or answer is Ellipsis:
+        raise AssertionError("no answer yet: replace the ... with your answer")
+    if answer_digest(answer, digits) != digest:
+        message = f"{answer!r} is not right"
+        if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+            message += f" (compared to {digits} significant digits)"
+        raise AssertionError(message + (f". {hint}" if hint else ""))
+    print("correct")
 
 
 def lesson_paths(lessons_dir=DEFAULT_LESSONS_DIR):
@@ -55,6 +102,11 @@ def is_solution(cell):
     return SOLUTION_TAG in cell.get("metadata", {}).get("tags", [])
 
 
+def planted_wrong_answer(cell):
+    """The plausible wrong solution an exercise cell keeps in its metadata (its check must reject it), or None."""
+    return cell.get("metadata", {}).get(LESSON_METADATA, {}).get("wrong")
+
+
 def _clear_outputs(cell):
     if cell["cell_type"] == "code":
         cell["outputs"] = []
@@ -71,6 +123,7 @@ def student_copy(notebook):
         if is_solution(cell):
             after_solution = True
             cell["source"] = CODE_STUB if cell["cell_type"] == "code" else MARKDOWN_STUB
+            cell["metadata"].pop(LESSON_METADATA, None)  # the planted wrong answer is for the tests, not a hint
         if after_solution:
             _clear_outputs(cell)
     return copy
@@ -129,12 +182,27 @@ def jupyter_command(lessons_dir, extra_args=(), as_root=False):
     return command + list(extra_args)
 
 
+def prepare_student_folder(folder, lessons_dir=DEFAULT_LESSONS_DIR):
+    """Write the student copy of every lesson that `folder` does not hold yet (a copy already there keeps the
+    student's work); return the paths written."""
+    folder = Path(folder)
+    if folder.resolve() == Path(lessons_dir).resolve():
+        raise ValueError(f"refusing to write student copies into the lessons folder {lessons_dir}: choose another --dir")
+    missing = [path for path in lesson_paths(lessons_dir) if not (folder / path.name).exists()]
+    return write_student_copies(folder, missing, lessons_dir) if missing else []
+
+
 def _open(args):
     if importlib.util.find_spec("jupyterlab") is None:
         raise FileNotFoundError('JupyterLab is not installed: run `pip install -e ".[lessons]"` first')
+    folder = args.lessons_dir
+    if args.student:
+        folder = args.dir
+        written = prepare_student_folder(folder, args.lessons_dir)
+        print(f"student copies in {folder}: {len(written)} new" + (" (existing copies kept)" if not written else ""))
     as_root = hasattr(os, "geteuid") and os.geteuid() == 0
     try:
-        return subprocess.call(jupyter_command(args.lessons_dir, args.jupyter_args, as_root))
+        return subprocess.call(jupyter_command(folder, args.jupyter_args, as_root))
     except KeyboardInterrupt:
         return 0
 
@@ -155,6 +223,11 @@ def main(argv=None):
     opener = commands.add_parser("open", parents=[lessons_dir],
                                  help="open the lessons in JupyterLab (the main job); other options "
                                       "(e.g. --no-browser, --port 8890) go on to jupyter lab")
+    opener.add_argument("--student", action="store_true",
+                        help="open student copies (solutions stubbed) instead of the lessons; copies already in "
+                             "the folder are kept, so your work is never overwritten")
+    opener.add_argument("--dir", type=Path, default=DEFAULT_STUDENT_DIR,
+                        help=f"folder for the student copies with --student (default: {DEFAULT_STUDENT_DIR})")
     opener.set_defaults(run=_open)
     commands.add_parser("list", parents=[lessons_dir],
                         help="list the lessons with their titles").set_defaults(run=_list)
