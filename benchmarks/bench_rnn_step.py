@@ -13,18 +13,16 @@ on both alike. Compare the ratios, not the absolute times.
 """
 import argparse
 import cProfile
-import os
-import platform
 import pstats
 
 import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_limits
 
 import minigrad as mg
 import minigrad.nn as nn
 import minigrad.nn.functional as F
 import minigrad.optim as optim
-from bench_gpt_step import interleaved_median_ms  # the same interleaved timing as the GPT benchmark
+from bench_gpt_step import interleaved_median_ms, machine  # the same timing and machine report as the GPT benchmark
 
 INPUT, HIDDEN, BATCH, STEPS, CLASSES = 32, 128, 16, 64, 10
 
@@ -69,23 +67,6 @@ def train_step(model, opt, x, y, cross_entropy):
     loss.backward()
     opt.step()
     return loss.item()
-
-
-def machine():
-    model = platform.processor() or "?"
-    flags = set()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    simd = " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16") if f in flags)
-    pools = ", ".join(f"{p['internal_api']} {p.get('architecture', '')} ({p['num_threads']} threads)"
-                      for p in threadpool_info())
-    return f"CPU {model} [{simd}], {os.cpu_count()} cores; thread pools: {pools}"
 
 
 def main():
