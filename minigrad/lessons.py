@@ -30,6 +30,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 SOLUTION_TAG = "solution"
 LESSON_METADATA = "minigrad"  # cell metadata of an exercise: {"wrong": "<a plausible wrong solution>"}
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError(\"write your solution here, then run the check below\")\n"
@@ -180,6 +182,37 @@ def jupyter_command(lessons_dir, extra_args=(), as_root=False):
     if as_root:
         command.append("--allow-root")
     return command + list(extra_args)
+
+
+def numpy_op(forward, backward, name="numpy_op"):
+    """A minigrad function made of a NumPy forward and a hand-written NumPy backward, so that `mg.gradcheck` can
+    check the backward rule a learner wrote:
+
+        forward(*arrays) -> (out, cache)          arrays: the inputs' float64 data
+        backward(grad_out, cache) -> grads        one gradient per input (a tuple, or one array for one input)
+
+    The returned function takes Tensors (or arrays) and returns a Tensor whose backward calls `backward`.
+    """
+    from .tensor import Tensor  # here, not at the top: `import minigrad` must not load this module
+
+    def op(*inputs):
+        tensors = tuple(x if isinstance(x, Tensor) else Tensor(x) for x in inputs)
+        out, cache = forward(*(t.data for t in tensors))
+
+        def rule(grad):
+            grads = backward(grad, cache)
+            grads = (grads,) if len(tensors) == 1 and not isinstance(grads, (tuple, list)) else tuple(grads)
+            if len(grads) != len(tensors):
+                raise ValueError(f"{name}: backward returned {len(grads)} gradients for {len(tensors)} inputs")
+            for k, (g, t) in enumerate(zip(grads, tensors)):
+                if g is not None and np.shape(g) != t.shape:
+                    raise ValueError(f"{name}: the gradient of input {k} has shape {np.shape(g)}, "
+                                     f"but the input has shape {t.shape}")
+            return grads
+
+        return Tensor.from_op(np.asarray(out), tensors, rule, name)
+
+    return op
 
 
 def prepare_student_folder(folder, lessons_dir=DEFAULT_LESSONS_DIR):

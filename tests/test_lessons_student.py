@@ -171,3 +171,29 @@ def test_answer_digest_hides_the_answer_and_accepts_equal_forms(capsys):
 def np_float(value):
     import numpy as np
     return np.float32(value)
+
+
+def test_numpy_op_turns_a_hand_written_backward_into_a_gradchecked_op():
+    import numpy as np
+    import minigrad as mg
+
+    def forward(x, w):
+        out = np.tanh(x @ w)
+        return out, (x, w, out)
+
+    def backward(g, cache):
+        x, w, out = cache
+        da = g * (1 - out ** 2)
+        return da @ w.T, x.T @ da
+
+    def backward_wrong(g, cache):
+        x, w, out = cache
+        return g @ w.T, x.T @ g  # forgets tanh's derivative
+
+    x = mg.tensor(np.random.default_rng(0).standard_normal((3, 4)), requires_grad=True)
+    w = mg.tensor(np.random.default_rng(1).standard_normal((4, 2)), requires_grad=True)
+    assert mg.gradcheck(lessons.numpy_op(forward, backward), (x, w))
+    with pytest.raises(mg.GradcheckError):
+        mg.gradcheck(lessons.numpy_op(forward, backward_wrong), (x, w))
+    with pytest.raises(ValueError, match="gradient of input 1 has shape"):
+        lessons.numpy_op(forward, lambda g, c: (g @ c[1].T, g))(x, w).sum().backward()
