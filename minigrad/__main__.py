@@ -3,7 +3,8 @@
     python -m minigrad gpt                       # train on Python's own docs, ~4 minutes on 2 cores
     python -m minigrad gpt --steps 200 --corpus my.txt --checkpoint my.npz
     python -m minigrad gpt --resume gpt.npz --steps 400    # continue a run where it stopped
-    python -m minigrad sample gpt.npz --tokens 400 --prompt "def "
+    python -m minigrad gpt --tokenizer bpe --vocab-size 1024   # byte-pair tokens instead of characters
+    python -m minigrad sample gpt.npz --tokens 400 --prompt "def " --temperature 0.7 --top-p 0.9
 
 A checkpoint holds the model, the optimizer's state, the step and both random generators, so a
 resumed run takes exactly the steps the uninterrupted run would have taken. Ctrl-C during training
@@ -22,9 +23,12 @@ import time
 import numpy as np
 
 DEFAULTS = dict(block_size=128, batch_size=16, n_layer=4, n_head=4, d_model=128)
+DEFAULT_TOKENIZER, DEFAULT_VOCAB_SIZE = "char", 1024
 CONFIG_KEYS = ("vocab_size", "block_size", "n_layer", "n_head", "d_model")
 # Entries of a checkpoint that are not model parameters: the rest is the model's state dict.
-RUN_PREFIXES = ("config.", "vocab", "optimizer.", "train.")
+RUN_PREFIXES = ("config.", "vocab", "tokenizer.", "optimizer.", "train.")
+BPE_KEY = "tokenizer.bpe"  # a BPETokenizer's JSON file as uint8 bytes (a character tokenizer is "vocab")
+HELD_OUT = 0.1  # the last 10% of the corpus is never trained on, tokenizer included
 
 
 class UserError(Exception):
@@ -58,6 +62,49 @@ def split_tokens(tokens, block_size, held_out=0.1):
         raise UserError(f"the corpus has {len(tokens)} characters; it needs more than "
                         f"{int((block_size + 2) / held_out)} for a block size of {block_size}")
     return train, val
+
+
+def make_tokenizer(args, text):
+    """char: one token per distinct character of the corpus. bpe: byte-pair merges learned from the
+    training part of the corpus only, so the held-out text is as new to the tokenizer as to the model."""
+    from minigrad.text import BPETokenizer, CharTokenizer
+    kind = args.tokenizer or DEFAULT_TOKENIZER
+    if kind == "char":
+        if args.vocab_size is not None:
+            raise UserError("--vocab-size sets the size of a BPE vocabulary; add --tokenizer bpe")
+        return CharTokenizer.from_text(text)
+    tokenizer = BPETokenizer()
+    try:
+        tokenizer.train(text[:held_out_start(text)], args.vocab_size or DEFAULT_VOCAB_SIZE, pattern="gpt4")
+    except ValueError as exc:
+        raise UserError(f"--vocab-size: {exc}") from None
+    return tokenizer
+
+
+def check_same_tokenizer(args, tokenizer):
+    """A resumed run keeps its checkpoint's tokenizer: options that ask for another one are an error."""
+    kind = "char" if hasattr(tokenizer, "chars") else "bpe"
+    if args.tokenizer not in (None, kind) or args.vocab_size not in (None, tokenizer.vocab_size):
+        raise UserError(f"--resume {args.resume}: the checkpoint's tokenizer is {kind} with {tokenizer.vocab_size} "
+                        "tokens; drop or match --tokenizer and --vocab-size")
+
+
+def held_out_start(text):
+    return int(len(text) * (1 - HELD_OUT))
+
+
+def encode_splits(tokenizer, text, block_size):
+    """Train and held-out token arrays, and the held-out text's characters per token.
+
+    The text is cut at 90% of its characters before encoding, so that a loss per token converts to a
+    loss per character (L_char = L_token · tokens / characters): the measure that compares tokenizers.
+    """
+    n = held_out_start(text)
+    train, val = (np.asarray(tokenizer.encode(part), dtype=np.int64) for part in (text[:n], text[n:]))
+    if len(val) <= block_size + 1 or len(train) <= block_size + 1:
+        raise UserError(f"the corpus has {len(train) + len(val)} tokens; it needs more than "
+                        f"{int((block_size + 2) / HELD_OUT)} for a block size of {block_size}")
+    return train, val, (len(text) - n) / len(val)
 
 
 def get_batch(tokens, batch_size, block_size, rng):
@@ -134,7 +181,7 @@ def save_checkpoint(path, model, tokenizer, config, optimizer=None, step=0, rngs
     import minigrad as mg
     state = dict(model.state_dict())
     state.update({f"config.{k}": np.asarray(v) for k, v in config.items()})
-    state["vocab"] = np.array([ord(c) for c in tokenizer.chars], dtype=np.int64)
+    state.update(tokenizer_entries(tokenizer))
     if optimizer is not None:
         state.update(flatten("optimizer", optimizer.state_dict()))
         state["train.step"] = np.asarray(step)
@@ -143,8 +190,16 @@ def save_checkpoint(path, model, tokenizer, config, optimizer=None, step=0, rngs
     mg.save(state, path)  # atomic: a crash mid-save leaves the previous checkpoint intact
 
 
+def tokenizer_entries(tokenizer):
+    from minigrad.text import BPETokenizer
+    if isinstance(tokenizer, BPETokenizer):
+        return {BPE_KEY: np.frombuffer(tokenizer.to_json().encode(), dtype=np.uint8)}
+    return {"vocab": np.array([ord(c) for c in tokenizer.chars], dtype=np.int64)}
+
+
 def _config(path, state):
-    missing = [f"config.{k}" for k in CONFIG_KEYS if f"config.{k}" not in state] + ["vocab"] * ("vocab" not in state)
+    missing = ([f"config.{k}" for k in CONFIG_KEYS if f"config.{k}" not in state]
+               + ["vocab"] * ("vocab" not in state and BPE_KEY not in state))
     if missing:
         raise UserError(f"{path} is not a GPT checkpoint from `python -m minigrad gpt`: it lacks {', '.join(missing)}")
     config = {}
@@ -157,7 +212,17 @@ def _config(path, state):
 
 
 def _tokenizer(path, state, vocab_size):
-    from minigrad.text import CharTokenizer
+    from minigrad.text import BPETokenizer, CharTokenizer
+    if BPE_KEY in state:
+        try:
+            text = bytes(state.pop(BPE_KEY).data.astype(np.uint8))
+            tokenizer = BPETokenizer.from_json(text, source=f"{path}'s {BPE_KEY}")
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        if tokenizer.vocab_size != vocab_size:
+            raise UserError(f"{path}: its BPE tokenizer has {tokenizer.vocab_size} tokens, config.vocab_size "
+                            f"says {vocab_size}")
+        return tokenizer
     codes = state.pop("vocab").data
     if codes.ndim != 1 or codes.dtype.kind not in "iu" or len(codes) != vocab_size:
         raise UserError(f"{path}: the vocabulary must be {vocab_size} integer code points (config.vocab_size), "
@@ -231,12 +296,13 @@ def check_writable(path):
         raise UserError(f"cannot write checkpoint {path}: {exc.strerror}") from None
 
 
-def sample_text(model, tokenizer, prompt, tokens, temperature, top_k):
+def sample_text(model, tokenizer, prompt, tokens, temperature, top_k, top_p=None):
     model.eval()
     if not prompt:  # start from a newline when the text has one, as if at the start of a paragraph
-        prompt = "\n" if "\n" in tokenizer.stoi else tokenizer.chars[0]
-    start = tokenizer.encode(prompt)
-    out = model.generate(start[None, :], tokens, temperature=temperature, top_k=top_k)
+        chars = getattr(tokenizer, "chars", "\n")  # a BPE tokenizer encodes any text
+        prompt = "\n" if "\n" in chars else chars[0]
+    start = np.asarray(tokenizer.encode(prompt), dtype=np.int64)
+    out = model.generate(start[None, :], tokens, temperature=temperature, top_k=top_k, top_p=top_p)
     return tokenizer.decode(out[0])
 
 
@@ -320,7 +386,6 @@ def train(args):
     import minigrad.nn as nn
     import minigrad.optim as optim
     from minigrad.random import generator
-    from minigrad.text import CharTokenizer
 
     checkpoint = args.checkpoint or args.resume or "gpt.npz"
     check_writable(checkpoint)
@@ -334,21 +399,22 @@ def train(args):
             "minigrad_rng": generator()}
     if args.resume:
         model, tokenizer, resumed, run_state = load_checkpoint(args.resume, with_run_state=True)
+        check_same_tokenizer(args, tokenizer)
         config = model_config(args, tokenizer.vocab_size, resumed)
     else:
-        tokenizer = CharTokenizer.from_text(text)
+        tokenizer = make_tokenizer(args, text)
         config = model_config(args, tokenizer.vocab_size)
         model = nn.GPT(**config)
     try:
-        tokens = tokenizer.encode(text)
+        train_tokens, val_tokens, chars_per_token = encode_splits(tokenizer, text, config["block_size"])
     except ValueError as exc:
         raise UserError(f"--resume {args.resume}: the corpus does not fit the checkpoint's vocabulary: {exc}") from None
-    train_tokens, val_tokens = split_tokens(tokens, config["block_size"])
     optimizer = optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     step = restore_run(args.resume, run_state, optimizer, rngs) if args.resume else 0
     rng, eval_rng = rngs["batch_rng"], rngs["eval_rng"]
     args.block_size = config["block_size"]
-    print(f"corpus: {len(text):,} characters, vocabulary {tokenizer.vocab_size}; "
+    print(f"corpus: {len(text):,} characters, {type(tokenizer).__name__} of {tokenizer.vocab_size} tokens "
+          f"({chars_per_token:.2f} characters per token held out); "
           f"GPT with {model.num_parameters():,} parameters; backend {backend}"
           + (f"; resumed from {args.resume} at step {step}" if args.resume else ""))
     if args.steps and step >= args.steps:
@@ -386,7 +452,8 @@ def train(args):
                 print(f"{chr(10) if sys.stdout.isatty() else ''}step {step} ({elapsed:.0f} s, "
                       f"{tokens_seen / elapsed:,.0f} tok/s): train loss "
                       f"{estimate_loss(model, train_tokens, args, eval_rng):.3f}"
-                      f", val loss {estimate_loss(model, val_tokens, args, eval_rng):.3f}", flush=True)
+                      f", val loss {per_character(estimate_loss(model, val_tokens, args, eval_rng), chars_per_token)}",
+                      flush=True)
     if not job.is_main:
         return 130 if interrupted else 0
     if interrupted:
@@ -397,11 +464,16 @@ def train(args):
     elapsed = time.perf_counter() - start
     print(f"\ndone: {step} steps in {elapsed:.0f} s; train loss "
           f"{estimate_loss(model, train_tokens, args, eval_rng, 16):.3f}, val loss "
-          f"{estimate_loss(model, val_tokens, args, eval_rng, 16):.3f}")
+          f"{per_character(estimate_loss(model, val_tokens, args, eval_rng, 16), chars_per_token)}")
     save()
     print(f"checkpoint saved to {checkpoint}")
     print("sample:\n" + sample_text(model, tokenizer, None, args.sample_tokens, 0.8, None))
     return 0
+
+
+def per_character(loss, chars_per_token):
+    """"1.234 (0.411 nats/char)": a loss per token, and per character of the held-out text."""
+    return f"{loss:.3f} ({loss / chars_per_token:.3f} nats/char)"
 
 
 def sample(args):
@@ -409,7 +481,7 @@ def sample(args):
     mg.manual_seed(args.seed)
     model, tokenizer, _ = load_checkpoint(args.checkpoint)
     try:
-        print(sample_text(model, tokenizer, args.prompt, args.tokens, args.temperature, args.top_k))
+        print(sample_text(model, tokenizer, args.prompt, args.tokens, args.temperature, args.top_k, args.top_p))
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
@@ -431,6 +503,14 @@ def positive_int(text):
 
 def nonnegative_int(text):
     return _number(int, 0, False, text)
+
+
+def probability(text):
+    """argparse type for --top-p: a number in (0, 1]."""
+    value = _number(float, -math.inf, False, text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {text}")
+    return value
 
 
 def positive_float(text):
@@ -475,6 +555,10 @@ def parse_args(argv):
                      help="report train and val loss this often")
     gpt.add_argument("--sample-tokens", type=positive_int, default=300)
     gpt.add_argument("--batch-size", type=positive_int, default=DEFAULTS["batch_size"])
+    gpt.add_argument("--tokenizer", choices=["char", "bpe"], default=None,
+                     help=f"characters, or byte-pair tokens learned from the training text (default: {DEFAULT_TOKENIZER})")
+    gpt.add_argument("--vocab-size", type=positive_int, default=None,
+                     help=f"BPE vocabulary size, >= 256 (default: {DEFAULT_VOCAB_SIZE})")
     for name, value in DEFAULTS.items():
         if name != "batch_size":
             gpt.add_argument("--" + name.replace("_", "-"), type=positive_int, default=None,
@@ -483,8 +567,11 @@ def parse_args(argv):
     smp.add_argument("checkpoint")
     smp.add_argument("--tokens", type=positive_int, default=500)
     smp.add_argument("--prompt", default=None, help="text to continue (default: a newline)")
-    smp.add_argument("--temperature", type=nonnegative_float, default=0.8)
-    smp.add_argument("--top-k", type=positive_int, default=None)
+    smp.add_argument("--temperature", type=nonnegative_float, default=0.8,
+                     help="< 1 sharpens the distribution, > 1 flattens it, 0 takes the most likely token")
+    smp.add_argument("--top-k", type=positive_int, default=None, help="sample among the k most likely tokens only")
+    smp.add_argument("--top-p", type=probability, default=None,
+                     help="sample among the fewest most likely tokens whose probabilities sum to at least p")
     smp.add_argument("--seed", type=nonnegative_int, default=0)
     return parser.parse_args(argv)
 

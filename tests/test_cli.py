@@ -76,3 +76,51 @@ def test_batches_are_shifted_windows():
     assert x.shape == y.shape == (5, 8)
     np.testing.assert_array_equal(y, x + 1)
     assert "def" in python_docs_text()
+
+
+def test_bpe_tokenizer_is_trained_on_the_training_text_and_saved_in_the_checkpoint(tmp_path):
+    from minigrad.text import BPETokenizer
+    text = python_docs_text()[:20_000]
+    corpus = tmp_path / "docs.txt"
+    corpus.write_text(text)
+    checkpoint = tmp_path / "bpe.npz"
+    result = run("gpt", "--steps", "3", "--corpus", str(corpus), "--checkpoint", str(checkpoint),
+                 "--tokenizer", "bpe", "--vocab-size", "300", *TINY)
+    assert result.returncode == 0, result.stderr
+    model, tokenizer, config = load_checkpoint(str(checkpoint))
+    expected = BPETokenizer()
+    expected.train(text[:int(len(text) * 0.9)], 300, pattern="gpt4")  # the training 90% only
+    assert tokenizer.vocab == expected.vocab and config["vocab_size"] == 300
+    held_out = text[int(len(text) * 0.9):]
+    chars_per_token = len(held_out) / len(tokenizer.encode(held_out))
+    assert f"({chars_per_token:.2f} characters per token held out)" in result.stdout
+    for per_token, per_char in re.findall(r"val loss (\d+\.\d{3}) \((\d+\.\d{3}) nats/char\)", result.stdout):
+        assert float(per_char) == pytest.approx(float(per_token) / chars_per_token, abs=1.5e-3)
+    sample = run("sample", str(checkpoint), "--tokens", "10", "--prompt", "def ", "--top-p", "0.9",
+                 "--top-k", "50", "--temperature", "0.7")
+    assert sample.returncode == 0, sample.stderr
+    assert sample.stdout.startswith("def ")
+
+
+def test_char_losses_are_the_same_per_token_and_per_character(tmp_path, corpus):
+    result = run("gpt", "--steps", "2", "--corpus", str(corpus), "--checkpoint", str(tmp_path / "c.npz"), *TINY)
+    pairs = re.findall(r"val loss (\d+\.\d{3}) \((\d+\.\d{3}) nats/char\)", result.stdout)
+    assert pairs and all(a == b for a, b in pairs)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--tokenizer", "bpe", "--vocab-size", "100"], "--vocab-size: .*vocab_size must be an integer >= 256.*100"),
+    (["--tokenizer", "char", "--vocab-size", "300"], "--vocab-size sets the size of a BPE vocabulary"),
+])
+def test_bad_tokenizer_options_give_one_line_errors(tmp_path, corpus, args, message):
+    result = run("gpt", "--steps", "1", "--corpus", str(corpus), "--checkpoint", str(tmp_path / "x.npz"), *args, *TINY)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert re.search(message, result.stderr), result.stderr
+
+
+def test_sample_refuses_top_p_outside_zero_one(tmp_path, corpus):
+    checkpoint = tmp_path / "tiny.npz"
+    assert run("gpt", "--steps", "1", "--corpus", str(corpus), "--checkpoint", str(checkpoint), *TINY).returncode == 0
+    for bad in ("0", "1.5"):
+        result = run("sample", str(checkpoint), "--top-p", bad)
+        assert result.returncode == 2 and "--top-p" in result.stderr and "(0, 1]" in result.stderr
