@@ -40,7 +40,7 @@ for _name in ("exp", "log", "sqrt", "tanh", "sigmoid", "relu", "abs", "clamp", "
     globals()[_name] = _method(_name)
 del _name
 
-_SUBMODULES = ("nn", "optim", "kernels", "cuda", "text")
+_SUBMODULES = ("nn", "optim", "kernels", "cuda", "text", "amp", "utils", "quantization")
 
 
 def __getattr__(name):
