@@ -1,46 +1,60 @@
-"""The simulator's device memory: a guarded copy of every array a launch receives.
+"""The simulator's device memory: a guarded copy of every array a launch receives, and its shared memory.
 
 On a GPU an index past the end of an array is an illegal-address error; on the CPU
 it would silently overwrite whatever NumPy keeps next to the array. So each array
-argument (and the dynamic shared memory) is copied for the launch into memory that
-ends right where 64 KiB of inaccessible memory begin, with poison bytes (0xFF, NaN
-as float) in the alignment slack:
+argument, the dynamic shared memory and each static `__shared__` variable get, for
+the launch, memory of their own inside a window of reserved, inaccessible address
+space (32 GiB each side, sim_scheduler.c):
 
-    [64 KiB no access][0xFF ... | the array's bytes | 0xFF (< 16 bytes)][64 KiB no access]
+    [32 GiB no access][0xFF ... | the array's bytes | 0xFF (< 16 bytes)][32 GiB no access]
 
-An access up to 64 KiB past either end faults and is reported with the argument's
-name and the element index; a write into the slack is found after the launch. Non-const arrays
-are copied back. Arrays that partly overlap another argument (two views of one
-buffer) are passed as they are, so that the kernel sees the aliasing a GPU would.
+Every load and store of the kernel is checked against these regions before it
+happens (sim_scheduler.c: sim_access), so an index out of bounds by any amount that
+an int can express is reported with the region's name and the element index, never
+lands in another array; the same check counts each region's reads and writes (the
+launch's LaunchStats) and, with race_check, records who touched each element.
+Non-const arrays are copied back after a clean launch. Arrays that partly overlap
+another argument (two views of one buffer) are passed as they are, so that the kernel
+sees the aliasing a GPU would; their bounds are still checked, without a window.
 """
 import mmap
 from dataclasses import dataclass
 
+import numpy as np
+
 from .errors import KernelFaultError
 
-GUARD_BYTES = 64 * 1024  # inaccessible memory on each side of an array (as in sim_scheduler.c)
+SMALL_GUARD_BYTES = 64 * 1024  # the least inaccessible memory around a region (sim_scheduler.c)
+GLOBAL, DYNAMIC_SHARED, STATIC_SHARED = 0, 1, 2  # SIM_REGION_* in sim_scheduler.c
 
 
 @dataclass
 class Region:
-    """One guarded allocation: what it holds, where, and the array to copy it back to (or None)."""
+    """One region of a launch: what it is, the array to copy it back to (or None), its index in the C table."""
     description: str
-    address: int
-    nbytes: int
-    itemsize: int  # 1 for the dynamic shared memory, whose positions are counted in bytes
-    device: object
+    itemsize: int  # 1 for shared memory, whose positions are counted in bytes
     copy_back: object
+    guarded: bool
+    argument: int = -1  # the launch argument it holds, or -1
 
 
 class LaunchMemory:
-    """Device copies of one launch's array arguments; `pointers` are what the kernel receives."""
+    """Device copies of one launch's array arguments and shared memory; `pointers` are what the kernel receives."""
 
-    def __init__(self, lib, ffi, params, values, shared_mem):
-        self._lib, self._ffi = lib, ffi
-        self._regions = []
+    def __init__(self, library, params, values, shared_mem, race_check=False):
+        self._lib, self._ffi = library.lib, library.ffi
+        self.regions = []
+        self.table = self._ffi.new("sim_region[]", len(params) + 1 + len(library.shared_vars))
         self.pointers = []
+        self._shadows = []
         try:
             self._place(params, values, shared_mem)
+            self.static_shared = self._ffi.new("void *[]", max(1, len(library.shared_vars)))
+            for k, (name, line, nbytes) in enumerate(library.shared_vars):
+                self.static_shared[k] = self._allocate(f"the __shared__ variable `{name}` (line {line}, {nbytes} "
+                                                       "bytes)", nbytes, 1, None, STATIC_SHARED).start
+            if race_check:
+                self._add_shadows()
         except BaseException:
             self.free()
             raise
@@ -50,57 +64,83 @@ class LaunchMemory:
         spans = {i: _span(v) for i, (p, v) in enumerate(zip(params, values)) if p.pointer}
         region_of = {}
         for i, (param, value) in enumerate(zip(params, values)):
+            description = f"argument {i} `{param}` ({value.size} elements)" if param.pointer else ""
             if not param.pointer:
                 self.pointers.append(ffi.from_buffer(value))
-            elif any(_overlap(spans[i], other) and spans[i] != other for other in spans.values()):
-                self.pointers.append(ffi.from_buffer(value))
             elif spans[i] in region_of:  # the same array twice: one device copy
-                region = region_of[spans[i]]
+                k = region_of[spans[i]]
                 if not param.const:
-                    region.copy_back = value
-                self.pointers.append(region.device)
+                    self.regions[k].copy_back = value
+                self.pointers.append(self.table[k].start)
+            elif any(_overlap(spans[i], other) and spans[i] != other for other in spans.values()):
+                # a view that partly overlaps another: the kernel works on the NumPy buffer itself
+                k = len(self.regions)
+                entry = self.table[k]
+                entry.start = entry.window_lo = ffi.cast("char *", ffi.from_buffer(value))
+                entry.window_hi = entry.start + value.nbytes
+                entry.bytes, entry.kind, entry.granule = value.nbytes, GLOBAL, max(1, value.itemsize)
+                self.regions.append(Region(description, value.itemsize, None, False, i))
+                region_of[spans[i]] = k
+                self.pointers.append(entry.start)
             else:
-                region = self._allocate(f"argument {i} `{param}` ({value.size} elements)", value.nbytes,
-                                        value.itemsize, None if param.const else value)
-                ffi.memmove(region.device, ffi.from_buffer(value), value.nbytes)
-                region_of[spans[i]] = region
-                self.pointers.append(region.device)
+                entry = self._allocate(description, value.nbytes, value.itemsize, None if param.const else value,
+                                       GLOBAL, i)
+                ffi.memmove(entry.start, ffi.from_buffer(value), value.nbytes)
+                region_of[spans[i]] = len(self.regions) - 1
+                self.pointers.append(entry.start)
         self.shared = self._allocate(f"the dynamic shared memory (shared_mem={shared_mem} bytes)", shared_mem, 1,
-                                     None).device
+                                     None, DYNAMIC_SHARED).start
 
-    def _allocate(self, description, nbytes, itemsize, copy_back):
-        device = self._lib.minigrad_sim_guarded_alloc(nbytes)
-        if device == self._ffi.NULL:
+    def _allocate(self, description, nbytes, itemsize, copy_back, kind, argument=-1):
+        entry = self.table[len(self.regions)]
+        if self._lib.minigrad_sim_guarded_alloc(nbytes, self.table + len(self.regions)):
             raise MemoryError(f"could not map {nbytes} bytes of simulated device memory for {description}")
-        region = Region(description, int(self._ffi.cast("uintptr_t", device)), nbytes, itemsize, device, copy_back)
-        self._regions.append(region)
-        return region
+        entry.kind, entry.granule = kind, max(1, itemsize)
+        self.regions.append(Region(description, itemsize, copy_back, True, argument))
+        return entry
+
+    def _add_shadows(self):
+        """One zeroed record per element (per byte of shared memory) for the race check."""
+        record = self._lib.minigrad_sim_shadow_bytes()
+        for k in range(len(self.regions)):
+            entry = self.table[k]
+            shadow = np.zeros(max(1, -(-entry.bytes // entry.granule)) * record, np.uint8)
+            self._shadows.append(shadow)
+            entry.shadow = self._ffi.from_buffer(shadow)
 
     def describe(self, address):
-        """Which argument a faulting address missed, and by how many elements; '' if none of them."""
-        for r in self._regions:
-            first_page = r.address // mmap.PAGESIZE * mmap.PAGESIZE
-            if first_page - GUARD_BYTES <= address < r.address + r.nbytes + 16 + GUARD_BYTES:
-                where = "before its start" if address < r.address else "past its end"
-                return f"; that is {_position(address - r.address, r.itemsize)} of {r.description}, {where}"
+        """Which region a faulting address (outside every check: a library call) missed, and by how much."""
+        for k, r in enumerate(self.regions):
+            entry = self.table[k]
+            start = int(self._ffi.cast("uintptr_t", entry.start))
+            first_page = start // mmap.PAGESIZE * mmap.PAGESIZE
+            if first_page - SMALL_GUARD_BYTES <= address < start + entry.bytes + 16 + SMALL_GUARD_BYTES:
+                where = "before its start" if address < start else "past its end"
+                return f"; that is {_position(address - start, r.itemsize)} of {r.description}, {where}"
         return ""
+
+    def counts(self, k):
+        return self.table[k].reads, self.table[k].writes
 
     def finish(self, where):
         """After a launch: check the poison around each array, then copy non-const arrays back."""
-        for r in self._regions:
-            offset = self._lib.minigrad_sim_guarded_damage(r.device, r.nbytes)
+        for k, r in enumerate(self.regions):
+            entry = self.table[k]
+            offset = self._lib.minigrad_sim_guarded_damage(entry.start, entry.bytes) if r.guarded else 0
             if offset:
                 side = "before the start" if offset < 0 else "past the end"
                 raise KernelFaultError(f"{where}: a thread wrote {_position(offset, r.itemsize)}, {side} of "
                                        f"{r.description} (on a GPU: an out-of-bounds write)")
-        for r in self._regions:
+        for k, r in enumerate(self.regions):
             if r.copy_back is not None:
-                self._ffi.memmove(self._ffi.from_buffer(r.copy_back, require_writable=True), r.device, r.nbytes)
+                self._ffi.memmove(self._ffi.from_buffer(r.copy_back, require_writable=True), self.table[k].start,
+                                  self.table[k].bytes)
 
     def free(self):
-        for r in self._regions:
-            self._lib.minigrad_sim_guarded_free(r.device, r.nbytes)
-        self._regions = []
+        for k, r in enumerate(self.regions):
+            if r.guarded:
+                self._lib.minigrad_sim_guarded_free(self.table + k)
+        self.regions = []
 
 
 def _position(offset, itemsize):

@@ -27,3 +27,7 @@ class CompileWarning(UserWarning):
 
 class OrderDependenceError(CudaSimError):
     """order='compare': the kernel's output differs between forward and reverse thread order."""
+
+
+class DataRaceError(CudaSimError):
+    """race_check=True: two threads touched one element between barriers, one writing, neither atomically."""

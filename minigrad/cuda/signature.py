@@ -1,5 +1,5 @@
 """What each `__global__` kernel needs from a launch, read from its source: its parameters and the
-types a launch must pass them, and its static shared memory.
+types a launch must pass them.
 
 A GPU receives kernel arguments as raw bytes, so a mismatch (a float64 array for a
 `float *`, a 64-bit Python int for an `int`) is not an error there but garbage. The
@@ -28,8 +28,6 @@ POINTEE_DTYPES = {"void": None, "float2": np.float32, "float4": np.float32, "int
                   "int4": np.int32, "double2": np.float64}
 
 _QUALIFIERS = {"const", "volatile", "restrict", "__restrict", "__restrict__"}
-_SHARED = re.compile(r"\b__shared__\s+([^;{}]*);")
-_DECLARATOR = re.compile(r"^(.*?)(\**)\s*([A-Za-z_]\w*)\s*((?:\[[^\]]*\]\s*)*)$")
 _TYPEDEF = re.compile(r"\btypedef\s+([A-Za-z_][\w\s]*?)\s+([A-Za-z_]\w*)\s*;")
 _KERNEL = re.compile(r"\b__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?void\s+"
                      r"(?:__launch_bounds__\s*\([^)]*\)\s*)?([A-Za-z_]\w*)\s*\(([^)]*)\)\s*([{;])")
@@ -111,39 +109,3 @@ def parse_kernels(preprocessed):
         else:
             kernels[name] = tuple(parse_param(p, name, typedefs) for p in params.split(","))
     return kernels
-
-
-def _body(text, opener):
-    """The text from the `{` at index opener to its matching `}`."""
-    depth = 0
-    for i in range(opener, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[i], 0)
-        if depth == 0:
-            return text[opener:i + 1]
-    return text[opener:]
-
-
-def static_shared_sizes(preprocessed):
-    """{kernel: C expression of the bytes of __shared__ arrays declared in its body}.
-
-    `__shared__ float a[16][16], b[16];` -> "0 + sizeof(float [16][16]) + sizeof(float [16])".
-    Arrays declared in __device__ helpers are not counted.
-    """
-    sizes = {}
-    for match in _KERNEL.finditer(preprocessed):
-        if match.group(3) != "{":
-            continue
-        terms = ["0"]
-        for declaration in _SHARED.findall(_body(preprocessed, match.end() - 1)):
-            declaration = re.sub(r"__align__\s*\([^)]*\)", "", declaration)
-            first, *others = declaration.split(",")
-            parsed = _DECLARATOR.match(first.strip())
-            if not parsed:
-                continue
-            base = parsed.group(1)
-            for declarator in [first.strip()[len(base):]] + others:
-                part = _DECLARATOR.match(declarator.strip())
-                if part:
-                    terms.append(f"sizeof({base.strip()} {part.group(2)}{part.group(4).strip()})")
-        sizes[match.group(1)] = " + ".join(terms)
-    return sizes

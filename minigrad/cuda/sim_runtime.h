@@ -35,9 +35,8 @@
 #define __restrict__ restrict
 #define __align__(n) __attribute__((aligned(n)))
 #define __launch_bounds__(...)
-/* All __shared__ variables live in one linker section so that the scheduler can
- * fill them with NaN before every block (stale values would hide a missing barrier). */
-#define __shared__ static __attribute__((section("sim_shared")))
+/* __shared__ declarations never reach the compiler: minigrad.cuda.build rewrites each
+ * into a macro for memory the launch allocates (see __sim_static_shared below). */
 
 /* ---- built-in variables and vector types ------------------------------------ */
 typedef struct { unsigned int x, y, z; } uint3;
@@ -111,6 +110,16 @@ __attribute__((noinline)) static void __sim_yield(int state)
 }
 
 static inline void *__sim_dynamic_shared(void) { return __sim_dynamic_shared_ptr; }
+
+/* Static __shared__ variable number k of the module: like the dynamic shared memory, each
+ * lives in its own guarded allocation, so that an index past its end is caught as such
+ * instead of landing silently in the next variable. */
+#define SIM_MAX_STATIC_SHARED 256
+SIM_SHARED void *__sim_static_shared_ptrs[SIM_MAX_STATIC_SHARED];
+static inline void *__sim_static_shared(int k) { return __sim_static_shared_ptrs[k]; }
+
+/* An atomic's access, checked and counted (a read and a write) by the scheduler, never a data race. */
+SIM_SHARED void __sim_atomic_access(void *p, size_t size, void *pc);
 
 /* Every barrier also counts the threads whose predicate is true (for __syncthreads_count). */
 __attribute__((noinline)) static int __sim_syncthreads(int predicate, int line)
@@ -187,14 +196,24 @@ SIM_SHFL_TYPED(ull, unsigned long long)
 #define __any_sync(mask, pred) (__ballot_sync((mask), (pred)) != 0)
 #define __all_sync(mask, pred) (__ballot_sync((mask), !(pred)) == 0)
 
-/* ---- atomics: fibers never interleave inside one, so plain updates are atomic */
-#define SIM_ATOMICS(suffix, T)                                                          \
-    static inline T __sim_atomic_add_##suffix(T *p, T v) { T old = *p; *p = old + v; return old; } \
-    static inline T __sim_atomic_sub_##suffix(T *p, T v) { T old = *p; *p = old - v; return old; } \
-    static inline T __sim_atomic_exch_##suffix(T *p, T v) { T old = *p; *p = v; return old; }      \
-    static inline T __sim_atomic_max_##suffix(T *p, T v) { T old = *p; if (v > old) *p = v; return old; } \
-    static inline T __sim_atomic_min_##suffix(T *p, T v) { T old = *p; if (v < old) *p = v; return old; } \
-    static inline T __sim_atomic_cas_##suffix(T *p, T cmp, T v) { T old = *p; if (old == cmp) *p = v; return old; }
+/* ---- atomics: fibers never interleave inside one, so plain updates are atomic. Not
+ * instrumented (their access is checked once, as an atomic) and not inlined (so that the
+ * return address names the kernel's line). */
+#define SIM_ATOMIC(T, name, args, update)                                                  \
+    __attribute__((noinline, no_sanitize_thread)) static T name args                      \
+    {                                                                                      \
+        __sim_atomic_access(p, sizeof(T), __builtin_return_address(0));                   \
+        T old = *p;                                                                        \
+        update;                                                                            \
+        return old;                                                                        \
+    }
+#define SIM_ATOMICS(suffix, T)                                                              \
+    SIM_ATOMIC(T, __sim_atomic_add_##suffix, (T *p, T v), *p = old + v)                     \
+    SIM_ATOMIC(T, __sim_atomic_sub_##suffix, (T *p, T v), *p = old - v)                     \
+    SIM_ATOMIC(T, __sim_atomic_exch_##suffix, (T *p, T v), *p = v)                          \
+    SIM_ATOMIC(T, __sim_atomic_max_##suffix, (T *p, T v), if (v > old) *p = v)              \
+    SIM_ATOMIC(T, __sim_atomic_min_##suffix, (T *p, T v), if (v < old) *p = v)              \
+    SIM_ATOMIC(T, __sim_atomic_cas_##suffix, (T *p, T cmp, T v), if (old == cmp) *p = v)
 SIM_ATOMICS(i, int)
 SIM_ATOMICS(u, unsigned int)
 SIM_ATOMICS(ull, unsigned long long)

@@ -16,9 +16,18 @@
  *   - when every thread waits at __syncthreads(), the barrier opens;
  *   - a thread that returned while others wait at a barrier is barrier divergence,
  *     reported with block, thread and barrier number instead of hanging as a GPU would.
+ *
+ * Every load and store of a kernel calls sim_access (the kernels are compiled with
+ * -fsanitize=thread, whose per-access callbacks are defined here): an address must lie inside one of the launch's regions (an array argument,
+ * the dynamic shared memory, a static __shared__ variable), on the running thread's
+ * own stack, or in this library's own data; anything else stops the launch with the
+ * region it missed. The same hook counts each region's reads and writes and, when
+ * asked, finds data races with one shadow record per element.
  */
 #include "sim_runtime.h"
 
+#include <dlfcn.h>
+#include <link.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -32,6 +41,40 @@
 enum { SIM_BLOCK_DONE = -1, SIM_OK, SIM_BARRIER_DIVERGENCE, SIM_WARP_DIVERGENCE, SIM_BAD_LAUNCH, SIM_NO_MEMORY,
        SIM_FAULT, SIM_INTERRUPTED };
 enum { SIM_ORDER_FORWARD, SIM_ORDER_REVERSE, SIM_ORDER_RANDOM };
+enum { SIM_REGION_GLOBAL, SIM_REGION_DYNAMIC_SHARED, SIM_REGION_STATIC_SHARED };
+enum { SIM_BAD_NONE, SIM_BAD_OUT_OF_BOUNDS, SIM_BAD_POINTER, SIM_BAD_OTHER_STACK, SIM_BAD_RACE };
+
+/* One array a launch may touch (the Python side fills it, this file counts in it). Any address
+ * in [window_lo, window_hi) belongs to it: in bounds inside [start, start + bytes), out of
+ * bounds elsewhere; the windows are inaccessible address space reserved around each array, so
+ * an int index cannot reach from one array into another. */
+typedef struct {
+    char *start, *window_lo, *window_hi;
+    uint64_t bytes;
+    int kind;                 /* SIM_REGION_* */
+    int granule;              /* bytes per race-shadow record: the element size */
+    uint64_t reads, writes;   /* bytes read and written by the launch */
+    void *shadow;             /* race_check: one sim_shadow per granule (zeroed), else NULL */
+} sim_region;
+
+/* A bad access, for Python to describe: what, where, and (for a race) the other access. */
+typedef struct {
+    int kind, region, write, size;
+    int64_t offset;           /* bytes from the region's start */
+    uint64_t address, pc;     /* pc: offset in this library, for the source line */
+    uint32_t block, thread;   /* linear indices */
+    int other_write;
+    uint32_t other_block, other_thread;
+    uint64_t other_pc;
+} sim_fault;
+
+/* Who touched an element last: block and thread (linear, +1 so that 0 means nobody), the
+ * barrier epoch of the block and the __syncwarp epoch of the warp at the time, the code. */
+typedef struct {
+    uint32_t block, epoch, pc;
+    uint16_t thread, warp_epoch;
+} sim_record;
+typedef struct { sim_record write, read, other_read; } sim_shadow;
 
 uint3 __sim_threadIdx, __sim_blockIdx;
 dim3 __sim_blockDim, __sim_gridDim;
@@ -39,6 +82,7 @@ sim_thread *__sim_threads;
 int __sim_current;
 sim_context __sim_scheduler;
 void *__sim_dynamic_shared_ptr;
+void *__sim_static_shared_ptrs[SIM_MAX_STATIC_SHARED];
 SIM_SHARED const sim_entry __sim_entries[];
 SIM_SHARED const int __sim_entry_count;
 
@@ -60,11 +104,6 @@ __asm__(".pushsection .text\n"
         ".popsection\n");
 #endif
 
-extern char __start_sim_shared[] __attribute__((visibility("hidden")));
-extern char __stop_sim_shared[] __attribute__((visibility("hidden")));
-/* Keeps the section (and its start/stop symbols) present when no kernel declares __shared__. */
-static char sim_shared_anchor __attribute__((section("sim_shared"), used));
-
 /* Not static, like the built-in variables: fibers read them after every resume. */
 __attribute__((visibility("hidden"))) sim_entry __sim_entry_fn;
 __attribute__((visibility("hidden"))) void **__sim_entry_args;
@@ -72,6 +111,11 @@ __attribute__((visibility("hidden"))) void **__sim_entry_args;
 static sim_thread threads[SIM_MAX_THREADS];
 static uint3 thread_index[SIM_MAX_THREADS];
 static int run_list[SIM_MAX_THREADS];
+
+/* Synchronisation so far in the running block, for the race check: barriers passed, and
+ * __syncwarp()s completed per warp. */
+static uint32_t block_epoch, block_linear;
+static uint16_t warp_epoch[SIM_MAX_THREADS / 32];
 
 static char *stacks;          /* mmap'd: per fiber one guard page, then its stack */
 static size_t stacks_bytes, stack_size, page_size;
@@ -292,6 +336,8 @@ static int check_warp_group(int lo, int hi, int first, char *error, size_t error
 static void complete_warp_group(int lo, int hi, unsigned int group)
 {
     uint64_t ballot = 0;
+    if (threads[__builtin_ctz(group) + lo].op == SIM_SYNCWARP)
+        warp_epoch[lo / 32]++;  /* orders the memory accesses of the lanes, as a barrier does */
     for (int t = lo; t < hi; t++)
         if ((group >> (t - lo)) & 1 && threads[t].value)
             ballot |= 1ull << (t - lo);
@@ -301,7 +347,9 @@ static void complete_warp_group(int lo, int hi, unsigned int group)
             continue;
         if (l->op == SIM_BALLOT) {
             l->result = ballot;
-        } else if (l->op != SIM_SYNCWARP) {
+        } else if (l->op == SIM_SYNCWARP) {
+            continue;
+        } else {
             int src = shuffle_source(l->op, t - lo, l->arg, l->width);
             if (src < 0)
                 l->result = l->value;
@@ -439,6 +487,7 @@ static int after_phase(int n, int barriers, char *error, size_t error_size)
         threads[t].result = count;
         threads[t].state = SIM_RUNNABLE;
     }
+    block_epoch++;
     return SIM_OK;
 }
 
@@ -450,6 +499,171 @@ static volatile int fault_signal, fault_code;
 static void *volatile fault_address;
 static char signal_stack[64 * 1024];
 static pthread_t launch_thread;
+static void *volatile fault_pc;  /* the faulting instruction, where the signal tells it */
+
+/* ---- checking every access of a kernel ------------------------------------------ */
+static sim_region *regions;
+static int region_count, last_region, race_check;
+static sim_fault *bad;            /* where sim_access reports, for Python */
+static uintptr_t image_lo, image_hi, image_base;  /* this library's own mapped code and data */
+
+/* The mapped extent of this library: the built-in variables and runtime state the kernels
+ * read live there, as do their own __constant__ tables and string literals. */
+static int find_image(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    if (info->dlpi_addr != *(uintptr_t *)data)
+        return 0;
+    image_lo = UINTPTR_MAX;
+    image_hi = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++)
+        if (info->dlpi_phdr[i].p_type == PT_LOAD) {
+            uintptr_t lo = info->dlpi_addr + info->dlpi_phdr[i].p_vaddr, hi = lo + info->dlpi_phdr[i].p_memsz;
+            image_lo = lo < image_lo ? lo : image_lo;
+            image_hi = hi > image_hi ? hi : image_hi;
+        }
+    return 1;
+}
+
+static uint64_t code_offset(void *pc)
+{
+    return (uintptr_t)pc >= image_lo && (uintptr_t)pc < image_hi ? (uintptr_t)pc - image_base : 0;
+}
+
+__attribute__((noreturn)) static void access_fault(int kind, int region, uintptr_t address, size_t size, int write,
+                                                   void *pc)
+{
+    bad->kind = kind;
+    bad->region = region;
+    bad->write = write;
+    bad->size = (int)size;
+    bad->address = address;
+    bad->offset = region >= 0 ? (int64_t)(address - (uintptr_t)regions[region].start) : 0;
+    bad->pc = code_offset(pc);
+    bad->block = block_linear;
+    bad->thread = (uint32_t)__sim_current;
+    fault_signal = SIGUSR1;  /* not a signal: an access sim_access refused */
+    siglongjmp(fault_exit, 1);
+}
+
+/* Is `r` (an earlier access) ordered before the running thread's access by a barrier, or by
+ * a __syncwarp() of their common warp? Accesses of other blocks never are. */
+static int ordered_before(const sim_record *r)
+{
+    if (r->block != block_linear + 1)
+        return 0;
+    if (r->epoch != block_epoch)
+        return 1;
+    int same_warp = (r->thread - 1) / 32 == __sim_current / 32;
+    return same_warp && r->warp_epoch != warp_epoch[__sim_current / 32];
+}
+
+static int conflicts(const sim_record *r)
+{
+    int same_thread = r->block == block_linear + 1 && r->thread == __sim_current + 1;
+    return r->block && !same_thread && !ordered_before(r);
+}
+
+__attribute__((noreturn)) static void race_fault(int region, uintptr_t address, size_t size, int write, void *pc,
+                                                 const sim_record *other, int other_write)
+{
+    bad->other_write = other_write;
+    bad->other_block = other->block - 1;
+    bad->other_thread = other->thread - 1u;
+    bad->other_pc = other->pc;
+    access_fault(SIM_BAD_RACE, region, address, size, write, pc);
+}
+
+/* Two threads touching one element between barriers, at least one writing and neither in an
+ * atomic, is a data race (threads of other blocks are never synchronised with this one). */
+static void check_race(int region, uintptr_t address, size_t size, int write, void *pc)
+{
+    sim_region *r = &regions[region];
+    uint64_t offset = address - (uintptr_t)r->start;
+    sim_shadow *shadow = r->shadow;
+    sim_record me = {block_linear + 1, block_epoch, (uint32_t)code_offset(pc), (uint16_t)(__sim_current + 1),
+                     warp_epoch[__sim_current / 32]};
+    for (uint64_t g = offset / r->granule; g <= (offset + size - 1) / r->granule; g++) {
+        sim_shadow *e = &shadow[g];
+        if (conflicts(&e->write))
+            race_fault(region, address, size, write, pc, &e->write, 1);
+        if (write) {
+            if (conflicts(&e->read))
+                race_fault(region, address, size, write, pc, &e->read, 0);
+            if (conflicts(&e->other_read))
+                race_fault(region, address, size, write, pc, &e->other_read, 0);
+            e->write = me;
+            e->read.block = e->other_read.block = 0;
+        } else if (!e->read.block || !conflicts(&e->read)) {
+            e->read = me;  /* nobody, this thread, or a reader this thread is ordered after */
+        } else {
+            e->other_read = me;  /* a second, unordered reader: any writer now races with one of them */
+        }
+    }
+}
+
+/* write: 0 a read, 1 a write, 2 an atomic read-modify-write (counted as both, never a race) */
+static inline void sim_access(uintptr_t address, size_t size, int write, void *pc)
+{
+    if (size == 0)
+        return;
+    uintptr_t from_stacks = address - (uintptr_t)stacks;
+    if (from_stacks < stacks_bytes) {
+        /* the running thread's own local variables; another thread's stack is not its memory */
+        if ((int)(from_stacks / (stack_size + page_size)) == __sim_current)
+            return;
+        access_fault(SIM_BAD_OTHER_STACK, -1, address, size, write, pc);
+    }
+    for (int k = 0; k < region_count; k++) {
+        int i = (last_region + k) % region_count;
+        sim_region *r = &regions[i];
+        if (address < (uintptr_t)r->window_lo || address >= (uintptr_t)r->window_hi)
+            continue;
+        if (address < (uintptr_t)r->start || address + size > (uintptr_t)r->start + r->bytes)
+            access_fault(SIM_BAD_OUT_OF_BOUNDS, i, address, size, write, pc);
+        last_region = i;
+        if (write)
+            r->writes += size;
+        if (write != 1)
+            r->reads += size;
+        if (race_check && write != 2)
+            check_race(i, address, size, write, pc);
+        return;
+    }
+    if (address >= image_lo && address + size <= image_hi)
+        return;
+    access_fault(SIM_BAD_POINTER, -1, address, size, write, pc);
+}
+
+/* The calls -fsanitize=thread puts before every load and store of the kernels (GCC's and
+ * Clang's ThreadSanitizer instrumentation, with our definitions instead of its runtime: one
+ * call per access, reads and writes told apart, none merged away). Hidden, so that the kernels
+ * call these even when a sanitizer runtime with the same names is loaded. */
+#define SIM_HOOK __attribute__((visibility("hidden"), used))
+#define SIM_CALLBACK(name, n, write) \
+    SIM_HOOK void name(void *p) { sim_access((uintptr_t)p, n, write, __builtin_return_address(0)); }
+#define SIM_CALLBACKS(n)                                   \
+    SIM_CALLBACK(__tsan_read##n, n, 0)                     \
+    SIM_CALLBACK(__tsan_write##n, n, 1)                    \
+    SIM_CALLBACK(__tsan_unaligned_read##n, n, 0)           \
+    SIM_CALLBACK(__tsan_unaligned_write##n, n, 1)
+SIM_CALLBACK(__tsan_read1, 1, 0)
+SIM_CALLBACK(__tsan_write1, 1, 1)
+SIM_CALLBACKS(2)
+SIM_CALLBACKS(4)
+SIM_CALLBACKS(8)
+SIM_CALLBACKS(16)
+void __sim_atomic_access(void *p, size_t size, void *pc)
+{
+    sim_access((uintptr_t)p, size, 2, pc);
+}
+SIM_HOOK void __tsan_read_range(void *p, size_t n) { sim_access((uintptr_t)p, n, 0, __builtin_return_address(0)); }
+SIM_HOOK void __tsan_write_range(void *p, size_t n) { sim_access((uintptr_t)p, n, 1, __builtin_return_address(0)); }
+SIM_HOOK void __tsan_init(void) {}  /* called by the module's constructor: nothing to set up */
+SIM_HOOK void __tsan_func_entry(void *caller) { (void)caller; }
+SIM_HOOK void __tsan_func_exit(void) {}
+SIM_HOOK void __tsan_atomic_thread_fence(int order) { (void)order; }  /* __threadfence(): fibers never overlap */
+SIM_HOOK void __tsan_atomic_signal_fence(int order) { (void)order; }
 
 static int run_block(int n, int order, uint64_t *rng, char *error, size_t error_size)
 {
@@ -487,8 +701,7 @@ static int run_block(int n, int order, uint64_t *rng, char *error, size_t error_
     }
 }
 
-static int run_grid(const unsigned int *grid, int n, size_t dynamic_bytes, int order, uint64_t seed,
-                    char *error, size_t error_size)
+static int run_grid(const unsigned int *grid, int n, int order, uint64_t seed, char *error, size_t error_size)
 {
     uint64_t blocks = (uint64_t)grid[0] * grid[1] * grid[2];
     uint64_t rng = seed * 0x9E3779B97F4A7C15ULL + 0x632BE59BD9B4E019ULL;
@@ -500,15 +713,21 @@ static int run_grid(const unsigned int *grid, int n, size_t dynamic_bytes, int o
             step += 2;
         offset = next_random(&rng) % blocks;
     }
-    size_t shared_bytes = (size_t)(__stop_sim_shared - __start_sim_shared);
     for (uint64_t i = 0; i < blocks; i++) {
         uint64_t b = order == SIM_ORDER_REVERSE ? blocks - 1 - i
                    : (uint64_t)(((unsigned __int128)i * step + offset) % blocks);
         __sim_blockIdx = (uint3){(unsigned int)(b % grid[0]), (unsigned int)(b / grid[0] % grid[1]),
                                  (unsigned int)(b / ((uint64_t)grid[0] * grid[1]))};
-        memset(__start_sim_shared, 0xFF, shared_bytes);
-        if (dynamic_bytes)
-            memset(__sim_dynamic_shared_ptr, 0xFF, dynamic_bytes);
+        block_linear = (uint32_t)b;
+        block_epoch = 0;
+        memset(warp_epoch, 0, sizeof warp_epoch);
+        /* a fresh block's shared memory: NaN (stale values would hide a missing barrier), no history */
+        for (int r = 0; r < region_count; r++)
+            if (regions[r].kind != SIM_REGION_GLOBAL) {
+                memset(regions[r].start, 0xFF, regions[r].bytes);
+                if (regions[r].shadow)
+                    memset(regions[r].shadow, 0, regions[r].bytes / regions[r].granule * sizeof(sim_shadow));
+            }
         int status = run_block(n, order, &rng, error, error_size);
         if (status != SIM_OK)
             return status;
@@ -519,10 +738,14 @@ static int run_grid(const unsigned int *grid, int n, size_t dynamic_bytes, int o
 
 static void on_fault(int sig, siginfo_t *info, void *context)
 {
-    (void)context;
     fault_signal = sig;
     fault_code = info->si_code;
     fault_address = info->si_addr;
+#if defined(__x86_64__) && defined(REG_RIP)
+    fault_pc = (void *)((ucontext_t *)context)->uc_mcontext.gregs[REG_RIP];
+#else
+    (void)context;
+#endif
     siglongjmp(fault_exit, 1);
 }
 
@@ -558,7 +781,9 @@ static void describe_fault(char *error, size_t error_size)
     const char *block = coords(__sim_blockIdx), *thread = coords(__sim_threadIdx);
     char *addr = fault_address;
     size_t slot = stack_size + page_size;
-    if (fault_signal == 0)
+    if (fault_signal == SIGUSR1)
+        snprintf(error, error_size, "block %s, thread %s", block, thread);  /* Python describes the access */
+    else if (fault_signal == 0)
         snprintf(error, error_size, "block %s, thread %s: assertion `%s` failed at line %d", block, thread,
                  failed_assertion, failed_line);
     else if (fault_signal == SIGINT)
@@ -579,14 +804,38 @@ static void describe_fault(char *error, size_t error_size)
 /* Run kernel number `kernel` of this module over the grid. Returns SIM_OK or an error
  * code with a message in `error`. `order` 0/1/2 is forward/reverse/random (seeded). */
 SIM_API int minigrad_sim_launch(int kernel, void **args, const unsigned int *grid, const unsigned int *block,
-                                void *dynamic_shared, size_t dynamic_bytes, int order, uint64_t seed,
-                                size_t stack_bytes, char *error, size_t error_size)
+                                void *dynamic_shared, void *const *static_shared, int static_count,
+                                sim_region *launch_regions, int launch_region_count, int check_races,
+                                sim_fault *fault, int order, uint64_t seed, size_t stack_bytes,
+                                char *error, size_t error_size)
 {
     int n = (int)(block[0] * block[1] * block[2]);
     if (kernel < 0 || kernel >= __sim_entry_count || n < 1 || n > SIM_MAX_THREADS) {
         snprintf(error, error_size, "bad launch: kernel %d, %d threads per block", kernel, n);
         return SIM_BAD_LAUNCH;
     }
+    if (static_count < 0 || static_count > SIM_MAX_STATIC_SHARED) {
+        snprintf(error, error_size, "bad launch: %d static __shared__ variables (at most %d)", static_count,
+                 SIM_MAX_STATIC_SHARED);
+        return SIM_BAD_LAUNCH;
+    }
+    if (!image_hi) {
+        Dl_info self;
+        if (!dladdr((void *)minigrad_sim_launch, &self)) {
+            snprintf(error, error_size, "the simulator cannot find its own library in memory (dladdr)");
+            return SIM_BAD_LAUNCH;
+        }
+        image_base = (uintptr_t)self.dli_fbase;
+        dl_iterate_phdr(find_image, &image_base);
+    }
+    memcpy(__sim_static_shared_ptrs, static_shared, (size_t)static_count * sizeof(void *));
+    regions = launch_regions;
+    region_count = launch_region_count;
+    last_region = 0;
+    race_check = check_races;
+    bad = fault;
+    fault->kind = SIM_BAD_NONE;
+    fault_pc = NULL;
     __sim_threads = threads;
     if (map_stacks(n, stack_bytes) || make_fibers(n > fiber_count ? n : fiber_count)) {
         snprintf(error, error_size, "could not map %d fiber stacks of %zu bytes", n, stack_bytes);
@@ -615,9 +864,11 @@ SIM_API int minigrad_sim_launch(int kernel, void **args, const unsigned int *gri
     int status;
     if (sigsetjmp(fault_exit, 1)) {
         describe_fault(error, error_size);
+        if (fault_signal != SIGUSR1 && fault_signal != SIGINT)
+            fault->pc = code_offset(fault_pc);
         status = fault_signal == SIGINT ? SIM_INTERRUPTED : SIM_FAULT;
     } else {
-        status = run_grid(grid, n, dynamic_bytes, order, seed, error, error_size);
+        status = run_grid(grid, n, order, seed, error, error_size);
     }
     for (int i = 0; i < 4; i++)
         sigaction(signals[i], &old[i], NULL);
@@ -634,12 +885,16 @@ SIM_API void *minigrad_sim_fault_address(void)
     return fault_address;
 }
 
-/* Device memory for one launch argument: `bytes` (rounded up to 16) end exactly where
- * GUARD_BYTES of inaccessible memory begin, and as much lies below its first page, so an
- * index up to 64 KiB past either end faults instead of touching the process's other
- * memory. The bytes around the data within its pages hold 0xFF (NaN as float), so that
- * stray reads show and stray writes can be found afterwards. */
-#define GUARD_BYTES ((size_t)64 * 1024)
+/* Device memory for one region of a launch (an array argument, a shared variable): its
+ * `bytes` (rounded up to 16) end exactly at the end of its pages, and around those pages lie
+ * GUARD_BYTES of reserved, inaccessible address space on each side: 32 GiB, more than an int
+ * index times the widest element (16 bytes) reaches. An access anywhere in that window belongs
+ * to this region and to no other, and one that sim_access does not see (memset, a library
+ * call) faults. The bytes around the data within its pages hold 0xFF (NaN as float), so that
+ * stray writes made past the checks can be found afterwards. Where the address space is too
+ * small for such windows (ulimit -v), 64 KiB guards are used instead. */
+#define GUARD_BYTES ((size_t)32 << 30)
+#define SMALL_GUARD_BYTES ((size_t)64 << 10)
 
 static size_t guard_body(size_t bytes)
 {
@@ -651,40 +906,52 @@ static size_t guard_body(size_t bytes)
  * reusing them saves the system calls and page faults of fresh mappings. */
 #define POOL_SLOTS 32
 #define POOL_MAX_BODY ((size_t)16 << 20)
-static struct { char *base; size_t body; } pool[POOL_SLOTS];
+static struct { char *base; size_t body, guard; } pool[POOL_SLOTS];
 static int pool_count;
 
-SIM_API void *minigrad_sim_guarded_alloc(size_t bytes)
+static char *map_window(size_t body, size_t guard)
 {
-    size_t body = guard_body(bytes);
+    char *base = mmap(NULL, body + 2 * guard, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED)
+        return NULL;
+    if (mprotect(base + guard, body, PROT_READ | PROT_WRITE)) {
+        munmap(base, body + 2 * guard);
+        return NULL;
+    }
+    return base;
+}
+
+/* Fills the region's start, window and size; returns 0, or -1 when no memory could be mapped. */
+SIM_API int minigrad_sim_guarded_alloc(size_t bytes, sim_region *region)
+{
+    size_t body = guard_body(bytes), guard = GUARD_BYTES;
     char *base = NULL;
     for (int i = 0; i < pool_count && !base; i++)
         if (pool[i].body == body) {
             base = pool[i].base;
+            guard = pool[i].guard;
             pool[i] = pool[--pool_count];
         }
-    if (!base) {
-        base = mmap(NULL, body + 2 * GUARD_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (base == MAP_FAILED)
-            return NULL;
-        if (mprotect(base, GUARD_BYTES, PROT_NONE) || mprotect(base + GUARD_BYTES + body, GUARD_BYTES, PROT_NONE)) {
-            munmap(base, body + 2 * GUARD_BYTES);
-            return NULL;
-        }
-    }
-    memset(base + GUARD_BYTES, 0xFF, body);
-    return base + GUARD_BYTES + body - ((bytes + 15) & ~(size_t)15);
+    if (!base && !(base = map_window(body, guard)) && !(base = map_window(body, guard = SMALL_GUARD_BYTES)))
+        return -1;
+    memset(base + guard, 0xFF, body);
+    region->window_lo = base;
+    region->window_hi = base + 2 * guard + body;
+    region->start = base + guard + body - ((bytes + 15) & ~(size_t)15);
+    region->bytes = bytes;
+    return 0;
 }
 
-SIM_API void minigrad_sim_guarded_free(void *data, size_t bytes)
+SIM_API void minigrad_sim_guarded_free(const sim_region *region)
 {
-    size_t page = (size_t)sysconf(_SC_PAGESIZE), body = guard_body(bytes);
-    char *base = (char *)((uintptr_t)data / page * page) - GUARD_BYTES;
+    size_t body = guard_body(region->bytes);
+    size_t guard = (size_t)(region->window_hi - region->window_lo - body) / 2;
     if (pool_count < POOL_SLOTS && body <= POOL_MAX_BODY) {
-        pool[pool_count].base = base;
+        pool[pool_count].base = region->window_lo;
+        pool[pool_count].guard = guard;
         pool[pool_count++].body = body;
     } else {
-        munmap(base, body + 2 * GUARD_BYTES);
+        munmap(region->window_lo, body + 2 * guard);
     }
 }
 
@@ -701,4 +968,10 @@ SIM_API long long minigrad_sim_guarded_damage(void *data, size_t bytes)
         if (d[i] != 0xFF)
             return (long long)i;
     return 0;
+}
+
+/* Bytes of race-check shadow per granule of a region. */
+SIM_API size_t minigrad_sim_shadow_bytes(void)
+{
+    return sizeof(sim_shadow);
 }

@@ -3,6 +3,8 @@
     mod = SimModule(code=SOURCE)                     # like cupy.RawModule(code=SOURCE)
     add = mod.get_function("vec_add")
     add((blocks,), (256,), (x, y, out, np.int32(n)))  # like a cupy.RawKernel call, on NumPy arrays
+    stats = add((blocks,), (256,), args, count=True)  # + the global-memory traffic (LaunchStats)
+    add((blocks,), (256,), args, race_check=True)     # + a DataRaceError for racing threads
 
 Before a launch reaches the compiled kernel, every argument is checked the way a GPU
 would need it and a wrong one raises a TypeError / ValueError that names the kernel,
@@ -15,8 +17,10 @@ import threading
 import numpy as np
 
 from . import build
+from .checks import RACE, describe_access, launch_stats
 from .device_memory import LaunchMemory
-from .errors import BarrierDivergenceError, CudaSimError, KernelFaultError, OrderDependenceError, WarpDivergenceError
+from .errors import (BarrierDivergenceError, CudaSimError, DataRaceError, KernelFaultError, OrderDependenceError,
+                     WarpDivergenceError)
 
 MAX_THREADS_PER_BLOCK = 1024
 MAX_BLOCK_DIMS = (1024, 1024, 64)
@@ -88,7 +92,11 @@ class SimKernel:
     def __repr__(self):
         return f"<SimKernel {self.name}({', '.join(map(str, self.params))})>"
 
-    def __call__(self, grid, block, args, *, shared_mem=0, order=None):
+    def __call__(self, grid, block, args, *, shared_mem=0, order=None, count=False, race_check=False):
+        """Launch like cupy.RawKernel. count=True returns the launch's LaunchStats (global and shared memory
+        traffic, counted per access); race_check=True (or $MINIGRAD_CUDA_SIM_RACE_CHECK=1 for every launch)
+        raises DataRaceError at the first element two threads touch between barriers, one of them writing,
+        neither atomically (slower: one record per element)."""
         where = f"kernel {self.name}"
         grid = _dims("grid", grid, MAX_GRID_DIMS, where)
         block = _dims("block", block, MAX_BLOCK_DIMS, where)
@@ -111,23 +119,25 @@ class SimKernel:
             raise TypeError(f"{where}({', '.join(map(str, self.params))}) takes {len(self.params)} arguments, "
                             f"got {len(args)}")
         values = [_check_argument(where, i, p, a) for i, (p, a) in enumerate(zip(self.params, args))]
+        race_check = race_check or os.environ.get("MINIGRAD_CUDA_SIM_RACE_CHECK") == "1"
         kind, seed = parse_order(order or self.order or self.module.order
                                  or os.environ.get("MINIGRAD_CUDA_SIM_ORDER") or "forward")
         if kind is None:
-            self._compare_orders(where, grid, block, values, int(shared_mem))
+            stats = self._compare_orders(where, grid, block, values, int(shared_mem), bool(race_check))
         else:
-            self._launch(where, grid, block, values, int(shared_mem), kind, seed)
+            stats = self._launch(where, grid, block, values, int(shared_mem), kind, seed, bool(race_check))
+        return stats if count else None
 
-    def _compare_orders(self, where, grid, block, values, shared_mem):
+    def _compare_orders(self, where, grid, block, values, shared_mem, race_check):
         """Launch in forward and in reverse thread order from the same inputs: different outputs
         mean the result depends on the order threads run in (a missing barrier, a race)."""
         written = [(i, v) for i, (p, v) in enumerate(zip(self.params, values)) if p.pointer and not p.const]
         inputs = [v.copy() for _, v in written]
-        self._launch(where, grid, block, values, shared_mem, ORDERS.index("forward"), 0)
+        stats = self._launch(where, grid, block, values, shared_mem, ORDERS.index("forward"), 0, race_check)
         forward = [v.copy() for _, v in written]
         for (_, v), original in zip(written, inputs):
             np.copyto(v, original)
-        self._launch(where, grid, block, values, shared_mem, ORDERS.index("reverse"), 0)
+        self._launch(where, grid, block, values, shared_mem, ORDERS.index("reverse"), 0, race_check)
         for (i, v), f in zip(written, forward):
             # float atomics add in another order, so floats need only agree to rounding
             same = np.isclose(f, v, rtol=1e-5, atol=1e-6, equal_nan=True) if v.dtype.kind in "fc" else f == v
@@ -138,23 +148,33 @@ class SimKernel:
                     f"forward and reverse thread order at flat index {k}: {f.reshape(-1)[k]!r} vs "
                     f"{v.reshape(-1)[k]!r}. The result depends on the order threads run in: a missing "
                     "__syncthreads(), or threads racing on the same memory")
+        return stats
 
-    def _launch(self, where, grid, block, values, shared_mem, kind, seed):
-        lib, ffi = self.module._library.lib, self.module._library.ffi
-        error = ffi.new("char[]", _ERROR_BYTES)
+    def _launch(self, where, grid, block, values, shared_mem, kind, seed, race_check):
+        library = self.module._library
+        lib, ffi = library.lib, library.ffi
+        error, fault = ffi.new("char[]", _ERROR_BYTES), ffi.new("sim_fault *")
         with _launch_lock:
-            memory = LaunchMemory(lib, ffi, self.params, values, shared_mem)
+            memory = LaunchMemory(library, self.params, values, shared_mem, race_check)
             try:
                 status = lib.minigrad_sim_launch(self._index, ffi.new("void *[]", memory.pointers or 1), grid, block,
-                                                 memory.shared, shared_mem, kind, seed,
-                                                 self.module._library.stack_bytes, error, _ERROR_BYTES)
+                                                 memory.shared, memory.static_shared, len(library.shared_vars),
+                                                 memory.table, len(memory.regions), race_check, fault, kind, seed,
+                                                 library.stack_bytes, error, _ERROR_BYTES)
                 where = f"{where} (grid {grid}, block {block}, {ORDERS[kind]} order)"
                 if status:
                     message = ffi.string(error).decode(errors="replace")
-                    if status == _FAULT:
-                        message += memory.describe(int(ffi.cast("uintptr_t", lib.minigrad_sim_fault_address())))
-                    raise _STATUS_ERRORS.get(status, CudaSimError)(f"{where}: {message}")
+                    error_type = _STATUS_ERRORS.get(status, CudaSimError)
+                    if status == _FAULT and fault.kind:
+                        message += describe_access(fault, memory, library, grid, block)
+                        error_type = DataRaceError if fault.kind == RACE else KernelFaultError
+                    elif status == _FAULT:
+                        line = library.source_line(fault.pc)
+                        message += (f" ({line})" if line else "") + memory.describe(
+                            int(ffi.cast("uintptr_t", lib.minigrad_sim_fault_address())))
+                    raise error_type(f"{where}: {message}")
                 memory.finish(where)
+                return launch_stats(memory, self.params)
             finally:
                 memory.free()
 
