@@ -1,6 +1,7 @@
 """Loss functions (lesson `01_gradient_descent`): each one number to minimise, averaged over the batch."""
 import numpy as np
 
+from .. import kernels
 from ..tensor import Tensor, as_tensor
 from .module import Module
 
@@ -35,7 +36,9 @@ def cross_entropy(logits, target):
     logits (N, C) with integer targets (N,), or (N, C, d₁, …) with targets (N, d₁, …)
     like PyTorch (for a sequence model pass logits.reshape(B·T, C), targets.reshape(B·T)).
     The log-sum-exp subtracts the row max, so logits of ±1e4 stay finite.
-    Backward: dz = (softmax(z) − onehot(y)) / M.
+    Backward: dz = (softmax(z) − onehot(y)) / M, softmax recomputed from the row log-sum-exp, so no (M, C)
+    array is kept. Both run in `minigrad.kernels.cross_entropy` / `cross_entropy_backward` on the current
+    backend: the NumPy reference (numpy_backend.py) or the fused C kernel (kernels/cross_entropy.c).
     """
     logits = as_tensor(logits)
     y = np.asarray(target.data if isinstance(target, Tensor) else target)
@@ -51,17 +54,12 @@ def cross_entropy(logits, target):
     if y.size and (y.min() < 0 or y.max() >= C):
         bad = y.min() if y.min() < 0 else y.max()
         raise IndexError(f"cross_entropy: target {bad} is out of range for {C} classes (expected 0 <= target < {C})")
-    z = np.moveaxis(logits.data, 1, -1).reshape(-1, C)                # (M, C)
-    rows, yflat = np.arange(z.shape[0]), y.reshape(-1)
-    shifted = z - z.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # (M, C)
-    M = z.shape[0]
-    loss = -log_probs[rows, yflat].sum() / M
+    z = np.moveaxis(logits.data, 1, -1).reshape(-1, C)                # (M, C), a view for 2-D logits
+    yflat = y.reshape(-1)                                              # (M,)
+    loss, lse = kernels.cross_entropy(z, yflat)                        # lse (M,): all backward keeps
 
     def backward(grad):
-        dz = np.exp(log_probs)
-        dz[rows, yflat] -= 1
-        dz *= grad / M
+        dz = kernels.cross_entropy_backward(z, yflat, lse, float(grad))  # (M, C)
         moved = dz.reshape(logits.shape[:1] + logits.shape[2:] + (C,))
         return (np.moveaxis(moved, -1, 1),)
 

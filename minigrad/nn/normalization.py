@@ -1,6 +1,9 @@
 """Layer normalisation, one op with its backward, and its module."""
+import math
+
 import numpy as np
 
+from .. import kernels
 from ..tensor import Tensor, as_tensor
 from .module import Module, Parameter
 
@@ -16,6 +19,8 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
 
     Backward, with x̂ = (x − μ)/√(σ² + ε), ĝ = g·γ and means over the normalised dims:
     dx = (ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) / √(σ² + ε),  dγ = Σ g·x̂,  dβ = Σ g  (sums over the other dims).
+    Both run in `minigrad.kernels.layer_norm` / `layer_norm_backward` on the current backend: the NumPy
+    reference (numpy_backend.py) or the fused C kernel (kernels/layernorm.c).
     """
     x = as_tensor(x)
     weight = None if weight is None else as_tensor(weight)
@@ -30,30 +35,24 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
             raise ValueError(f"layer_norm expected {name} of shape {shape}, got {tuple(p.shape)}")
         if p is not None and p.dtype != x.dtype:
             raise TypeError(f"layer_norm expected {name} of the input's dtype {x.dtype}, got {p.dtype}")
-    axes = tuple(range(x.ndim - k, x.ndim))
-    lead = tuple(range(x.ndim - k))
-    xd = x.data
-    mu = xd.mean(axis=axes, keepdims=True)
-    centered = xd - mu
-    rstd = 1 / np.sqrt((centered * centered).mean(axis=axes, keepdims=True) + eps)
-    xhat = centered * rstd
-    out = xhat if weight is None else xhat * weight.data
-    if bias is not None:
-        out = out + bias.data
+    # over the last k dims = over one last dim of their product: the fused kernel's (rows, C) layout
+    rows_shape = x.shape[:x.ndim - k] + (math.prod(shape),)
+    xd = x.data.reshape(rows_shape)                                    # (…, C)
+    w = None if weight is None else weight.data.reshape(-1)            # (C,)
+    b = None if bias is None else bias.data.reshape(-1)                # (C,)
+    out, mean, rstd = kernels.layer_norm(xd, w, b, eps)                # (…, C), (…), (…)
     parents = tuple(t for t in (x, weight, bias) if t is not None)
 
-    def backward(grad):
-        ghat = grad if weight is None else grad * weight.data
-        dx = rstd * (ghat - ghat.mean(axis=axes, keepdims=True)
-                     - xhat * (ghat * xhat).mean(axis=axes, keepdims=True))
-        grads = [dx]
+    def backward(grad):  # minigrad.kernels.numpy_backend.layer_norm_backward has the formulas above
+        dx, dw, db = kernels.layer_norm_backward(xd, w, mean, rstd, grad.reshape(rows_shape))
+        grads = [dx.reshape(x.shape)]
         if weight is not None:
-            grads.append((grad * xhat).sum(axis=lead))
+            grads.append(dw.reshape(shape))
         if bias is not None:
-            grads.append(grad.sum(axis=lead))
+            grads.append(db.reshape(shape))
         return tuple(grads)
 
-    return Tensor.from_op(out, parents, backward, "layer_norm")
+    return Tensor.from_op(out.reshape(x.shape), parents, backward, "layer_norm")
 
 
 class LayerNorm(Module):

@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 
+from .. import kernels
 from .optimizer import Optimizer
 
 
@@ -75,3 +76,27 @@ class AdamW(Adam):
         if group["weight_decay"]:
             decoupled_weight_decay(p.data, group["lr"], group["weight_decay"])
         return p.grad
+
+    def step(self, closure=None):
+        """The AdamW step of every parameter with a gradient, all of a group's tensors of one dtype in one call
+        of `minigrad.kernels.adamw_step`: on backend "c" one pass of kernels/adamw.c over all of them, on
+        "numpy" the rules above (decoupled_weight_decay, then adam_step) tensor by tensor.
+        """
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            batches = {}  # (dtype, contiguous) -> [(param, state)]: one kernel call takes one dtype
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state.setdefault(id(p), {})
+                if not state:
+                    state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
+                state["step"] += 1
+                batches.setdefault((p.data.dtype, p.data.flags.c_contiguous), []).append((p, state))
+            beta1, beta2 = group["betas"]
+            for (_, contiguous), members in batches.items():
+                kernels.adamw_step([p.data for p, _ in members], [p.grad for p, _ in members],
+                                   [s["exp_avg"] for _, s in members], [s["exp_avg_sq"] for _, s in members],
+                                   [int(s["step"]) for _, s in members], group["lr"], beta1, beta2, group["eps"],
+                                   group["weight_decay"], backend=None if contiguous else "numpy")  # C updates in place
+        return loss
