@@ -127,3 +127,42 @@ def test_binary_cross_entropy_with_logits_is_finite_for_huge_logits(dtype):
     assert loss.item() == pytest.approx(5e3, rel=1e-6)
     loss.backward()
     np.testing.assert_allclose(z.grad, [0.0, 0.0, 0.25, -0.25], atol=1e-7)
+
+
+def test_cross_entropy_ignore_index_averages_over_the_counted_targets_only():
+    z, y = rng(11).standard_normal((7, 5)), np.array([0, -100, 4, -100, 2, 2, -100])
+    counted = y != -100
+    loss = F.cross_entropy(t64(z, False), y)
+    assert loss.item() == pytest.approx(cross_entropy_ref(z[counted], y[counted]), rel=1e-12)
+    assert mg.gradcheck(lambda a: F.cross_entropy(a, y), [t64(z)])
+    logits = t64(z)
+    F.cross_entropy(logits, y).backward()
+    assert np.all(logits.grad[~counted] == 0)
+    assert F.cross_entropy(t64(z, False), np.where(counted, y, 3), ignore_index=3).item() == pytest.approx(
+        cross_entropy_ref(z[np.where(counted, y, 3) != 3], np.where(counted, y, 3)[np.where(counted, y, 3) != 3]),
+        rel=1e-12)
+    assert math.isnan(F.cross_entropy(t64(z, False), np.full(7, -100)).item())  # 0/0, as in PyTorch
+    with pytest.raises(IndexError, match="target -5 is out of range.*ignore_index=-100"):
+        F.cross_entropy(t64(z, False), np.array([0, -5, 1, 1, 1, 1, 1]))
+
+
+def test_cross_entropy_ignore_index_matches_pytorch():
+    torch = pytest.importorskip("torch", reason="PyTorch is the reference for ignore_index's semantics")
+    z, y = rng(12).standard_normal((3, 6, 4)), np.array([[1, -100, 0, 5], [-100, -100, 2, 3], [4, 4, -100, 0]])
+    logits = t64(z)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    tz = torch.tensor(z, requires_grad=True)
+    tloss = torch.nn.functional.cross_entropy(tz, torch.tensor(y))
+    tloss.backward()
+    assert loss.item() == pytest.approx(tloss.item(), rel=1e-12)
+    np.testing.assert_allclose(logits.grad, tz.grad.numpy(), rtol=1e-10, atol=1e-14)
+    assert nn_loss_ignores(torch)
+
+
+def nn_loss_ignores(torch):
+    import minigrad.nn as nn
+    z, y = rng(13).standard_normal((4, 3)), np.array([0, 7, 7, 2])
+    ours = nn.CrossEntropyLoss(ignore_index=7)(t64(z, False), y).item()
+    theirs = torch.nn.CrossEntropyLoss(ignore_index=7)(torch.tensor(z), torch.tensor(y)).item()
+    return ours == pytest.approx(theirs, rel=1e-12)

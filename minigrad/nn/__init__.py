@@ -1,10 +1,11 @@
 """Layers and models, `import minigrad.nn as nn`: every module class, by concept file."""
-from . import functional
+from . import functional, lora
 from .activation import GELU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .conv import Conv2d
 from .dropout import Dropout
 from .embedding import Embedding
 from .linear import Flatten, Identity, Linear
+from .lora import LoRALinear
 from .loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from .module import Module, ModuleList, Parameter, Sequential
 from .normalization import LayerNorm

@@ -30,7 +30,7 @@ def mse_loss(input, target):
     return Tensor.from_op(np.asarray(loss, dtype=x.dtype), (x, y), backward, "mse_loss")
 
 
-def cross_entropy(logits, target):
+def cross_entropy(logits, target, ignore_index=-100):
     """L = −(1/M) Σₘ log softmax(zₘ)[yₘ] = (1/M) Σₘ (log Σ_c e^{zₘ,c} − zₘ,yₘ)   (lesson 01_gradient_descent)
 
     logits (N, C) with integer targets (N,), or (N, C, d₁, …) with targets (N, d₁, …)
@@ -39,6 +39,9 @@ def cross_entropy(logits, target):
     Backward: dz = (softmax(z) − onehot(y)) / M, softmax recomputed from the row log-sum-exp, so no (M, C)
     array is kept. Both run in `minigrad.kernels.cross_entropy` / `cross_entropy_backward` on the current
     backend: the NumPy reference (numpy_backend.py) or the fused C kernel (kernels/cross_entropy.c).
+    Targets equal to ignore_index (−100, as in PyTorch) count for nothing: the mean runs over the other
+    rows only and the ignored rows get no gradient (a loss on the answer tokens only: lesson
+    11_fine_tuning). If every target is ignored the loss is NaN, as in PyTorch (0/0).
     """
     logits = as_tensor(logits)
     y = np.asarray(target.data if isinstance(target, Tensor) else target)
@@ -51,15 +54,27 @@ def cross_entropy(logits, target):
                          f"got {y.shape}")
     if y.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy expected integer class targets, got dtype {y.dtype}")
-    if y.size and (y.min() < 0 or y.max() >= C):
-        bad = y.min() if y.min() < 0 else y.max()
-        raise IndexError(f"cross_entropy: target {bad} is out of range for {C} classes (expected 0 <= target < {C})")
-    z = np.moveaxis(logits.data, 1, -1).reshape(-1, C)                # (M, C), a view for 2-D logits
+    counted = (y != ignore_index).reshape(-1)                         # (M,)
     yflat = y.reshape(-1)                                              # (M,)
-    loss, lse = kernels.cross_entropy(z, yflat)                        # lse (M,): all backward keeps
+    if counted.any() and (yflat[counted].min() < 0 or yflat[counted].max() >= C):
+        bad = yflat[counted].min() if yflat[counted].min() < 0 else yflat[counted].max()
+        raise IndexError(f"cross_entropy: target {bad} is out of range for {C} classes (expected 0 <= target < {C}); "
+                         f"targets equal to ignore_index={ignore_index} are skipped")
+    z = np.moveaxis(logits.data, 1, -1).reshape(-1, C)                # (M, C), a view for 2-D logits
+    every = counted.all()
+    zc, yc = (z, yflat) if every else (z[counted], yflat[counted])     # the rows that count
+    if not len(yc):
+        return Tensor.from_op(np.asarray(np.nan, dtype=logits.dtype), (logits,),
+                              lambda grad: (np.full(logits.shape, np.nan, logits.dtype),), "cross_entropy")
+    loss, lse = kernels.cross_entropy(zc, yc)                          # lse: all backward keeps
 
     def backward(grad):
-        dz = kernels.cross_entropy_backward(z, yflat, lse, float(grad))  # (M, C)
+        dzc = kernels.cross_entropy_backward(zc, yc, lse, float(grad))
+        if every:
+            dz = dzc                                                   # (M, C)
+        else:
+            dz = np.zeros(z.shape, dzc.dtype)
+            dz[counted] = dzc                                          # ignored rows: no gradient
         moved = dz.reshape(logits.shape[:1] + logits.shape[2:] + (C,))
         return (np.moveaxis(moved, -1, 1),)
 
@@ -123,10 +138,14 @@ class MSELoss(Module):
 
 
 class CrossEntropyLoss(Module):
-    """loss_fn(logits, target) = cross_entropy(logits, target), like torch.nn.CrossEntropyLoss()."""
+    """loss_fn(logits, target) = cross_entropy(logits, target, ignore_index), like torch.nn.CrossEntropyLoss()."""
+
+    def __init__(self, ignore_index=-100):
+        super().__init__()
+        self.ignore_index = ignore_index
 
     def forward(self, logits, target):
-        return cross_entropy(logits, target)
+        return cross_entropy(logits, target, self.ignore_index)
 
 
 class BCELoss(Module):
