@@ -166,3 +166,17 @@ def nn_loss_ignores(torch):
     ours = nn.CrossEntropyLoss(ignore_index=7)(t64(z, False), y).item()
     theirs = torch.nn.CrossEntropyLoss(ignore_index=7)(torch.tensor(z), torch.tensor(y)).item()
     return ours == pytest.approx(theirs, rel=1e-12)
+
+
+def test_cross_entropy_ignore_index_on_the_c_kernel(c_kernels_built):
+    z, y = rng(14).standard_normal((9, 5)).astype(np.float32), np.array([1, -100, 3, 3, -100, 0, 4, -100, 2])
+    results = {}
+    for backend in ("numpy", "c"):
+        with mg.backend(backend):
+            logits = mg.tensor(z, requires_grad=True)
+            loss = F.cross_entropy(logits, y)
+            loss.backward()
+            results[backend] = (loss.item(), logits.grad)
+    assert results["c"][0] == pytest.approx(results["numpy"][0], rel=1e-6)
+    np.testing.assert_allclose(results["c"][1], results["numpy"][1], rtol=1e-5, atol=1e-7)
+    assert np.all(results["c"][1][y == -100] == 0)
