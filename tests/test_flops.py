@@ -29,8 +29,8 @@ def executed_product_flops(root):
         if id(node) in seen:
             continue
         seen.add(id(node))
-        if node._op == "matmul":
-            a, b = node._parents
+        if node._op in ("matmul", "linear"):
+            a = node._parents[0]
             total += 2 * node.data.size * a.shape[-1]  # each output element is a k-long dot product
         elif node._op.startswith("scaled_dot_product_attention"):
             q, k, v = node._parents[:3]

@@ -1,4 +1,4 @@
-"""The layers that run on the fused kernels (layer_norm, cross_entropy, AdamW, GELU) give the same values
+"""The layers that run on the kernels (linear, layer_norm, cross_entropy, AdamW, GELU) give the same values
 and gradients on backend "c" as on the NumPy reference, and gradient-check in float64 on both."""
 import numpy as np
 import pytest
@@ -27,7 +27,7 @@ def values_and_grads(backend, fn, arrays):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", ["layer_norm_last", "layer_norm_two_dims", "layer_norm_plain",
-                                  "cross_entropy", "cross_entropy_nd", "gelu"])
+                                  "cross_entropy", "cross_entropy_nd", "gelu", "linear", "linear_no_bias"])
 def test_same_values_and_gradients_on_c_as_on_numpy(case, dtype):
     x = rand(4, 6, 8, seed=1, dtype=dtype) * 3
     w, b = rand(8, seed=2, dtype=dtype), rand(8, seed=3, dtype=dtype)
@@ -40,6 +40,8 @@ def test_same_values_and_gradients_on_c_as_on_numpy(case, dtype):
         "cross_entropy": (lambda a: F.cross_entropy(a.reshape(24, 8), targets), [x]),
         "cross_entropy_nd": (lambda a: F.cross_entropy(a, targets.reshape(4, 6) % 6), [x[:, :, :6]]),  # (N, C, d)
         "gelu": (lambda a: F.gelu(a), [x]),
+        "linear": (lambda a, c, d: F.linear(a, c, d), [x, rand(5, 8, seed=7, dtype=dtype), rand(5, seed=8, dtype=dtype)]),
+        "linear_no_bias": (lambda a, c: F.linear(a[:, 1:], c), [x, rand(5, 8, seed=7, dtype=dtype)]),  # strided x
     }[case]
     reference = values_and_grads("numpy", fn, arrays)
     for got, want in zip(values_and_grads("c", fn, arrays), reference):

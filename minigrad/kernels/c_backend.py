@@ -378,13 +378,15 @@ def _suffix(dtype):
 def _check_floats(op, **arrays):
     """NumPy arrays (None allowed) of one float dtype, float32 or float64; returns that dtype."""
     given = {name: x for name, x in arrays.items() if x is not None}
-    described = ", ".join(f"{name} {getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}"
-                          for name, x in given.items())
+
+    def described():  # only on error: formatting every dtype cost more than the AdamW kernel itself
+        return ", ".join(f"{name} {getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}"
+                         for name, x in given.items())
     if not all(isinstance(x, np.ndarray) for x in given.values()):
-        raise TypeError(f"{op}: backend 'c' takes NumPy arrays; got {described}")
+        raise TypeError(f"{op}: backend 'c' takes NumPy arrays; got {described()}")
     dtypes = {x.dtype.newbyteorder("=") for x in given.values()}
     if len(dtypes) > 1 or not dtypes <= {np.dtype(np.float32), np.dtype(np.float64)}:
-        raise TypeError(f"{op}: needs float32 or float64 arrays, all of the same dtype; got {described}")
+        raise TypeError(f"{op}: needs float32 or float64 arrays, all of the same dtype; got {described()}")
     return dtypes.pop()
 
 

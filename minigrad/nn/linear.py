@@ -3,9 +3,13 @@ import math
 
 import numpy as np
 
+from .. import kernels
 from ..random import generator
-from ..tensor import as_tensor
+from ..tensor import Tensor, as_tensor
 from .module import Module, Parameter
+
+
+_KERNEL_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))  # the dtypes every backend's matmul takes
 
 
 def uniform_parameter(shape, bound):
@@ -16,8 +20,9 @@ def uniform_parameter(shape, bound):
 def linear(x, weight, bias=None):
     """y = x Wᵀ + b, with x: (…, in), W: (out, in), b: (out,) → y: (…, out).
 
-    The leading dims are folded into one so the product is a single 2-D matmul
-    (one GEMM each way in the backward pass, on whichever backend is active).
+    One op: the leading dims are folded into one so the product is a single 2-D matmul on whichever
+    backend is active, and b is added into that fresh product in place.
+    Backward: dx = dy W, dW = dyᵀ x, db = Σ dy over the folded rows (one GEMM for each of dx and dW).
     """
     x, weight = as_tensor(x), as_tensor(weight)
     if weight.ndim != 2:
@@ -26,14 +31,28 @@ def linear(x, weight, bias=None):
         raise ValueError(f"linear expected input with last dim in_features={weight.shape[1]} (…, {weight.shape[1]}), "
                          f"got shape {x.shape}")
     out_features = weight.shape[0]
-    y = x.reshape(-1, weight.shape[1]) @ weight.T                      # (prod(…), out)
-    y = y.reshape(*x.shape[:-1], out_features)                         # (…, out)
     if bias is not None:
         bias = as_tensor(bias)
         if bias.shape != (out_features,):
             raise ValueError(f"linear expected a bias of shape ({out_features},), got {bias.shape}")
-        y = y + bias
-    return y
+    if x.dtype not in _KERNEL_FLOATS or weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+        # mixed or other dtypes: the same formula from Tensor ops, which promote like PyTorch
+        y = (x.reshape(-1, weight.shape[1]) @ weight.T).reshape(*x.shape[:-1], out_features)
+        return y if bias is None else y + bias
+    x2 = x.data.reshape(-1, weight.shape[1])                           # (N, in)
+    out = kernels.matmul(x2, weight.data.T)                            # (N, out), a fresh array
+    if bias is not None:
+        out += bias.data
+
+    def backward(grad):
+        g = grad.reshape(-1, out_features)                             # (N, out)
+        dx = kernels.matmul(g, weight.data).reshape(x.shape) if x.requires_grad else None   # (…, in)
+        dw = kernels.matmul(g.T, x2) if weight.requires_grad else None                      # (out, in)
+        if bias is None:
+            return dx, dw
+        return dx, dw, g.sum(axis=0) if bias.requires_grad else None                         # (out,)
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    return Tensor.from_op(out.reshape(*x.shape[:-1], out_features), parents, backward, "linear")
 
 
 class Linear(Module):

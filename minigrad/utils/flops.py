@@ -75,19 +75,20 @@ def _causal_score_elements(T):
     return sum(min(QUERY_BLOCK, T - r0) * min(r0 + QUERY_BLOCK, T) for r0 in range(0, T, QUERY_BLOCK))
 
 
-ACTIVATIONS_PER_BLOCK = 34  # arrays of (B, T, d) one block keeps for backward; see gpt_activation_bytes
+ACTIVATIONS_PER_BLOCK = 23  # arrays of (B, T, d) one block keeps for backward; see gpt_activation_bytes
 
 
 def gpt_activation_bytes(model, batch_size, seq_len=None, itemsize=4, attention="blocked"):
     """Bytes of the arrays a GPT's forward pass keeps alive for backward, counted op by op (dropout off).
 
-    Per block, in units of one (B, T, d) array: ln1 keeps x̂ and its output (2); the q, k, v projections their
-    product and bias sum (6); attention its output (1) and the head merge's copy (1); out_proj 2; the
-    residual sum 1; ln2 2; the MLP's first Linear 2·4, GELU its output and Φ(x) 2·4, the second Linear 2;
-    the residual 1: 34 in all. Attention also keeps its weights: B·H·T·T ("full", the plain formula), the
+    Per block, in units of one (B, T, d) array: ln1 keeps its output (1; x̂ is recomputed from the saved
+    row mean and 1/σ); the q, k, v projections their products (3: each Linear adds its bias in place);
+    attention its output (1) and the head merge's copy (1); out_proj 1; the residual sum 1; ln2 1; the
+    MLP's first Linear 4, GELU its output and Φ(x) 2·4, the second Linear 1; the residual 1: 23 in all.
+    Attention also keeps its weights: B·H·T·T ("full", the plain formula), the
     causal blocks only ("blocked", the NumPy backend's default) or nothing of size T² ("fused": the C
     and CUDA kernels keep the row log-sum-exp). Outside the blocks: the embedding sum and its lookup (2),
-    ln_f (2), the logits and cross-entropy's log-probabilities (2 × (B, T, V)).
+    ln_f (1) and the logits (B, T, V); cross-entropy keeps only each row's log-sum-exp.
     """
     L, d, H, V, block_size = _gpt_shape(model)
     B, T = batch_size, block_size if seq_len is None else seq_len
@@ -95,7 +96,7 @@ def gpt_activation_bytes(model, batch_size, seq_len=None, itemsize=4, attention=
     if attention not in scores:
         raise ValueError(f"gpt_activation_bytes: attention must be one of {sorted(scores)}, got {attention!r}")
     per_block = ACTIVATIONS_PER_BLOCK * B * T * d + B * H * scores[attention]
-    outside = 4 * B * T * d + 2 * B * T * V
+    outside = 3 * B * T * d + B * T * V
     return itemsize * (L * per_block + outside)
 
 
