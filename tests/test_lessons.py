@@ -79,9 +79,13 @@ def test_lesson_sections_end_with_exercises_summary_questionnaire(path):
         found = [k for k, (_, text) in enumerate(headings) if word.lower() in text.lower()]
         assert found, f"{path.name}: no '## …{word}…' section (sections: {[h for _, h in headings]})"
         return found[0]
-    exercises, summary, questionnaire = first("Exercises"), first("Summary"), first("Questionnaire")
-    assert exercises < summary < questionnaire == len(headings) - 1, \
-        f"{path.name}: the last sections must be Exercises, Summary, Questionnaire, in that order: {[h for _, h in headings]}"
+    assert re.match(r"1\. The formula", headings[0][1]), f"{path.name}: the first section should be '## 1. The formula…'"
+    by_hand, exercises, summary, questionnaire = first("by hand"), first("Exercises"), first("Summary"), first("Questionnaire")
+    assert by_hand < exercises < summary < questionnaire == len(headings) - 1, \
+        f"{path.name}: the sections must run formula, …, gradient by hand, …, Exercises, Summary, Questionnaire: " \
+        f"{[h for _, h in headings]}"
+    numbers = [int(m.group(1)) for _, h in headings for m in [re.match(r"(\d+)\. ", h)] if m]
+    assert numbers == list(range(1, len(headings) + 1)), f"{path.name}: sections are numbered 1, 2, 3, …: {numbers}"
 
 
 @pytest.mark.parametrize("path", lesson_params())
