@@ -63,12 +63,12 @@ def kernel_table(threads, repeats):
         w = layer.weight.data
         quantized = Q.QuantizedLinear.from_float(layer)
         xq, _ = Q.quantize_symmetric(x)
-        wq, sums = quantized.weight.data, Q.int8_row_sums(quantized.weight.data)
+        wq = quantized.weight.data
         functions = {"numpy float32 x @ W.T": lambda: x @ w.T,
-                     "int8 kernel portable": lambda: Q.int8_matmul(xq, wq, sums, version="portable",
+                     "int8 kernel portable": lambda: Q.int8_matmul(xq, wq, version="portable",
                                                                    num_threads=threads)}
         if Q.vnni_available():
-            functions["int8 kernel vnni"] = lambda: Q.int8_matmul(xq, wq, sums, version="vnni", num_threads=threads)
+            functions["int8 kernel vnni"] = lambda: Q.int8_matmul(xq, wq, version="vnni", num_threads=threads)
         functions["QuantizedLinear (all)"] = lambda: quantized(x)
         with threadpool_limits(threads):
             os.environ["MINIGRAD_NUM_THREADS"] = str(threads)

@@ -63,16 +63,6 @@ int qmatmul_has_vnni(void)
 #endif
 }
 
-void qmatmul_row_sums(const int8_t *b, int32_t *sums, int64_t n, int64_t k)
-{
-    for (int64_t j = 0; j < n; j++) {
-        int32_t s = 0;
-        for (int64_t p = 0; p < k; p++)
-            s += b[j * k + p];
-        sums[j] = s;
-    }
-}
-
 /* Version 0: one int32 dot product per output element. */
 static void qmatmul_portable(const int8_t *a, const int8_t *b, int32_t *c, int64_t m, int64_t n, int64_t k,
                              int threads)
@@ -98,7 +88,7 @@ static void qmatmul_portable(const int8_t *a, const int8_t *b, int32_t *c, int64
  * Missing rows (mr < MR or nr < NR at the edges) are read as row 0 of the block and their results dropped,
  * so the inner loop has no branches. */
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void vnni_block(const int8_t *a, const int8_t *b, const int32_t *b_sums, int32_t *c,
+static void vnni_block(const int8_t *a, const int8_t *b, const int32_t *shift, int32_t *c,
                        int64_t n, int64_t k, int64_t i0, int64_t j0, int mr, int nr)
 {
     const __m512i flip = _mm512_set1_epi8((char)0x80);  /* int8 a → uint8 a + 128 */
@@ -135,28 +125,47 @@ static void vnni_block(const int8_t *a, const int8_t *b, const int32_t *b_sums, 
     }
     for (int r = 0; r < mr; r++)
         for (int s = 0; s < nr; s++)
-            c[(i0 + r) * n + j0 + s] = _mm512_reduce_add_epi32(acc[r][s]) - 128 * b_sums[j0 + s];
+            c[(i0 + r) * n + j0 + s] = _mm512_reduce_add_epi32(acc[r][s]) - shift[s];
+}
+
+/* shift[s] = 128 · Σ_k B[j0 + s][k] for the nr rows of a block, by the same instruction on 128s. */
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void vnni_shift(const int8_t *b, int32_t *shift, int64_t k, int64_t j0, int nr)
+{
+    const __m512i all128 = _mm512_set1_epi8((char)0x80);  /* as uint8: 128 */
+    for (int s = 0; s < nr; s++) {
+        const int8_t *row = b + (j0 + s) * k;
+        __m512i acc = _mm512_setzero_si512();
+        int64_t p = 0;
+        for (; p + 64 <= k; p += 64)
+            acc = _mm512_dpbusd_epi32(acc, all128, _mm512_loadu_si512((const void *)(row + p)));
+        if (p < k)
+            acc = _mm512_dpbusd_epi32(acc, all128, _mm512_maskz_loadu_epi8((1ULL << (k - p)) - 1, row + p));
+        shift[s] = _mm512_reduce_add_epi32(acc);
+    }
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void qmatmul_vnni(const int8_t *a, const int8_t *b, const int32_t *b_sums, int32_t *c,
-                         int64_t m, int64_t n, int64_t k, int threads)
+static void qmatmul_vnni(const int8_t *a, const int8_t *b, int32_t *c, int64_t m, int64_t n, int64_t k,
+                         int threads)
 {
     int64_t col_blocks = (n + NR - 1) / NR;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && m * n * k > (1 << 16))
     for (int64_t jb = 0; jb < col_blocks; jb++) {
         int64_t j0 = jb * NR;
         int nr = (int)(n - j0 < NR ? n - j0 : NR);
+        int32_t shift[NR] = {0};
+        vnni_shift(b, shift, k, j0, nr);
         for (int64_t i0 = 0; i0 < m; i0 += MR) {
             int mr = (int)(m - i0 < MR ? m - i0 : MR);
-            vnni_block(a, b, b_sums, c, n, k, i0, j0, mr, nr);
+            vnni_block(a, b, shift, c, n, k, i0, j0, mr, nr);
         }
     }
 }
 #endif
 
-int qmatmul_s8(const int8_t *a, const int8_t *b, const int32_t *b_sums, int32_t *c,
-               int64_t m, int64_t n, int64_t k, int version, int num_threads)
+int qmatmul_s8(const int8_t *a, const int8_t *b, int32_t *c, int64_t m, int64_t n, int64_t k, int version,
+               int num_threads)
 {
     int threads = resolve_threads(num_threads);
     if (version == QMATMUL_PORTABLE) {
@@ -165,10 +174,9 @@ int qmatmul_s8(const int8_t *a, const int8_t *b, const int32_t *b_sums, int32_t 
     }
 #ifdef HAVE_VNNI_PATH
     if (version == QMATMUL_VNNI && qmatmul_has_vnni()) {
-        qmatmul_vnni(a, b, b_sums, c, m, n, k, threads);
+        qmatmul_vnni(a, b, c, m, n, k, threads);
         return 0;
     }
 #endif
-    (void)b_sums;
     return -1; /* an unknown version, or VNNI on a CPU without it: the caller raises */
 }

@@ -6,7 +6,8 @@
 
 Symmetric (zero maps to zero, no offsets), one scale per output channel of the weight and one per row of
 the activation, the int32 dot products exact. `quantize_dynamic(model)` swaps every `nn.Linear` for a
-`QuantizedLinear` holding int8 weights (4× fewer bytes than float32); its products run on the C kernel
+`QuantizedLinear` holding int8 weights (4× fewer bytes than float32), and MultiheadAttention's fused
+projection for a `QuantizedWeight`; the products run on the C kernel
 of kernels/qmatmul.c (AVX-512 VNNI where the CPU has it) or on the NumPy reference `int8_matmul_reference`.
 """
 import copy
@@ -16,8 +17,8 @@ import numpy as np
 from .autograd import no_grad
 from .tensor import Tensor, as_dtype, as_tensor, int8
 
-__all__ = ["quantize_dynamic", "QuantizedLinear", "quantize_symmetric", "int8_matmul", "int8_matmul_reference",
-           "vnni_available"]
+__all__ = ["quantize_dynamic", "QuantizedLinear", "QuantizedWeight", "quantize_symmetric", "int8_matmul",
+           "int8_matmul_reference", "vnni_available"]
 
 QMATMUL_VERSIONS = ("portable", "vnni")
 
@@ -50,7 +51,7 @@ def int8_matmul_reference(a, b):
     return a.astype(np.int32) @ b.astype(np.int32).T
 
 
-def _check_int8_operands(a, b, b_sums):
+def _check_int8_operands(a, b):
     for name, x in (("a", a), ("b", b)):
         if not isinstance(x, np.ndarray) or x.dtype != np.int8 or x.ndim != 2:
             raise TypeError(f"int8_matmul: {name} must be a 2-D int8 NumPy array, got "
@@ -59,9 +60,6 @@ def _check_int8_operands(a, b, b_sums):
         raise ValueError(f"int8_matmul: a (m, k) and b (n, k) need the same k, got a {a.shape} and b {b.shape}")
     if a.shape[1] >= 2 ** 16:
         raise ValueError(f"int8_matmul: k = {a.shape[1]} is too long for exact int32 sums (k < 65536)")
-    if b_sums is not None and (b_sums.dtype != np.int32 or b_sums.shape != (b.shape[0],)):
-        raise ValueError(f"int8_matmul: b_sums must be int32 of shape ({b.shape[0]},), "
-                         f"got {b_sums.dtype} {b_sums.shape}")
 
 
 def vnni_available():
@@ -78,18 +76,13 @@ def _kernels():
     return c_backend.load()
 
 
-def int8_row_sums(b):
-    """Σ_k b[j, k] per row of an int8 array b (n, k), in int32: the correction the VNNI version needs."""
-    return b.astype(np.int32).sum(axis=1, dtype=np.int32)
-
-
-def int8_matmul(a, b, b_sums=None, backend="c", version=None, num_threads=None):
+def int8_matmul(a, b, backend="c", version=None, num_threads=None):
     """C = a @ bᵀ in int32 for int8 a (m, k) and b (n, k) (b like a Linear weight).
 
     backend "numpy" is the reference; "c" runs kernels/qmatmul.c, version "vnni" (default where the CPU
-    has it) or "portable". b_sums (int8_row_sums(b)) may be passed to save recomputing them per call.
+    has it) or "portable".
     """
-    _check_int8_operands(a, b, b_sums)
+    _check_int8_operands(a, b)
     if backend == "numpy":
         return int8_matmul_reference(a, b)
     if backend != "c":
@@ -109,10 +102,8 @@ def int8_matmul(a, b, b_sums=None, backend="c", version=None, num_threads=None):
     if m == 0 or n == 0:
         return out
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-    b_sums = np.ascontiguousarray(int8_row_sums(b) if b_sums is None else b_sums)
     status = lib.qmatmul_s8(ffi.from_buffer("int8_t[]", a), ffi.from_buffer("int8_t[]", b),
-                            ffi.from_buffer("int32_t[]", b_sums), ffi.from_buffer("int32_t[]", out),
-                            m, n, k, QMATMUL_VERSIONS.index(version),
+                            ffi.from_buffer("int32_t[]", out), m, n, k, QMATMUL_VERSIONS.index(version),
                             default_threads() if num_threads is None else int(num_threads))
     if status != 0:
         raise RuntimeError(f"int8_matmul: the C kernel refused version {version!r}")
@@ -127,7 +118,7 @@ def _default_backend():
         return "numpy"
 
 
-def dynamic_quantized_linear(x, weight_q, weight_scale, bias=None, weight_sums=None, backend=None):
+def dynamic_quantized_linear(x, weight_q, weight_scale, bias=None, backend=None):
     """y = s_x[i] · s_w[j] · Σ_k x_q[i, k] W_q[j, k] + b[j] for float x (…, in): the module docstring's formula.
 
     x is quantized per row on the fly; the output has x's float dtype (float32 math inside). No gradient:
@@ -141,17 +132,49 @@ def dynamic_quantized_linear(x, weight_q, weight_scale, bias=None, weight_sums=N
         raise ValueError(f"quantized linear: expected input (…, {in_features}), got shape {x.shape}")
     rows = x.data.reshape(-1, in_features).astype(np.float32)  # (N, in)
     x_q, x_scale = quantize_symmetric(rows)
-    acc = int8_matmul(x_q, weight_q, weight_sums, backend=backend or _default_backend())  # (N, out) int32
+    acc = int8_matmul(x_q, weight_q, backend=backend or _default_backend())  # (N, out) int32
     y = acc.astype(np.float32)
     y *= x_scale[:, None]
     y *= weight_scale[None, :]
     if bias is not None:
-        y += bias
+        y += bias.data if isinstance(bias, Tensor) else bias
     return Tensor(y.reshape(x.shape[:-1] + (weight_q.shape[0],)).astype(x.dtype, copy=False))
 
 
-from .nn.linear import Linear  # noqa: E402  (nn imports tensor; this module sits beside it)
+from .nn.attention import MultiheadAttention  # noqa: E402  (nn imports tensor; this module sits beside it)
+from .nn.linear import Linear  # noqa: E402
 from .nn.module import Module  # noqa: E402
+
+
+class QuantizedWeight(Tensor):
+    """An int8 weight (out, in) with one float32 scale per row (`.scale`, a Tensor (out,)).
+
+    `nn.functional.linear(x, w, b)` with such a w runs `dynamic_quantized_linear`. Slicing rows keeps each
+    row's scale (w[0:E] is the q projection of a fused (3E, E) weight), as per-row scales allow.
+    """
+
+    __slots__ = ("scale",)
+    is_quantized = True
+
+    def __init__(self, q, scale):
+        super().__init__(q)
+        self.scale = scale if isinstance(scale, Tensor) else Tensor(scale)
+
+    @classmethod
+    def from_float(cls, weight):
+        return cls(*quantize_symmetric(weight.data if isinstance(weight, Tensor) else weight))
+
+    def __getitem__(self, rows):
+        if not isinstance(rows, slice):
+            raise TypeError(f"QuantizedWeight: only row slices (w[a:b]) keep the per-row scales; got {rows!r}")
+        return QuantizedWeight(self.data[rows], self.scale.data[rows])
+
+    def linear(self, x, bias=None):
+        return dynamic_quantized_linear(x, self.data, self.scale.data, bias)
+
+    def dequantize(self):
+        """The float32 weight the int8 one stands for: W_q · s_w (out, in)."""
+        return self.data.astype(np.float32) * self.scale.data[:, None]
 
 
 class QuantizedLinear(Module):
@@ -163,45 +186,50 @@ class QuantizedLinear(Module):
     def __init__(self, in_features, out_features, bias=True):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.register_buffer("weight", Tensor(np.zeros((out_features, in_features), np.int8)))
-        self.register_buffer("weight_scale", Tensor(np.ones(out_features, np.float32)))
+        weight = QuantizedWeight(np.zeros((out_features, in_features), np.int8), np.ones(out_features, np.float32))
+        self.register_buffer("weight", weight)
+        self.register_buffer("weight_scale", weight.scale)
         if bias:
             self.register_buffer("bias", Tensor(np.zeros(out_features, np.float32)))
         else:
             self.bias = None
-        self._weight_sums = None
 
     @classmethod
     def from_float(cls, linear):
         """Quantize a float nn.Linear's weight per output channel (its rows)."""
         q = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
-        q.weight.data, q.weight_scale.data = quantize_symmetric(linear.weight.data)
+        q.weight.data[...], q.weight_scale.data[...] = quantize_symmetric(linear.weight.data)
         if linear.bias is not None:
-            q.bias.data = linear.bias.data.astype(np.float32)
+            q.bias.data[...] = linear.bias.data
         return q
 
     def forward(self, x):
-        if self._weight_sums is None or self._weight_sums.shape[0] != self.out_features:
-            self._weight_sums = int8_row_sums(self.weight.data)
-        return dynamic_quantized_linear(x, self.weight.data, self.weight_scale.data,
-                                        None if self.bias is None else self.bias.data, self._weight_sums)
-
-    def load_state_dict(self, state_dict, strict=True):
-        self._weight_sums = None  # the weights change: their row sums must be recomputed
-        return super().load_state_dict(state_dict, strict)
+        return self.weight.linear(x, self.bias)
 
     def dequantize(self):
-        """The float32 weight the int8 one stands for: W_q · s_w (out, in)."""
-        return self.weight.data.astype(np.float32) * self.weight_scale.data[:, None]
+        return self.weight.dequantize()
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, dtype=int8, "
                 f"bias={self.bias is not None}")
 
 
+def quantize_attention_projection(mha):
+    """MultiheadAttention's fused (3E, E) in_proj_weight → a QuantizedWeight buffer (+ in_proj_weight_scale):
+    its forward slices the rows of q, k and v and calls linear, which then runs the int8 product."""
+    weight = QuantizedWeight.from_float(mha.in_proj_weight)
+    del mha.in_proj_weight
+    mha.register_buffer("in_proj_weight", weight)
+    mha.register_buffer("in_proj_weight_scale", weight.scale)
+
+
 def _swap_linears(module):
-    """Replace every nn.Linear below `module` by a QuantizedLinear; returns how many were swapped."""
+    """Replace every nn.Linear below `module` by a QuantizedLinear (and quantize attention's fused
+    projection); returns how many weights were quantized."""
     count = 0
+    if isinstance(module, MultiheadAttention) and not isinstance(module.in_proj_weight, QuantizedWeight):
+        quantize_attention_projection(module)
+        count += 1
     for name, child in list(module.named_children()):
         if isinstance(child, Linear):
             module._modules[name] = QuantizedLinear.from_float(child)  # same slot: Sequential keeps its order
@@ -214,11 +242,12 @@ def _swap_linears(module):
 
 @no_grad()
 def quantize_dynamic(model, qconfig_spec=None, dtype=int8, inplace=False):
-    """A copy of `model` (or the model itself with inplace=True) whose nn.Linear layers hold int8 weights,
-    like `torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)`.
+    """A copy of `model` (or the model itself with inplace=True) whose nn.Linear layers (and the fused q/k/v
+    projection of MultiheadAttention) hold int8 weights, like
+    `torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)`.
 
     Weights are quantized once, per output channel; activations per row at each call; products in int32.
-    Other layers (embeddings, norms, MultiheadAttention's fused in_proj_weight) stay in float.
+    Embeddings and norms stay in float.
     """
     if as_dtype(dtype) != int8:
         raise TypeError(f"quantize_dynamic: only dtype=mg.int8 is supported, got {dtype!r}")
@@ -226,7 +255,7 @@ def quantize_dynamic(model, qconfig_spec=None, dtype=int8, inplace=False):
         raise ValueError(f"quantize_dynamic: qconfig_spec may only name nn.Linear, got {qconfig_spec!r}")
     if not isinstance(model, Module):
         raise TypeError(f"quantize_dynamic: expected an nn.Module, got {type(model).__name__}")
-    if not any(isinstance(m, Linear) for m in model.modules()):
+    if not any(isinstance(m, (Linear, MultiheadAttention)) for m in model.modules()):
         raise ValueError(f"quantize_dynamic: {type(model).__name__} has no nn.Linear layer to quantize "
                          "(dynamic quantization replaces Linear layers only)")
     if isinstance(model, Linear):

@@ -112,6 +112,20 @@ def test_quantized_linear_matches_the_formula_and_the_float_layer():
     assert np.abs(y.data - exact).max() < 0.02 * np.abs(exact).max()
 
 
+def test_attention_projection_is_quantized_per_row_and_sliced():
+    mg.manual_seed(2)
+    mha = nn.MultiheadAttention(32, 4)
+    x = mg.randn(2, 5, 32)
+    expected = mha(x).data
+    quantized = Q.quantize_dynamic(mha)
+    assert quantized.in_proj_weight.dtype == np.int8 and quantized.in_proj_weight.scale.shape == (96,)
+    q_rows = quantized.in_proj_weight[32:64]  # the k projection keeps its own rows' scales
+    np.testing.assert_allclose(q_rows.dequantize(), mha.in_proj_weight.data[32:64], atol=q_rows.scale.data.max())
+    assert np.abs(quantized(x).data - expected).max() < 0.03 * np.abs(expected).max()
+    with pytest.raises(TypeError, match="only row slices"):
+        quantized.in_proj_weight[[0, 1]]
+
+
 def test_quantized_linear_numpy_and_c_agree(c_kernels_built):
     mg.manual_seed(1)
     layer = Q.quantize_dynamic(nn.Linear(130, 33, bias=False))
@@ -179,8 +193,8 @@ def test_quantized_linear_state_is_four_times_smaller(trained_gpt, tmp_path):
     model, _ = trained_gpt
     quantized = Q.quantize_dynamic(model)
     float_sd, quant_sd = model.state_dict(), quantized.state_dict()
-    linear_keys = [k for k in quant_sd if k.endswith(".weight") and quant_sd[k].dtype == np.int8]
-    assert len(linear_keys) == 2 * 3 + 1  # out_proj, mlp.0, mlp.2 per block, lm_head
+    linear_keys = [k for k in quant_sd if quant_sd[k].dtype == np.int8]
+    assert len(linear_keys) == 2 * 4 + 1  # in_proj, out_proj, mlp.0, mlp.2 per block, lm_head
     float_bytes = sum(float_sd[k].data.nbytes for k in linear_keys)
     weight_bytes = sum(quant_sd[k].data.nbytes for k in linear_keys)
     scale_bytes = sum(quant_sd[k + "_scale"].data.nbytes for k in linear_keys)
@@ -188,6 +202,9 @@ def test_quantized_linear_state_is_four_times_smaller(trained_gpt, tmp_path):
     rows = sum(quant_sd[k].shape[0] for k in linear_keys)
     assert scale_bytes == 4 * rows  # plus one float32 scale per output channel: 4/in_features more, here 1/16
     assert float_bytes / (weight_bytes + scale_bytes) > 3.7
+    # the whole state dict: embeddings, norms and biases (5% of this small model) stay float32
+    whole = sum(v.data.nbytes for v in float_sd.values()) / sum(v.data.nbytes for v in quant_sd.values())
+    assert whole > 3.3
     # and it survives a save / load round trip with its dtypes
     mg.save(quant_sd, tmp_path / "q.npz")
     fresh = Q.quantize_dynamic(nn.GPT(12, 32, n_layer=2, n_head=2, d_model=64))

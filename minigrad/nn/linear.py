@@ -25,6 +25,8 @@ def linear(x, weight, bias=None):
     Backward: dx = dy W, dW = dyᵀ x, db = Σ dy over the folded rows (one GEMM for each of dx and dW).
     """
     x, weight = as_tensor(x), as_tensor(weight)
+    if getattr(weight, "is_quantized", False):  # int8 weights: minigrad.quantization's product
+        return weight.linear(x, bias)
     if weight.ndim != 2:
         raise ValueError(f"linear expected a 2-D weight (out_features, in_features), got shape {weight.shape}")
     if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
