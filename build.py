@@ -10,7 +10,8 @@ kernel family means adding one .c and one .h, nothing here.
     python build.py --out DIR        a normal build into DIR/minigrad/ (load it with
                                      MINIGRAD_CKERNELS_DIR=DIR, e.g. to test other flags)
 
-Flags: -O3 -march=native -fopenmp -ffp-contract=fast, each kept only if the compiler accepts it;
+Flags: -O3 -fopenmp -ffp-contract=fast -fno-trapping-math -fno-math-errno, each kept only if the
+compiler accepts it;
 `MINIGRAD_CFLAGS="-O2 -fopenmp"` replaces them. `pip install -e .` (setup.py)
 runs this file too. Importing minigrad never compiles anything.
 """
@@ -31,8 +32,13 @@ ROOT = Path(__file__).resolve().parent
 KERNELS = "kernels"
 MODULE = "minigrad._ckernels"
 
-# -ffp-contract=fast: fuse a * b + c into one FMA, which -std=c11 would forbid.
-OPTIONAL_FLAGS = (["-O3"], ["-march=native"], ["-fopenmp"], ["-ffp-contract=fast"])
+# No -march=native: the build (a wheel) must run on other CPUs too. The kernels carry their own copies
+# for AVX2 and AVX-512 and choose one at run time (kernels/instantiate.h, kernels/isa.c).
+# -ffp-contract=fast: fuse a * b + c into one FMA (in the copies whose instruction set has one),
+# which -std=c11 would forbid. -fno-trapping-math: no kernel enables floating-point exceptions, and
+# GCC vectorises loops with comparisons (clamps, max) only under it. -fno-math-errno: no kernel reads
+# errno, and a sqrt that may set it is a library call that stops vectorisation.
+OPTIONAL_FLAGS = (["-O3"], ["-fopenmp"], ["-ffp-contract=fast"], ["-fno-trapping-math"], ["-fno-math-errno"])
 SANITIZE_FLAGS = ["-O1", "-g", "-fno-omit-frame-pointer",
                   "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
 PROBE_SOURCE = """

@@ -11,8 +11,9 @@
  * here the four arrays are read and written once per element, in one loop.
  *
  * Versions: one. The tensors' elements are numbered one after the other and
- * each OpenMP thread takes an equal slice of that numbering, so a model with
- * one large and many small tensors still splits evenly.
+ * OpenMP threads take chunks of that numbering as they come free, so a model
+ * with one large and many small tensors still splits evenly, and a thread
+ * the OS pauses on a busy machine holds up only its chunk.
  *
  * Build: python build.py.  Test: python -m pytest tests/test_kernels_fused.py -q
  * Benchmark: python benchmarks/bench_fused.py
@@ -22,8 +23,10 @@
 #include "common.h"
 #include "adamw.h"
 
-/* Memory-bound, ~12 flops an element: one thread per 2^16 elements at least. */
+/* Memory-bound, ~12 flops an element: one thread per 2^16 elements at least;
+ * threads take chunks of 2^15 elements as they come free. */
 #define MIN_WORK_PER_THREAD (double)(1 << 16)
+#define CHUNK ((int64_t)1 << 15)
 
 #define TEMPLATE "adamw.c"
 #include "instantiate.h"
@@ -71,16 +74,12 @@ void FN(adamw_step)(int64_t count, real **params, real **grads, real **exp_avgs,
     int64_t total = 0;
     for (int64_t t = 0; t < count; t++)
         total += sizes[t];
-#pragma omp parallel num_threads(thread_count(nthreads, total, (double)total, MIN_WORK_PER_THREAD))
-    {
-        int thread = 0, team = 1;
-#ifdef _OPENMP
-        thread = omp_get_thread_num();
-        team = omp_get_num_threads();
-#endif
-        /* this thread's slice [begin, end) of all elements, tensor after tensor */
-        int64_t begin = total / team * thread + min_i64(thread, total % team);
-        int64_t end = begin + total / team + (thread < total % team);
+    int64_t chunks = ceil_div(total, CHUNK);
+#pragma omp parallel for schedule(dynamic, 1) \
+    num_threads(thread_count(nthreads, chunks, (double)total, MIN_WORK_PER_THREAD))
+    for (int64_t chunk = 0; chunk < chunks; chunk++) {
+        /* elements [begin, end) of the numbering, tensor after tensor */
+        int64_t begin = chunk * CHUNK, end = min_i64(begin + CHUNK, total);
         int64_t offset = 0; /* index of tensor t's first element in the numbering */
         for (int64_t t = 0; t < count && offset < end; offset += sizes[t], t++) {
             int64_t lo = max_i64(begin - offset, 0), hi = min_i64(end - offset, sizes[t]);

@@ -34,70 +34,35 @@
  * The block products all go through one register-tiled micro-kernel
  * (gemm_acc): an MR x NR tile of C lives in registers while the shared
  * dimension streams by, and its inner loop over NR contiguous columns is what
- * the compiler turns into FMAs on full vector registers (-O3 -march=native).
- * exp in float32 is a short polynomial that vectorises (libm's expf does not
- * without -ffast-math); float64 uses libm's exp.
+ * the compiler turns into FMAs on full vector registers, in each instruction
+ * set's copy (kernels/instantiate.h: SSE2, AVX2, AVX-512; chosen at run time).
+ * exp in float32 is common.h's exp_f32, a short polynomial that vectorises
+ * (libm's expf does not without -ffast-math); float64 uses libm's exp.
  *
  * Build:      python build.py            (every kernels/NAME.c into minigrad._ckernels)
- * Test:       python -m pytest tests/test_kernels_attention.py -q
+ * Test:       python -m pytest tests/test_kernels_attention.py tests/test_kernels_isa.py -q
  * Benchmark:  python benchmarks/bench_attention.py
- *
- * One source for both precisions: this file includes itself twice with
- * REAL set to float and then double (the part after #else is the template).
  */
-#ifndef REAL
+#ifndef TEMPLATE
 
-#include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
+#include "common.h"
 #include "attention.h"
 
 /* The micro-kernel keeps an MR x NR tile of C in registers: 6 rows of two
  * vectors = 12 accumulators, enough independent FMAs to hide their latency
- * (4 rows ran at 0.6x the speed). Blocks are multiples of MR and of NR. */
+ * (4 rows ran at 0.6x the speed). Blocks are multiples of MR and of every
+ * instruction set's NR (8 .. 32). */
 #define BQ 96 /* queries per block */
 #define BK 96 /* keys per block */
 #define MR 6
-#ifdef __AVX512F__
-#define TILE_BYTES 128 /* NR = two 512-bit vectors */
-#else
-#define TILE_BYTES 64 /* NR = two 256-bit vectors */
-#endif
-#define VECTOR_BYTES 64 /* alignment of every buffer: one cache line */
 
-static int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+/* A thread per 4 MFLOP at least: waking one costs microseconds when idle and
+ * milliseconds on a busy machine, more than a tiny problem takes. */
+#define MIN_FLOPS_PER_THREAD (double)(1 << 22)
 
-static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-
-/* Threads for `items` independent work items worth `flops` in all:
- * `requested` (<= 0: all cores), but no more than there are items, and one
- * per MIN_FLOPS_PER_THREAD at most: waking a thread costs microseconds when
- * idle and milliseconds on a busy machine, more than a tiny problem takes. */
-#define MIN_FLOPS_PER_THREAD (1 << 22)
-static int thread_count(int requested, int64_t items, double flops)
-{
-#ifdef _OPENMP
-    int64_t threads = requested > 0 ? requested : omp_get_max_threads();
-    int64_t worth = (int64_t)(flops / MIN_FLOPS_PER_THREAD);
-    threads = threads < items ? threads : items;
-    threads = threads < worth ? threads : worth;
-    return threads > 1 ? (int)threads : 1;
-#else
-    (void)requested;
-    (void)items;
-    (void)flops;
-    return 1;
-#endif
-}
-
-/* One allocation carved into VECTOR_BYTES-aligned pieces: split cache lines
+/* One allocation carved into ALIGNMENT-aligned pieces: split cache lines
  * halve the speed of the vector loads. Each piece may round up by less than
- * VECTOR_BYTES, so callers ask for their total plus VECTOR_BYTES per piece. */
+ * ALIGNMENT, so callers ask for their total plus ALIGNMENT per piece. */
 typedef struct {
     char *base;
     size_t used, size;
@@ -105,7 +70,7 @@ typedef struct {
 
 static int arena_open(arena *a, size_t size)
 {
-    a->size = size + VECTOR_BYTES;
+    a->size = size + ALIGNMENT;
     a->used = 0;
     a->base = malloc(a->size);
     return a->base != NULL;
@@ -114,107 +79,70 @@ static int arena_open(arena *a, size_t size)
 static void *arena_take(arena *a, size_t bytes)
 {
     uintptr_t start = (uintptr_t)(a->base + a->used);
-    size_t pad = (VECTOR_BYTES - start % VECTOR_BYTES) % VECTOR_BYTES;
+    size_t pad = (ALIGNMENT - start % ALIGNMENT) % ALIGNMENT;
     void *p = a->base + a->used + pad;
-    a->used += pad + round_up((int64_t)bytes, VECTOR_BYTES);
+    a->used += pad + round_up((int64_t)bytes, ALIGNMENT);
     return p;
 }
 
-/* a * b + c as one fused instruction where the machine has one: ISO C modes
- * (-std=c11) forbid the compiler to fuse a * b + c itself, and a separate
- * multiply and add halve the speed of the block products. */
-#ifdef FP_FAST_FMAF
-#define MULADD_F32(a, b, c) fmaf(a, b, c)
-#else
-#define MULADD_F32(a, b, c) ((a) * (b) + (c))
-#endif
-#ifdef FP_FAST_FMA
-#define MULADD_F64(a, b, c) fma(a, b, c)
-#else
-#define MULADD_F64(a, b, c) ((a) * (b) + (c))
-#endif
+#define TEMPLATE "attention.c"
+#include "instantiate.h"
 
-/* exp(x) in float32 for the softmax, where x <= 0: x = n ln2 + r with
- * |r| <= ln2/2, exp(r) by its Taylor series to r^6 (relative error < 3e-7),
- * times 2^n built directly in the exponent bits. x below -88 (and -inf, a
- * masked score) is first raised to -88, where 2^n comes out exactly 0; NaN
- * stays NaN. No branch and no float comparison: under gcc's default
- * -ftrapping-math either one keeps the softmax loop scalar, 8x slower. */
-static inline float exp_f32(float x)
+#define FORWARD_ARGS(real) const real *q, const real *k, const real *v, real *out, real *lse, \
+    int64_t bh, int64_t tq, int64_t tk, int64_t d, int64_t dv, int causal
+#define BACKWARD_ARGS(real) const real *q, const real *k, const real *v, const real *out, \
+    const real *lse, const real *dout, real *dq, real *dk, real *dvout, int64_t bh, int64_t tq, \
+    int64_t tk, int64_t d, int64_t dv, int causal
+#define FORWARD_CALL q, k, v, out, lse, bh, tq, tk, d, dv, causal
+#define BACKWARD_CALL q, k, v, out, lse, dout, dq, dk, dvout, bh, tq, tk, d, dv, causal
+
+int attention_forward_naive_f32(FORWARD_ARGS(float)) { return DISPATCH(attention_forward_naive_f32, (FORWARD_CALL)); }
+int attention_backward_naive_f32(BACKWARD_ARGS(float)) { return DISPATCH(attention_backward_naive_f32, (BACKWARD_CALL)); }
+int attention_forward_flash_f32(FORWARD_ARGS(float), int nthreads)
 {
-    const uint32_t minus_88 = 0xC2B00000u, minus_inf = 0xFF800000u;
-    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    uint32_t xb, below, tbits, scale_bits;
-    float xc, t, n, r, p, scale;
-    memcpy(&xb, &x, sizeof xb);
-    /* all ones when -inf <= x < -88: negative floats order like their bits */
-    below = -(uint32_t)(xb - (minus_88 + 1) < minus_inf - minus_88);
-    xb = (xb & ~below) | (minus_88 & below);
-    memcpy(&xc, &xb, sizeof xc);
-    t = MULADD_F32(xc, 1.44269504f, magic);
-    n = t - magic;
-    r = MULADD_F32(-n, 1.42860677e-6f, MULADD_F32(-n, 0.693145752f, xc)); /* ln2 in two parts */
-    p = MULADD_F32(r, 1.0f / 720, 1.0f / 120); /* Horner: 1 + r + r^2/2 + ... + r^6/720 */
-    p = MULADD_F32(p, r, 1.0f / 24);
-    p = MULADD_F32(p, r, 1.0f / 6);
-    p = MULADD_F32(p, r, 0.5f);
-    p = MULADD_F32(p, r, 1.0f);
-    p = MULADD_F32(p, r, 1.0f);
-    memcpy(&tbits, &t, sizeof tbits);
-    scale_bits = (tbits - 0x4B400000u + 127u) << 23; /* low bits of t hold n */
-    memcpy(&scale, &scale_bits, sizeof scale);
-    return p * scale;
+    return DISPATCH(attention_forward_flash_f32, (FORWARD_CALL, nthreads));
+}
+int attention_backward_flash_f32(BACKWARD_ARGS(float), int nthreads)
+{
+    return DISPATCH(attention_backward_flash_f32, (BACKWARD_CALL, nthreads));
 }
 
-#define REAL float
-#define NAME(name) name##_f32
-#define EXP exp_f32
-#define LOG logf
-#define MULADD MULADD_F32
-#include "attention.c"
-#undef REAL
-#undef NAME
-#undef EXP
-#undef LOG
-#undef MULADD
+int attention_forward_naive_f64(FORWARD_ARGS(double)) { return DISPATCH(attention_forward_naive_f64, (FORWARD_CALL)); }
+int attention_backward_naive_f64(BACKWARD_ARGS(double)) { return DISPATCH(attention_backward_naive_f64, (BACKWARD_CALL)); }
+int attention_forward_flash_f64(FORWARD_ARGS(double), int nthreads)
+{
+    return DISPATCH(attention_forward_flash_f64, (FORWARD_CALL, nthreads));
+}
+int attention_backward_flash_f64(BACKWARD_ARGS(double), int nthreads)
+{
+    return DISPATCH(attention_backward_flash_f64, (BACKWARD_CALL, nthreads));
+}
 
-#define REAL double
-#define NAME(name) name##_f64
-#define EXP exp
-#define LOG log
-#define MULADD MULADD_F64
-#include "attention.c"
-#undef REAL
-#undef NAME
-#undef EXP
-#undef LOG
-#undef MULADD
+#else /* TEMPLATE: real, FN, EXP, LOG, VECTOR_BYTES */
 
-#else /* the template, for REAL = float or double */
-
-#define NR ((int64_t)(TILE_BYTES / sizeof(REAL))) /* columns of the micro-kernel tile */
+#define NR ((int64_t)(2 * VECTOR_BYTES / sizeof(real))) /* columns of the micro-kernel tile: two vectors */
 
 /* ---------------------------------------------------------------- naive -- */
 
-int NAME(attention_forward_naive)(const REAL *q, const REAL *k, const REAL *v,
-                                  REAL *out, REAL *lse, int64_t bh, int64_t tq,
+int FN(attention_forward_naive)(const real *q, const real *k, const real *v,
+                                  real *out, real *lse, int64_t bh, int64_t tq,
                                   int64_t tk, int64_t d, int64_t dv, int causal)
 {
     if (tk < 1 || d < 1)
         return -2; /* softmax over no keys, or scale 1/sqrt(0) */
-    REAL scale = 1 / sqrt((REAL)d);
-    REAL *s = malloc(sizeof(REAL) * tk); /* (Tk,) one row of scores */
+    real scale = 1 / sqrt((real)d);
+    real *s = malloc(sizeof(real) * tk); /* (Tk,) one row of scores */
     if (s == NULL)
         return -1;
     for (int64_t b = 0; b < bh; b++) {
         for (int64_t i = 0; i < tq; i++) {
-            const REAL *qi = q + (b * tq + i) * d;
-            REAL *oi = out + (b * tq + i) * dv;
-            int64_t nk = causal ? min64(i + 1, tk) : tk; /* keys this query sees */
-            REAL m = -INFINITY, l = 0;
+            const real *qi = q + (b * tq + i) * d;
+            real *oi = out + (b * tq + i) * dv;
+            int64_t nk = causal ? min_i64(i + 1, tk) : tk; /* keys this query sees */
+            real m = -INFINITY, l = 0;
             for (int64_t j = 0; j < nk; j++) {
-                const REAL *kj = k + (b * tk + j) * d;
-                REAL dot = 0;
+                const real *kj = k + (b * tk + j) * d;
+                real dot = 0;
                 for (int64_t c = 0; c < d; c++)
                     dot += qi[c] * kj[c];
                 s[j] = dot * scale;
@@ -223,8 +151,8 @@ int NAME(attention_forward_naive)(const REAL *q, const REAL *k, const REAL *v,
             for (int64_t c = 0; c < dv; c++)
                 oi[c] = 0;
             for (int64_t j = 0; j < nk; j++) {
-                REAL p = EXP(s[j] - m);
-                const REAL *vj = v + (b * tk + j) * dv;
+                real p = EXP(s[j] - m);
+                const real *vj = v + (b * tk + j) * dv;
                 l += p;
                 for (int64_t c = 0; c < dv; c++)
                     oi[c] += p * vj[c];
@@ -238,38 +166,38 @@ int NAME(attention_forward_naive)(const REAL *q, const REAL *k, const REAL *v,
     return 0;
 }
 
-int NAME(attention_backward_naive)(const REAL *q, const REAL *k, const REAL *v,
-                                   const REAL *out, const REAL *lse, const REAL *dout,
-                                   REAL *dq, REAL *dk, REAL *dvout, int64_t bh,
+int FN(attention_backward_naive)(const real *q, const real *k, const real *v,
+                                   const real *out, const real *lse, const real *dout,
+                                   real *dq, real *dk, real *dvout, int64_t bh,
                                    int64_t tq, int64_t tk, int64_t d, int64_t dv,
                                    int causal)
 {
     if (tk < 1 || d < 1)
         return -2; /* softmax over no keys, or scale 1/sqrt(0) */
-    REAL scale = 1 / sqrt((REAL)d);
-    memset(dk, 0, sizeof(REAL) * bh * tk * d);
-    memset(dvout, 0, sizeof(REAL) * bh * tk * dv);
+    real scale = 1 / sqrt((real)d);
+    memset(dk, 0, sizeof(real) * bh * tk * d);
+    memset(dvout, 0, sizeof(real) * bh * tk * dv);
     for (int64_t b = 0; b < bh; b++) {
         for (int64_t i = 0; i < tq; i++) {
-            const REAL *qi = q + (b * tq + i) * d, *oi = out + (b * tq + i) * dv;
-            const REAL *doi = dout + (b * tq + i) * dv;
-            REAL *dqi = dq + (b * tq + i) * d;
-            int64_t nk = causal ? min64(i + 1, tk) : tk;
-            REAL di = 0; /* D_i = rowsum(dO * O) = sum_j P_ij dP_ij */
+            const real *qi = q + (b * tq + i) * d, *oi = out + (b * tq + i) * dv;
+            const real *doi = dout + (b * tq + i) * dv;
+            real *dqi = dq + (b * tq + i) * d;
+            int64_t nk = causal ? min_i64(i + 1, tk) : tk;
+            real di = 0; /* D_i = rowsum(dO * O) = sum_j P_ij dP_ij */
             for (int64_t c = 0; c < dv; c++)
                 di += doi[c] * oi[c];
             for (int64_t c = 0; c < d; c++)
                 dqi[c] = 0;
             for (int64_t j = 0; j < nk; j++) {
-                const REAL *kj = k + (b * tk + j) * d, *vj = v + (b * tk + j) * dv;
-                REAL *dkj = dk + (b * tk + j) * d, *dvj = dvout + (b * tk + j) * dv;
-                REAL sij = 0, dpij = 0;
+                const real *kj = k + (b * tk + j) * d, *vj = v + (b * tk + j) * dv;
+                real *dkj = dk + (b * tk + j) * d, *dvj = dvout + (b * tk + j) * dv;
+                real sij = 0, dpij = 0;
                 for (int64_t c = 0; c < d; c++)
                     sij += qi[c] * kj[c];
                 for (int64_t c = 0; c < dv; c++)
                     dpij += doi[c] * vj[c];
-                REAL pij = EXP(sij * scale - lse[b * tq + i]);
-                REAL dsij = pij * (dpij - di) * scale; /* dS, with the 1/sqrt(d) of S */
+                real pij = EXP(sij * scale - lse[b * tq + i]);
+                real dsij = pij * (dpij - di) * scale; /* dS, with the 1/sqrt(d) of S */
                 for (int64_t c = 0; c < dv; c++)
                     dvj[c] += pij * doi[c];
                 for (int64_t c = 0; c < d; c++) {
@@ -287,24 +215,24 @@ int NAME(attention_backward_naive)(const REAL *q, const REAL *k, const REAL *v,
 /* C (m x n) = [C +] A (m x kd) B (kd x n), with A(i, p) = a[i*ars + p*acs]
  * (row or column major, so P^T and dS^T need no copy), B and C row major.
  * m % MR == 0 and n % NR == 0: the callers pad their blocks with zeros. */
-static void NAME(gemm_acc)(int64_t m, int64_t n, int64_t kd, const REAL *a,
-                           int64_t ars, int64_t acs, const REAL *b, int64_t ldb,
-                           REAL *c, int64_t ldc, int accumulate)
+static void FN(gemm_acc)(int64_t m, int64_t n, int64_t kd, const real *a,
+                           int64_t ars, int64_t acs, const real *b, int64_t ldb,
+                           real *c, int64_t ldc, int accumulate)
 {
     for (int64_t i0 = 0; i0 < m; i0 += MR) {
         for (int64_t j0 = 0; j0 < n; j0 += NR) {
-            REAL acc[MR][NR];
+            real acc[MR][NR];
             for (int ii = 0; ii < MR; ii++)
                 for (int jj = 0; jj < NR; jj++)
                     acc[ii][jj] = accumulate ? c[(i0 + ii) * ldc + j0 + jj] : 0;
             for (int64_t p = 0; p < kd; p++) {
-                const REAL *brow = b + p * ldb + j0;
+                const real *brow = b + p * ldb + j0;
                 for (int ii = 0; ii < MR; ii++) {
-                    REAL aip = a[(i0 + ii) * ars + p * acs];
+                    real aip = a[(i0 + ii) * ars + p * acs];
                     /* without the pragma gcc vectorises along p instead, 10x slower */
 #pragma omp simd
                     for (int jj = 0; jj < NR; jj++)
-                        acc[ii][jj] = MULADD(aip, brow[jj], acc[ii][jj]);
+                        acc[ii][jj] += aip * brow[jj]; /* one FMA under -ffp-contract=fast */
                 }
             }
             for (int ii = 0; ii < MR; ii++)
@@ -316,8 +244,8 @@ static void NAME(gemm_acc)(int64_t m, int64_t n, int64_t kd, const REAL *a,
 
 /* dst (rows_pad, cols_pad) = src (rows, cols) * scale, zero outside: padding
  * must be zero, not garbage that could be NaN and poison a product. */
-static void NAME(pack_rows)(REAL *dst, int64_t rows_pad, int64_t cols_pad,
-                            const REAL *src, int64_t rows, int64_t cols, REAL scale)
+static void FN(pack_rows)(real *dst, int64_t rows_pad, int64_t cols_pad,
+                            const real *src, int64_t rows, int64_t cols, real scale)
 {
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t c = 0; c < cols; c++)
@@ -325,17 +253,17 @@ static void NAME(pack_rows)(REAL *dst, int64_t rows_pad, int64_t cols_pad,
         for (int64_t c = cols; c < cols_pad; c++)
             dst[r * cols_pad + c] = 0;
     }
-    memset(dst + rows * cols_pad, 0, sizeof(REAL) * (rows_pad - rows) * cols_pad);
+    memset(dst + rows * cols_pad, 0, sizeof(real) * (rows_pad - rows) * cols_pad);
 }
 
 /* src (rows, cols) -> one (cols, BK) panel of its transpose per block of BK
  * rows, zero padded: a panel is contiguous, so the micro-kernel reads it
  * without the cache-set conflicts of a long row stride. */
-static void NAME(pack_panels_t)(REAL *dst, const REAL *src, int64_t rows, int64_t cols)
+static void FN(pack_panels_t)(real *dst, const real *src, int64_t rows, int64_t cols)
 {
     for (int64_t r0 = 0; r0 < rows; r0 += BK) {
-        REAL *panel = dst + r0 * cols; /* (cols, BK) */
-        int64_t n = min64(BK, rows - r0);
+        real *panel = dst + r0 * cols; /* (cols, BK) */
+        int64_t n = min_i64(BK, rows - r0);
         for (int64_t r = 0; r < n; r++)
             for (int64_t c = 0; c < cols; c++)
                 panel[c * BK + r] = src[(r0 + r) * cols + c];
@@ -346,27 +274,27 @@ static void NAME(pack_panels_t)(REAL *dst, const REAL *src, int64_t rows, int64_
 }
 
 /* How many of the keys k0 .. k0+bk-1 query i sees (causal: those <= i). */
-static int64_t NAME(visible_keys)(int64_t i, int64_t k0, int64_t bk, int causal)
+static int64_t FN(visible_keys)(int64_t i, int64_t k0, int64_t bk, int causal)
 {
     if (!causal)
         return bk;
     int64_t n = i - k0 + 1;
-    return n < 0 ? 0 : min64(n, bk);
+    return n < 0 ? 0 : min_i64(n, bk);
 }
 
 /* Number of key blocks query block qb meets: under the causal mask, none
  * that start after its last query. */
-static int64_t NAME(key_blocks_seen)(int64_t qb, int64_t tq, int64_t tk, int causal)
+static int64_t FN(key_blocks_seen)(int64_t qb, int64_t tq, int64_t tk, int causal)
 {
     int64_t nkb = (tk + BK - 1) / BK;
     if (!causal)
         return nkb;
-    int64_t last_query = min64((qb + 1) * BQ, tq) - 1;
-    return min64(nkb, last_query / BK + 1);
+    int64_t last_query = min_i64((qb + 1) * BQ, tq) - 1;
+    return min_i64(nkb, last_query / BK + 1);
 }
 
 /* max(m, max_j s_j) over the first n scores of a row. */
-static REAL NAME(row_max)(const REAL *s, int64_t n, REAL m)
+static real FN(row_max)(const real *s, int64_t n, real m)
 {
 #pragma omp simd reduction(max : m)
     for (int64_t c = 0; c < n; c++)
@@ -376,9 +304,9 @@ static REAL NAME(row_max)(const REAL *s, int64_t n, REAL m)
 
 /* p_j = exp(s_j - shift) for the n visible keys of a row, 0 for the rest of
  * the block; returns sum_j p_j. */
-static REAL NAME(row_exp)(REAL *p, const REAL *s, REAL shift, int64_t n)
+static real FN(row_exp)(real *p, const real *s, real shift, int64_t n)
 {
-    REAL sum = 0;
+    real sum = 0;
 #pragma omp simd reduction(+ : sum)
     for (int64_t c = 0; c < n; c++) {
         p[c] = EXP(s[c] - shift);
@@ -391,48 +319,48 @@ static REAL NAME(row_exp)(REAL *p, const REAL *s, REAL shift, int64_t n)
 
 /* P = exp(S - shift_i) on a (bq_pad, BK) block of scores, 0 where masked
  * or padding; rowsum_i = sum_j P_ij. */
-static void NAME(probabilities)(REAL *p, REAL *rowsum, const REAL *s, const REAL *shift,
+static void FN(probabilities)(real *p, real *rowsum, const real *s, const real *shift,
                                 int64_t q0, int64_t bq, int64_t bq_pad,
                                 int64_t k0, int64_t bk, int causal)
 {
     for (int64_t r = 0; r < bq; r++)
-        rowsum[r] = NAME(row_exp)(p + r * BK, s + r * BK, shift[r],
-                                  NAME(visible_keys)(q0 + r, k0, bk, causal));
-    memset(p + bq * BK, 0, sizeof(REAL) * (bq_pad - bq) * BK);
+        rowsum[r] = FN(row_exp)(p + r * BK, s + r * BK, shift[r],
+                                  FN(visible_keys)(q0 + r, k0, bk, causal));
+    memset(p + bq * BK, 0, sizeof(real) * (bq_pad - bq) * BK);
 }
 
-int NAME(attention_forward_flash)(const REAL *q, const REAL *k, const REAL *v,
-                                  REAL *out, REAL *lse, int64_t bh, int64_t tq,
+int FN(attention_forward_flash)(const real *q, const real *k, const real *v,
+                                  real *out, real *lse, int64_t bh, int64_t tq,
                                   int64_t tk, int64_t d, int64_t dv, int causal,
                                   int nthreads)
 {
     if (tk < 1 || d < 1)
         return -2; /* softmax over no keys, or scale 1/sqrt(0) */
-    REAL scale = 1 / sqrt((REAL)d);
+    real scale = 1 / sqrt((real)d);
     int64_t dvpad = round_up(dv, NR), tkpad = round_up(tk, BK);
     int64_t nqb = (tq + BQ - 1) / BQ;
     int failed = 0;
-    size_t bytes = sizeof(REAL) * (d * tkpad + tkpad * dvpad + BQ * d + 2 * BQ * BK +
-                                   BQ * dvpad + 4 * BQ) + 9 * VECTOR_BYTES; /* 9 pieces */
+    size_t bytes = sizeof(real) * (d * tkpad + tkpad * dvpad + BQ * d + 2 * BQ * BK +
+                                   BQ * dvpad + 4 * BQ) + 9 * ALIGNMENT; /* 9 pieces */
 
-#pragma omp parallel num_threads(thread_count(nthreads, bh * nqb, 2.0 * bh * tq * tk * (d + dv)))
+#pragma omp parallel num_threads(thread_count(nthreads, bh * nqb, 2.0 * bh * tq * tk * (d + dv), MIN_FLOPS_PER_THREAD))
     {
         arena buf;
         int ok = arena_open(&buf, bytes);
         int64_t packed_head = -1; /* the head whose K and V sit in kt, vp */
-        REAL *kt = NULL, *vp = NULL, *qs = NULL, *s = NULL, *p = NULL, *o = NULL;
-        REAL *m = NULL, *l = NULL, *m_new = NULL, *rowsum = NULL;
+        real *kt = NULL, *vp = NULL, *qs = NULL, *s = NULL, *p = NULL, *o = NULL;
+        real *m = NULL, *l = NULL, *m_new = NULL, *rowsum = NULL;
         if (ok) {
-            kt = arena_take(&buf, sizeof(REAL) * d * tkpad);     /* (Tk/BK, d, BK) K^T panels */
-            vp = arena_take(&buf, sizeof(REAL) * tkpad * dvpad); /* (Tk, dv) V */
-            qs = arena_take(&buf, sizeof(REAL) * BQ * d);        /* (BQ, d) Q / sqrt(d) */
-            s = arena_take(&buf, sizeof(REAL) * BQ * BK);        /* (BQ, BK) scores */
-            p = arena_take(&buf, sizeof(REAL) * BQ * BK);        /* (BQ, BK) exp(S - m) */
-            o = arena_take(&buf, sizeof(REAL) * BQ * dvpad);     /* (BQ, dv) unnormalised O */
-            m = arena_take(&buf, sizeof(REAL) * BQ);             /* (BQ,) running max */
-            l = arena_take(&buf, sizeof(REAL) * BQ);             /* (BQ,) running sum */
-            m_new = arena_take(&buf, sizeof(REAL) * BQ);         /* (BQ,) max after this block */
-            rowsum = arena_take(&buf, sizeof(REAL) * BQ);        /* (BQ,) sum of this block's P */
+            kt = arena_take(&buf, sizeof(real) * d * tkpad);     /* (Tk/BK, d, BK) K^T panels */
+            vp = arena_take(&buf, sizeof(real) * tkpad * dvpad); /* (Tk, dv) V */
+            qs = arena_take(&buf, sizeof(real) * BQ * d);        /* (BQ, d) Q / sqrt(d) */
+            s = arena_take(&buf, sizeof(real) * BQ * BK);        /* (BQ, BK) scores */
+            p = arena_take(&buf, sizeof(real) * BQ * BK);        /* (BQ, BK) exp(S - m) */
+            o = arena_take(&buf, sizeof(real) * BQ * dvpad);     /* (BQ, dv) unnormalised O */
+            m = arena_take(&buf, sizeof(real) * BQ);             /* (BQ,) running max */
+            l = arena_take(&buf, sizeof(real) * BQ);             /* (BQ,) running sum */
+            m_new = arena_take(&buf, sizeof(real) * BQ);         /* (BQ,) max after this block */
+            rowsum = arena_take(&buf, sizeof(real) * BQ);        /* (BQ,) sum of this block's P */
         } else {
 #pragma omp atomic write
             failed = 1;
@@ -443,37 +371,37 @@ int NAME(attention_forward_flash)(const REAL *q, const REAL *k, const REAL *v,
             if (!ok)
                 continue;
             int64_t b = item / nqb, qb = item % nqb;
-            int64_t q0 = qb * BQ, bq = min64(BQ, tq - q0), bq_pad = round_up(bq, MR);
+            int64_t q0 = qb * BQ, bq = min_i64(BQ, tq - q0), bq_pad = round_up(bq, MR);
             if (b != packed_head) {
-                NAME(pack_panels_t)(kt, k + b * tk * d, tk, d);
-                NAME(pack_rows)(vp, tkpad, dvpad, v + b * tk * dv, tk, dv, 1);
+                FN(pack_panels_t)(kt, k + b * tk * d, tk, d);
+                FN(pack_rows)(vp, tkpad, dvpad, v + b * tk * dv, tk, dv, 1);
                 packed_head = b;
             }
-            NAME(pack_rows)(qs, bq_pad, d, q + (b * tq + q0) * d, bq, d, scale);
-            memset(o, 0, sizeof(REAL) * bq_pad * dvpad);
+            FN(pack_rows)(qs, bq_pad, d, q + (b * tq + q0) * d, bq, d, scale);
+            memset(o, 0, sizeof(real) * bq_pad * dvpad);
             for (int64_t r = 0; r < bq; r++) {
                 m[r] = -INFINITY;
                 l[r] = 0;
             }
 
-            int64_t nkb = NAME(key_blocks_seen)(qb, tq, tk, causal);
+            int64_t nkb = FN(key_blocks_seen)(qb, tq, tk, causal);
             for (int64_t kb = 0; kb < nkb; kb++) {
-                int64_t k0 = kb * BK, bk = min64(BK, tk - k0);
-                NAME(gemm_acc)(bq_pad, BK, d, qs, d, 1, kt + k0 * d, BK, s, BK, 0); /* S = Q K^T / sqrt(d) */
+                int64_t k0 = kb * BK, bk = min_i64(BK, tk - k0);
+                FN(gemm_acc)(bq_pad, BK, d, qs, d, 1, kt + k0 * d, BK, s, BK, 0); /* S = Q K^T / sqrt(d) */
                 for (int64_t r = 0; r < bq; r++)
-                    m_new[r] = NAME(row_max)(s + r * BK, NAME(visible_keys)(q0 + r, k0, bk, causal), m[r]);
-                NAME(probabilities)(p, rowsum, s, m_new, q0, bq, bq_pad, k0, bk, causal);
+                    m_new[r] = FN(row_max)(s + r * BK, FN(visible_keys)(q0 + r, k0, bk, causal), m[r]);
+                FN(probabilities)(p, rowsum, s, m_new, q0, bq, bq_pad, k0, bk, causal);
                 for (int64_t r = 0; r < bq; r++) {
-                    REAL alpha = EXP(m[r] - m_new[r]); /* rescales what came before */
+                    real alpha = EXP(m[r] - m_new[r]); /* rescales what came before */
                     l[r] = alpha * l[r] + rowsum[r];
                     m[r] = m_new[r];
                     for (int64_t c = 0; c < dvpad; c++)
                         o[r * dvpad + c] *= alpha;
                 }
-                NAME(gemm_acc)(bq_pad, dvpad, bk, p, BK, 1, vp + k0 * dvpad, dvpad, o, dvpad, 1); /* O += P V */
+                FN(gemm_acc)(bq_pad, dvpad, bk, p, BK, 1, vp + k0 * dvpad, dvpad, o, dvpad, 1); /* O += P V */
             }
             for (int64_t r = 0; r < bq; r++) {
-                REAL *orow = out + (b * tq + q0 + r) * dv;
+                real *orow = out + (b * tq + q0 + r) * dv;
                 for (int64_t c = 0; c < dv; c++)
                     orow[c] = o[r * dvpad + c] / l[r];
                 lse[b * tq + q0 + r] = m[r] + LOG(l[r]);
@@ -485,7 +413,7 @@ int NAME(attention_forward_flash)(const REAL *q, const REAL *k, const REAL *v,
 }
 
 /* dS = P * (dP - D_i), in place over dP; D_i = rowsum(dO * O) = sum_j P_ij dP_ij. */
-static void NAME(score_grad)(REAL *dp, const REAL *p, const REAL *drows, int64_t bq)
+static void FN(score_grad)(real *dp, const real *p, const real *drows, int64_t bq)
 {
     for (int64_t r = 0; r < bq; r++)
         for (int64_t c = 0; c < BK; c++)
@@ -495,103 +423,103 @@ static void NAME(score_grad)(REAL *dp, const REAL *p, const REAL *drows, int64_t
 /* One thread's buffers for the backward; the shapes are those of one block,
  * except `head`, which holds whole-head copies (see the sweeps). */
 typedef struct {
-    REAL *head, *kt, *vt, *kblk, *qs, *dob, *p, *ds, *dkacc, *dvacc, *dqacc, *rowsum;
-} NAME(grad_buffers);
+    real *head, *kt, *vt, *kblk, *qs, *dob, *p, *ds, *dkacc, *dvacc, *dqacc, *rowsum;
+} FN(grad_buffers);
 
 /* One head's problem: its slices of the inputs and outputs, and the sizes. */
 typedef struct {
-    const REAL *k, *v, *lse, *drows; /* (Tk, d), (Tk, dv), (Tq,), (Tq,) */
-    REAL *dk_out, *dv_out;           /* (Tk, d), (Tk, dv) */
+    const real *k, *v, *lse, *drows; /* (Tk, d), (Tk, dv), (Tq,), (Tq,) */
+    real *dk_out, *dv_out;           /* (Tk, d), (Tk, dv) */
     int64_t tq, tk, d, dv, dpad, dvpad;
     int causal;
-} NAME(head_problem);
+} FN(head_problem);
 
 /* dK and dV of the keys k0 .. k0+bk-1, from every query block that sees
  * them, given the head's scaled Q (qs_all) and dO (do_all), padded.
  * With dq_all (Tq, dpad) != NULL, also dQ += dS K there (unscaled). */
-static void NAME(key_block_grads)(const NAME(grad_buffers) *w, const NAME(head_problem) *h,
-                                  const REAL *qs_all, const REAL *do_all, REAL *dq_all, int64_t k0)
+static void FN(key_block_grads)(const FN(grad_buffers) *w, const FN(head_problem) *h,
+                                  const real *qs_all, const real *do_all, real *dq_all, int64_t k0)
 {
-    int64_t bk = min64(BK, h->tk - k0), nqb = (h->tq + BQ - 1) / BQ;
+    int64_t bk = min_i64(BK, h->tk - k0), nqb = (h->tq + BQ - 1) / BQ;
     int64_t d = h->d, dv = h->dv, dpad = h->dpad, dvpad = h->dvpad;
-    NAME(pack_panels_t)(w->kt, h->k + k0 * d, bk, d);
-    NAME(pack_panels_t)(w->vt, h->v + k0 * dv, bk, dv);
+    FN(pack_panels_t)(w->kt, h->k + k0 * d, bk, d);
+    FN(pack_panels_t)(w->vt, h->v + k0 * dv, bk, dv);
     if (dq_all != NULL)
-        NAME(pack_rows)(w->kblk, BK, dpad, h->k + k0 * d, bk, d, 1);
-    memset(w->dkacc, 0, sizeof(REAL) * BK * dpad);
-    memset(w->dvacc, 0, sizeof(REAL) * BK * dvpad);
+        FN(pack_rows)(w->kblk, BK, dpad, h->k + k0 * d, bk, d, 1);
+    memset(w->dkacc, 0, sizeof(real) * BK * dpad);
+    memset(w->dvacc, 0, sizeof(real) * BK * dvpad);
     /* under the causal mask, query blocks ending before k0 see none of these keys */
     for (int64_t qb = h->causal ? k0 / BQ : 0; qb < nqb; qb++) {
-        int64_t q0 = qb * BQ, bq = min64(BQ, h->tq - q0), bq_pad = round_up(bq, MR);
-        const REAL *qs = qs_all + q0 * dpad, *dob = do_all + q0 * dvpad;
-        NAME(gemm_acc)(bq_pad, BK, d, qs, dpad, 1, w->kt, BK, w->ds, BK, 0); /* S */
-        NAME(probabilities)(w->p, w->rowsum, w->ds, h->lse + q0, q0, bq, bq_pad, k0, bk, h->causal);
-        NAME(gemm_acc)(bq_pad, BK, dv, dob, dvpad, 1, w->vt, BK, w->ds, BK, 0); /* dP = dO V^T */
-        NAME(score_grad)(w->ds, w->p, h->drows + q0, bq);
-        NAME(gemm_acc)(BK, dvpad, bq, w->p, 1, BK, dob, dvpad, w->dvacc, dvpad, 1); /* dV += P^T dO */
-        NAME(gemm_acc)(BK, dpad, bq, w->ds, 1, BK, qs, dpad, w->dkacc, dpad, 1); /* dK += dS^T Q/sqrt(d) */
+        int64_t q0 = qb * BQ, bq = min_i64(BQ, h->tq - q0), bq_pad = round_up(bq, MR);
+        const real *qs = qs_all + q0 * dpad, *dob = do_all + q0 * dvpad;
+        FN(gemm_acc)(bq_pad, BK, d, qs, dpad, 1, w->kt, BK, w->ds, BK, 0); /* S */
+        FN(probabilities)(w->p, w->rowsum, w->ds, h->lse + q0, q0, bq, bq_pad, k0, bk, h->causal);
+        FN(gemm_acc)(bq_pad, BK, dv, dob, dvpad, 1, w->vt, BK, w->ds, BK, 0); /* dP = dO V^T */
+        FN(score_grad)(w->ds, w->p, h->drows + q0, bq);
+        FN(gemm_acc)(BK, dvpad, bq, w->p, 1, BK, dob, dvpad, w->dvacc, dvpad, 1); /* dV += P^T dO */
+        FN(gemm_acc)(BK, dpad, bq, w->ds, 1, BK, qs, dpad, w->dkacc, dpad, 1); /* dK += dS^T Q/sqrt(d) */
         if (dq_all != NULL)
-            NAME(gemm_acc)(bq_pad, dpad, bk, w->ds, BK, 1, w->kblk, dpad, dq_all + q0 * dpad, dpad, 1);
+            FN(gemm_acc)(bq_pad, dpad, bk, w->ds, BK, 1, w->kblk, dpad, dq_all + q0 * dpad, dpad, 1);
     }
     for (int64_t r = 0; r < bk; r++) {
-        memcpy(h->dk_out + (k0 + r) * d, w->dkacc + r * dpad, sizeof(REAL) * d);
-        memcpy(h->dv_out + (k0 + r) * dv, w->dvacc + r * dvpad, sizeof(REAL) * dv);
+        memcpy(h->dk_out + (k0 + r) * d, w->dkacc + r * dpad, sizeof(real) * d);
+        memcpy(h->dv_out + (k0 + r) * dv, w->dvacc + r * dvpad, sizeof(real) * dv);
     }
 }
 
 /* dQ of the queries q0 .. q0+bq-1 from every key block they see, given the
  * head's K^T and V^T panels and its padded K (the head region in sweep 2). */
-static void NAME(query_block_grads)(const NAME(grad_buffers) *w, const NAME(head_problem) *h,
-                                    const REAL *q_b, const REAL *dout_b, REAL *dq_b, int64_t q0,
-                                    REAL scale)
+static void FN(query_block_grads)(const FN(grad_buffers) *w, const FN(head_problem) *h,
+                                    const real *q_b, const real *dout_b, real *dq_b, int64_t q0,
+                                    real scale)
 {
     int64_t d = h->d, dv = h->dv, dpad = h->dpad, dvpad = h->dvpad, tkpad = round_up(h->tk, BK);
-    int64_t bq = min64(BQ, h->tq - q0), bq_pad = round_up(bq, MR);
-    const REAL *kt_all = w->head;                   /* (Tk/BK, d, BK) K^T panels */
-    const REAL *vt_all = w->head + d * tkpad;       /* (Tk/BK, dv, BK) V^T panels */
-    const REAL *k_all = w->head + (d + dv) * tkpad; /* (Tk, d) K */
-    NAME(pack_rows)(w->qs, bq_pad, dpad, q_b + q0 * d, bq, d, scale);
-    NAME(pack_rows)(w->dob, bq_pad, dvpad, dout_b + q0 * dv, bq, dv, 1);
-    memset(w->dqacc, 0, sizeof(REAL) * BQ * dpad);
-    int64_t nkb = NAME(key_blocks_seen)(q0 / BQ, h->tq, h->tk, h->causal);
+    int64_t bq = min_i64(BQ, h->tq - q0), bq_pad = round_up(bq, MR);
+    const real *kt_all = w->head;                   /* (Tk/BK, d, BK) K^T panels */
+    const real *vt_all = w->head + d * tkpad;       /* (Tk/BK, dv, BK) V^T panels */
+    const real *k_all = w->head + (d + dv) * tkpad; /* (Tk, d) K */
+    FN(pack_rows)(w->qs, bq_pad, dpad, q_b + q0 * d, bq, d, scale);
+    FN(pack_rows)(w->dob, bq_pad, dvpad, dout_b + q0 * dv, bq, dv, 1);
+    memset(w->dqacc, 0, sizeof(real) * BQ * dpad);
+    int64_t nkb = FN(key_blocks_seen)(q0 / BQ, h->tq, h->tk, h->causal);
     for (int64_t k0 = 0; k0 < nkb * BK; k0 += BK) {
-        int64_t bk = min64(BK, h->tk - k0);
-        NAME(gemm_acc)(bq_pad, BK, d, w->qs, dpad, 1, kt_all + k0 * d, BK, w->ds, BK, 0); /* S */
-        NAME(probabilities)(w->p, w->rowsum, w->ds, h->lse + q0, q0, bq, bq_pad, k0, bk, h->causal);
-        NAME(gemm_acc)(bq_pad, BK, dv, w->dob, dvpad, 1, vt_all + k0 * dv, BK, w->ds, BK, 0); /* dP */
-        NAME(score_grad)(w->ds, w->p, h->drows + q0, bq);
-        NAME(gemm_acc)(bq_pad, dpad, bk, w->ds, BK, 1, k_all + k0 * dpad, dpad, w->dqacc, dpad, 1); /* dQ += dS K */
+        int64_t bk = min_i64(BK, h->tk - k0);
+        FN(gemm_acc)(bq_pad, BK, d, w->qs, dpad, 1, kt_all + k0 * d, BK, w->ds, BK, 0); /* S */
+        FN(probabilities)(w->p, w->rowsum, w->ds, h->lse + q0, q0, bq, bq_pad, k0, bk, h->causal);
+        FN(gemm_acc)(bq_pad, BK, dv, w->dob, dvpad, 1, vt_all + k0 * dv, BK, w->ds, BK, 0); /* dP */
+        FN(score_grad)(w->ds, w->p, h->drows + q0, bq);
+        FN(gemm_acc)(bq_pad, dpad, bk, w->ds, BK, 1, k_all + k0 * dpad, dpad, w->dqacc, dpad, 1); /* dQ += dS K */
     }
     for (int64_t r = 0; r < bq; r++)
         for (int64_t c = 0; c < d; c++)
             dq_b[(q0 + r) * d + c] = w->dqacc[r * dpad + c] * scale;
 }
 
-int NAME(attention_backward_flash)(const REAL *q, const REAL *k, const REAL *v,
-                                   const REAL *out, const REAL *lse, const REAL *dout,
-                                   REAL *dq, REAL *dk, REAL *dvout, int64_t bh,
+int FN(attention_backward_flash)(const real *q, const real *k, const real *v,
+                                   const real *out, const real *lse, const real *dout,
+                                   real *dq, real *dk, real *dvout, int64_t bh,
                                    int64_t tq, int64_t tk, int64_t d, int64_t dv,
                                    int causal, int nthreads)
 {
     if (tk < 1 || d < 1)
         return -2; /* softmax over no keys, or scale 1/sqrt(0) */
-    REAL scale = 1 / sqrt((REAL)d);
+    real scale = 1 / sqrt((real)d);
     int64_t dpad = round_up(d, NR), dvpad = round_up(dv, NR);
     int64_t tqpad = round_up(tq, BQ), tkpad = round_up(tk, BK);
     int64_t nqb = tqpad / BQ, nkb = tkpad / BK;
-    int threads = thread_count(nthreads, bh * nkb, 2.0 * bh * tq * tk * (3 * d + 2 * dv)), failed = 0;
+    int threads = thread_count(nthreads, bh * nkb, 2.0 * bh * tq * tk * (3 * d + 2 * dv), MIN_FLOPS_PER_THREAD), failed = 0;
     /* One sweep per head costs 5 block products per block pair, two sweeps
      * over blocks 7; one sweep wins unless it would leave threads idle. */
     int per_head = 5 * ((bh + threads - 1) / threads) * threads <= 7 * bh;
-    REAL *drows = malloc(sizeof(REAL) * (bh * tq + 1)); /* (bh, Tq) D = rowsum(dO * O) */
+    real *drows = malloc(sizeof(real) * (bh * tq + 1)); /* (bh, Tq) D = rowsum(dO * O) */
     /* whole-head copies: scaled Q and dO (plus dQ in the per-head sweep), or
      * K^T, V^T and K for the dQ sweep; the sweeps take turns in one region */
     int64_t head_q = tqpad * (dpad + dvpad + (per_head ? dpad : 0));
     int64_t head_k = per_head ? 0 : tkpad * (d + dv + dpad);
     int64_t head = head_q > head_k ? head_q : head_k;
-    size_t bytes = sizeof(REAL) * (head + d * BK + dv * BK + BK * dpad + BQ * dpad + BQ * dvpad +
+    size_t bytes = sizeof(real) * (head + d * BK + dv * BK + BK * dpad + BQ * dpad + BQ * dvpad +
                                    2 * BQ * BK + BK * dpad + BK * dvpad + BQ * dpad + BQ) +
-                   12 * VECTOR_BYTES; /* 12 pieces */
+                   12 * ALIGNMENT; /* 12 pieces */
     if (drows == NULL)
         return -1;
 
@@ -599,32 +527,32 @@ int NAME(attention_backward_flash)(const REAL *q, const REAL *k, const REAL *v,
     {
         arena buf;
         int ok = arena_open(&buf, bytes);
-        NAME(grad_buffers) w = {0};
+        FN(grad_buffers) w = {0};
         if (ok) {
-            w.head = arena_take(&buf, sizeof(REAL) * head);
-            w.kt = arena_take(&buf, sizeof(REAL) * d * BK);       /* (d, BK) K^T */
-            w.vt = arena_take(&buf, sizeof(REAL) * dv * BK);      /* (dv, BK) V^T */
-            w.kblk = arena_take(&buf, sizeof(REAL) * BK * dpad);  /* (BK, d) K */
-            w.qs = arena_take(&buf, sizeof(REAL) * BQ * dpad);    /* (BQ, d) Q / sqrt(d) */
-            w.dob = arena_take(&buf, sizeof(REAL) * BQ * dvpad);  /* (BQ, dv) dO */
-            w.p = arena_take(&buf, sizeof(REAL) * BQ * BK);       /* (BQ, BK) P */
-            w.ds = arena_take(&buf, sizeof(REAL) * BQ * BK);      /* (BQ, BK) S, dP, then dS */
-            w.dkacc = arena_take(&buf, sizeof(REAL) * BK * dpad); /* (BK, d) */
-            w.dvacc = arena_take(&buf, sizeof(REAL) * BK * dvpad); /* (BK, dv) */
-            w.dqacc = arena_take(&buf, sizeof(REAL) * BQ * dpad); /* (BQ, d) */
-            w.rowsum = arena_take(&buf, sizeof(REAL) * BQ);       /* (BQ,) unused: P is normalised */
+            w.head = arena_take(&buf, sizeof(real) * head);
+            w.kt = arena_take(&buf, sizeof(real) * d * BK);       /* (d, BK) K^T */
+            w.vt = arena_take(&buf, sizeof(real) * dv * BK);      /* (dv, BK) V^T */
+            w.kblk = arena_take(&buf, sizeof(real) * BK * dpad);  /* (BK, d) K */
+            w.qs = arena_take(&buf, sizeof(real) * BQ * dpad);    /* (BQ, d) Q / sqrt(d) */
+            w.dob = arena_take(&buf, sizeof(real) * BQ * dvpad);  /* (BQ, dv) dO */
+            w.p = arena_take(&buf, sizeof(real) * BQ * BK);       /* (BQ, BK) P */
+            w.ds = arena_take(&buf, sizeof(real) * BQ * BK);      /* (BQ, BK) S, dP, then dS */
+            w.dkacc = arena_take(&buf, sizeof(real) * BK * dpad); /* (BK, d) */
+            w.dvacc = arena_take(&buf, sizeof(real) * BK * dvpad); /* (BK, dv) */
+            w.dqacc = arena_take(&buf, sizeof(real) * BQ * dpad); /* (BQ, d) */
+            w.rowsum = arena_take(&buf, sizeof(real) * BQ);       /* (BQ,) unused: P is normalised */
         } else {
 #pragma omp atomic write
             failed = 1;
         }
         int64_t packed_head = -1;
-        REAL *qs_all = w.head;                         /* (Tq, d) Q / sqrt(d) of one head */
-        REAL *do_all = w.head + tqpad * dpad;          /* (Tq, dv) dO of one head */
-        REAL *dq_all = w.head + tqpad * (dpad + dvpad); /* (Tq, d) dQ of one head (per_head) */
+        real *qs_all = w.head;                         /* (Tq, d) Q / sqrt(d) of one head */
+        real *do_all = w.head + tqpad * dpad;          /* (Tq, dv) dO of one head */
+        real *dq_all = w.head + tqpad * (dpad + dvpad); /* (Tq, d) dQ of one head (per_head) */
 
 #pragma omp for schedule(static)
         for (int64_t row = 0; row < bh * tq; row++) {
-            REAL acc = 0;
+            real acc = 0;
 #pragma omp simd reduction(+ : acc)
             for (int64_t c = 0; c < dv; c++)
                 acc += dout[row * dv + c] * out[row * dv + c];
@@ -636,13 +564,13 @@ int NAME(attention_backward_flash)(const REAL *q, const REAL *k, const REAL *v,
             for (int64_t b = 0; b < bh; b++) {
                 if (!ok)
                     continue;
-                NAME(head_problem) h = {k + b * tk * d, v + b * tk * dv, lse + b * tq, drows + b * tq,
+                FN(head_problem) h = {k + b * tk * d, v + b * tk * dv, lse + b * tq, drows + b * tq,
                                         dk + b * tk * d, dvout + b * tk * dv, tq, tk, d, dv, dpad, dvpad, causal};
-                NAME(pack_rows)(qs_all, tqpad, dpad, q + b * tq * d, tq, d, scale);
-                NAME(pack_rows)(do_all, tqpad, dvpad, dout + b * tq * dv, tq, dv, 1);
-                memset(dq_all, 0, sizeof(REAL) * tqpad * dpad);
+                FN(pack_rows)(qs_all, tqpad, dpad, q + b * tq * d, tq, d, scale);
+                FN(pack_rows)(do_all, tqpad, dvpad, dout + b * tq * dv, tq, dv, 1);
+                memset(dq_all, 0, sizeof(real) * tqpad * dpad);
                 for (int64_t k0 = 0; k0 < tk; k0 += BK)
-                    NAME(key_block_grads)(&w, &h, qs_all, do_all, dq_all, k0);
+                    FN(key_block_grads)(&w, &h, qs_all, do_all, dq_all, k0);
                 for (int64_t r = 0; r < tq; r++)
                     for (int64_t c = 0; c < d; c++)
                         dq[(b * tq + r) * d + c] = dq_all[r * dpad + c] * scale;
@@ -654,14 +582,14 @@ int NAME(attention_backward_flash)(const REAL *q, const REAL *k, const REAL *v,
                 if (!ok)
                     continue;
                 int64_t b = item / nkb;
-                NAME(head_problem) h = {k + b * tk * d, v + b * tk * dv, lse + b * tq, drows + b * tq,
+                FN(head_problem) h = {k + b * tk * d, v + b * tk * dv, lse + b * tq, drows + b * tq,
                                         dk + b * tk * d, dvout + b * tk * dv, tq, tk, d, dv, dpad, dvpad, causal};
                 if (b != packed_head) {
-                    NAME(pack_rows)(qs_all, tqpad, dpad, q + b * tq * d, tq, d, scale);
-                    NAME(pack_rows)(do_all, tqpad, dvpad, dout + b * tq * dv, tq, dv, 1);
+                    FN(pack_rows)(qs_all, tqpad, dpad, q + b * tq * d, tq, d, scale);
+                    FN(pack_rows)(do_all, tqpad, dvpad, dout + b * tq * dv, tq, dv, 1);
                     packed_head = b;
                 }
-                NAME(key_block_grads)(&w, &h, qs_all, do_all, NULL, item % nkb * BK);
+                FN(key_block_grads)(&w, &h, qs_all, do_all, NULL, item % nkb * BK);
             }
             /* Sweep 2: each (bh, query block) owns its rows of dQ. */
             packed_head = -1;
@@ -670,15 +598,15 @@ int NAME(attention_backward_flash)(const REAL *q, const REAL *k, const REAL *v,
                 if (!ok)
                     continue;
                 int64_t b = item / nqb;
-                NAME(head_problem) h = {k + b * tk * d, v + b * tk * dv, lse + b * tq, drows + b * tq,
+                FN(head_problem) h = {k + b * tk * d, v + b * tk * dv, lse + b * tq, drows + b * tq,
                                         dk + b * tk * d, dvout + b * tk * dv, tq, tk, d, dv, dpad, dvpad, causal};
                 if (b != packed_head) {
-                    NAME(pack_panels_t)(w.head, h.k, tk, d);
-                    NAME(pack_panels_t)(w.head + d * tkpad, h.v, tk, dv);
-                    NAME(pack_rows)(w.head + (d + dv) * tkpad, tkpad, dpad, h.k, tk, d, 1);
+                    FN(pack_panels_t)(w.head, h.k, tk, d);
+                    FN(pack_panels_t)(w.head + d * tkpad, h.v, tk, dv);
+                    FN(pack_rows)(w.head + (d + dv) * tkpad, tkpad, dpad, h.k, tk, d, 1);
                     packed_head = b;
                 }
-                NAME(query_block_grads)(&w, &h, q + b * tq * d, dout + b * tq * dv, dq + b * tq * d,
+                FN(query_block_grads)(&w, &h, q + b * tq * d, dout + b * tq * dv, dq + b * tq * d,
                                         item % nqb * BQ, scale);
             }
         }
@@ -690,4 +618,4 @@ int NAME(attention_backward_flash)(const REAL *q, const REAL *k, const REAL *v,
 
 #undef NR
 
-#endif /* REAL */
+#endif /* real */

@@ -25,6 +25,8 @@
 #include <omp.h>
 #endif
 
+#include "isa.h"
+
 /* ------------------------------------------------------------ helpers -- */
 
 /* 64 bytes: one cache line and one AVX-512 register. Buffers aligned to it

@@ -9,8 +9,8 @@
  * reference is minigrad/kernels/numpy_backend.py: cross_entropy.
  *
  * Versions: one. Rows are independent: OpenMP threads take blocks of rows;
- * the loss sums per-thread in double, so float32 logits lose nothing to
- * the sum over n rows. exp in float32 is common.h's exp_f32 (vectorises).
+ * the loss sums the rows in double, in order, so float32 logits lose nothing
+ * to the sum over n rows and every run gives the same loss. exp in float32 is common.h's exp_f32 (vectorises).
  *
  * Build: python build.py.  Test: python -m pytest tests/test_kernels_fused.py -q
  * Benchmark: python benchmarks/bench_fused.py
@@ -20,8 +20,11 @@
 #include "common.h"
 #include "cross_entropy.h"
 
-/* An exp costs ~20 flops: one thread per 2^15 logits at least. */
+/* An exp costs ~20 flops: one thread per 2^15 logits at least. Threads take
+ * blocks of rows as they come free: a thread paused by the OS on a busy
+ * machine holds up only its block. */
 #define MIN_WORK_PER_THREAD (double)(1 << 15)
+#define ROWS_PER_BLOCK 16
 
 #define TEMPLATE "cross_entropy.c"
 #include "instantiate.h"
@@ -68,14 +71,13 @@ static real FN(row_logsumexp)(const real *restrict z, int64_t v)
 double FN(cross_entropy_forward)(const real *restrict logits, const int64_t *restrict targets,
                                  real *restrict lse, int64_t n, int64_t v, int nthreads)
 {
-    double total = 0;
-#pragma omp parallel for schedule(static) reduction(+ : total) \
+#pragma omp parallel for schedule(dynamic, ROWS_PER_BLOCK) \
     num_threads(thread_count(nthreads, n, (double)n * v, MIN_WORK_PER_THREAD))
-    for (int64_t i = 0; i < n; i++) {
-        const real *z = logits + i * v;
-        lse[i] = FN(row_logsumexp)(z, v);
-        total += (double)lse[i] - (double)z[targets[i]];
-    }
+    for (int64_t i = 0; i < n; i++)
+        lse[i] = FN(row_logsumexp)(logits + i * v, v);
+    double total = 0; /* summed in row order, after the threads: the same loss on every run */
+    for (int64_t i = 0; i < n; i++)
+        total += (double)lse[i] - (double)logits[i * v + targets[i]];
     return total / (double)n;
 }
 
@@ -84,7 +86,7 @@ void FN(cross_entropy_backward)(const real *logits, const int64_t *restrict targ
                                 int64_t n, int64_t v, int nthreads)
 {
     real scale = (real)(grad / (double)n);
-#pragma omp parallel for schedule(static) \
+#pragma omp parallel for schedule(dynamic, ROWS_PER_BLOCK) \
     num_threads(thread_count(nthreads, n, (double)n * v, MIN_WORK_PER_THREAD))
     for (int64_t i = 0; i < n; i++) {
         const real *z = logits + i * v;

@@ -31,7 +31,8 @@
 #define TARGET_BEGIN(target) _Pragma("GCC push_options") _Pragma(target)
 #define TARGET_END _Pragma("GCC pop_options")
 #define TARGET_AVX2 "GCC target(\"avx2,fma\")"
-#define TARGET_AVX512 "GCC target(\"avx512f,avx512bw,avx512dq,avx512vl,avx2,fma\")"
+/* prefer-vector-width=512: GCC's auto-vectoriser otherwise stays at 256 bits */
+#define TARGET_AVX512 "GCC target(\"avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,prefer-vector-width=512\")"
 #endif
 
 /* ---------------------------------------------------- portable copies -- */

@@ -11,9 +11,9 @@
  * The NumPy reference is minigrad/kernels/numpy_backend.py: layer_norm.
  *
  * Versions: one. Rows are independent, so OpenMP threads take blocks of
- * rows; in the backward each thread sums its rows' dweight and dbias into
- * its own (c,) buffers, added up at the end: no atomics, and with a static
- * schedule the same sums in the same order on every run.
+ * rows; in the backward each block of rows sums its dweight and dbias into
+ * its own (c,) buffers, added up in block order at the end: no atomics, and
+ * the same sums in the same order on every run, whatever the threads do.
  * The variance is computed from the centred values (two reads of a row that
  * sits in L1), not as E[x^2] - mean^2, which cancels when |mean| >> std.
  *
@@ -27,6 +27,10 @@
 
 /* One thread per 2^17 elements at least: a row pass is memory-bound and short. */
 #define MIN_WORK_PER_THREAD (double)(1 << 17)
+/* Threads take blocks of rows as they come free (a thread the OS pauses on a
+ * busy machine holds up only its block), and the backward sums dweight and
+ * dbias per block, then over blocks in order: the same result on every run. */
+#define ROWS_PER_BLOCK 32
 
 #define TEMPLATE "layernorm.c"
 #include "instantiate.h"
@@ -63,7 +67,8 @@ int FN(layernorm_forward)(const real *restrict x, const real *restrict weight, c
                           real *restrict out, real *restrict mean, real *restrict rstd,
                           int64_t n, int64_t c, double eps, int nthreads)
 {
-#pragma omp parallel for schedule(static) num_threads(thread_count(nthreads, n, (double)n * c, MIN_WORK_PER_THREAD))
+#pragma omp parallel for schedule(dynamic, ROWS_PER_BLOCK) \
+    num_threads(thread_count(nthreads, n, (double)n * c, MIN_WORK_PER_THREAD))
     for (int64_t i = 0; i < n; i++) {
         const real *xi = x + i * c;
         real *oi = out + i * c;
@@ -92,22 +97,18 @@ int FN(layernorm_backward)(const real *restrict x, const real *restrict weight, 
                            const real *restrict rstd, const real *restrict dout, real *restrict dx,
                            real *restrict dweight, real *restrict dbias, int64_t n, int64_t c, int nthreads)
 {
-    int threads = thread_count(nthreads, n, (double)n * c, MIN_WORK_PER_THREAD);
-    /* (threads, 2, c): each thread's partial dweight and dbias */
-    real *partial = aligned_buffer(sizeof(real) * (size_t)threads * 2 * (size_t)c);
+    int64_t blocks = ceil_div(n, ROWS_PER_BLOCK);
+    /* (blocks, 2, c): each block's partial dweight and dbias, summed in block order at the end */
+    real *partial = aligned_buffer(sizeof(real) * (size_t)blocks * 2 * (size_t)c);
     if (partial == NULL)
         return -1;
-    memset(partial, 0, sizeof(real) * (size_t)threads * 2 * (size_t)c);
 
-#pragma omp parallel num_threads(threads)
-    {
-        int thread = 0;
-#ifdef _OPENMP
-        thread = omp_get_thread_num();
-#endif
-        real *dw = partial + (size_t)thread * 2 * c, *db = dw + c;
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < n; i++) {
+#pragma omp parallel for schedule(dynamic, 1) \
+    num_threads(thread_count(nthreads, blocks, (double)n * c, MIN_WORK_PER_THREAD))
+    for (int64_t block = 0; block < blocks; block++) {
+        real *dw = partial + (size_t)block * 2 * c, *db = dw + c;
+        memset(dw, 0, sizeof(real) * 2 * (size_t)c);
+        for (int64_t i = block * ROWS_PER_BLOCK; i < min_i64(n, (block + 1) * ROWS_PER_BLOCK); i++) {
             const real *xi = x + i * c, *gi = dout + i * c;
             real *dxi = dx + i * c;
             real m = mean[i], r = rstd[i];
@@ -133,9 +134,9 @@ int FN(layernorm_backward)(const real *restrict x, const real *restrict weight, 
     }
     for (int64_t j = 0; j < c; j++) {
         real w_sum = 0, b_sum = 0;
-        for (int t = 0; t < threads; t++) {
-            w_sum += partial[(size_t)t * 2 * c + j];
-            b_sum += partial[(size_t)t * 2 * c + c + j];
+        for (int64_t block = 0; block < blocks; block++) {
+            w_sum += partial[(size_t)block * 2 * c + j];
+            b_sum += partial[(size_t)block * 2 * c + c + j];
         }
         if (dweight)
             dweight[j] = w_sum;

@@ -18,17 +18,18 @@
  *                does a rank-1 update per k: MR*NR FMAs for MR+NR loads.
  *                This version uses the portable C micro-kernel, written so
  *                the compiler vectorises it.
- *   4. simd      the same with a hand-vectorised micro-kernel chosen at
- *                build time: AVX-512 (6x32 float32, 6x16 float64, written with
- *                vector extensions), else AVX2/FMA intrinsics (6x16, 6x8),
- *                else the portable one again. 12 accumulator registers hide
- *                the FMA latency.
+ *   4. simd      the same with a micro-kernel written in vector registers:
+ *                a 6 x (2 vectors) tile, 12 accumulators. One source (GCC/
+ *                Clang vector extensions) compiled for each instruction set
+ *                (kernels/instantiate.h): 6x32 float32 / 6x16 float64 tiles
+ *                with AVX-512, 6x16 / 6x8 with AVX2, 6x8 / 6x4 with SSE2.
  *   5. parallel  version 4 with OpenMP threads: all threads pack the shared
  *                B panel, then take (row block x column chunk) work items
  *                dynamically, so a thread paused by the OS holds nobody up.
  *                Thread count from the caller (Python reads
- *                MINIGRAD_NUM_THREADS, default all cores); problems under
- *                64^3 multiply-adds run on one thread.
+ *                MINIGRAD_NUM_THREADS, default all cores), never more than
+ *                the cores, and one thread per 4 MFLOP at most: small
+ *                products run on one thread, without waking anyone.
  *
  * Loop nest of versions 3-5 (jc, pc, ic, jr, ir):
  *   for jc in n step NC:            B panel (KC x NC) lives in L3
@@ -37,70 +38,54 @@
  *         for jr in NC step NR:     B sliver (KC x NR) lives in L1
  *           for ir in MC step MR:   micro-kernel: C tile (MR x NR) in registers
  *
- * The type-generic code is in matmul_body.inc, included once per type below.
+ * matmul_fma_peak_*: the roofline for the benchmark: a loop of FMAs on 12
+ * registers, no memory traffic; its FLOP rate is this core's peak on the
+ * active instruction set (benchmarks/bench_matmul.py reports the fraction).
  *
  * Build:     python build.py        (or pip install -e .; flags: MINIGRAD_CFLAGS)
  * Test:      python -m pytest tests/test_kernels_matmul.py tests/test_kernels_fuzz.py -q
+ *            python -m pytest tests/test_kernels_isa.py -q    (every instruction set's copy)
  *            python -m pytest tests/test_kernels_asan.py -q   (AddressSanitizer + UBSan)
  * Benchmark: env -u OPENBLAS_CORETYPE python benchmarks/bench_matmul.py
  */
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-/* The fast micro-kernel, chosen by what the compiler targets (-march=native):
-   AVX-512: 6 x 32 (float32) / 6 x 16 (float64) tiles in 512-bit registers,
-   written with GCC/Clang vector extensions in matmul_body.inc (defining
-   MINIGRAD_WIDE_KERNEL forces it on any CPU, where the compiler splits the
-   wide vectors: that is how it is tested on machines without AVX-512);
-   AVX2 + FMA: the 6 x 16 / 6 x 8 intrinsics kernels below; otherwise the
-   portable kernel. */
-#if defined(__AVX512F__) || defined(MINIGRAD_WIDE_KERNEL)
-#define HAVE_WIDE_KERNEL 1
-#elif defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define HAVE_AVX2_KERNEL 1
-#endif
+#ifndef TEMPLATE
+
+#include "common.h"
 #include "matmul.h"
 
-/* 64 bytes: one cache line and one AVX-512 register, so packed slivers never
-   straddle cache lines. */
-#define ALIGNMENT 64
+/* A thread per 4 MFLOP at least (~40 us of work at 100 GFLOP/s): waking one
+ * costs ~10 us idle and much more on a busy machine. */
+#define MIN_FLOPS_PER_THREAD (double)(1 << 22)
 
-static void *aligned_buffer(size_t bytes)
+#define TEMPLATE "matmul.c"
+#include "instantiate.h"
+
+#define MATMUL_ARGS(real) int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, real alpha, \
+    const real *a, int64_t lda, const real *b, int64_t ldb, real beta, real *c, int64_t ldc
+#define MATMUL_CALL trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
+
+int matmul_naive_f32(MATMUL_ARGS(float)) { return DISPATCH(matmul_naive_f32, (MATMUL_CALL)); }
+int matmul_blocked_f32(MATMUL_ARGS(float)) { return DISPATCH(matmul_blocked_f32, (MATMUL_CALL)); }
+int matmul_packed_f32(MATMUL_ARGS(float)) { return DISPATCH(matmul_packed_f32, (MATMUL_CALL)); }
+int matmul_simd_f32(MATMUL_ARGS(float)) { return DISPATCH(matmul_simd_f32, (MATMUL_CALL)); }
+int matmul_parallel_f32(MATMUL_ARGS(float), int num_threads)
 {
-    size_t rounded = (bytes + ALIGNMENT - 1) / ALIGNMENT * ALIGNMENT;
-    return aligned_alloc(ALIGNMENT, rounded ? rounded : ALIGNMENT);
+    return DISPATCH(matmul_parallel_f32, (MATMUL_CALL, num_threads));
 }
 
-static int64_t min_i64(int64_t x, int64_t y) { return x < y ? x : y; }
-static int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
-static int64_t round_up(int64_t x, int64_t y) { return ceil_div(x, y) * y; }
-
-static int resolve_threads(int num_threads)
+int matmul_naive_f64(MATMUL_ARGS(double)) { return DISPATCH(matmul_naive_f64, (MATMUL_CALL)); }
+int matmul_blocked_f64(MATMUL_ARGS(double)) { return DISPATCH(matmul_blocked_f64, (MATMUL_CALL)); }
+int matmul_packed_f64(MATMUL_ARGS(double)) { return DISPATCH(matmul_packed_f64, (MATMUL_CALL)); }
+int matmul_simd_f64(MATMUL_ARGS(double)) { return DISPATCH(matmul_simd_f64, (MATMUL_CALL)); }
+int matmul_parallel_f64(MATMUL_ARGS(double), int num_threads)
 {
-#ifdef _OPENMP
-    return num_threads > 0 ? num_threads : omp_get_max_threads();
-#else
-    (void)num_threads;
-    return 1;
-#endif
+    return DISPATCH(matmul_parallel_f64, (MATMUL_CALL, num_threads));
 }
 
-const char *matmul_simd_kernel(void)
-{
-#if defined(HAVE_WIDE_KERNEL) && defined(__AVX512F__)
-    return "avx512";
-#elif defined(HAVE_WIDE_KERNEL)
-    return "wide-emulated";
-#elif defined(HAVE_AVX2_KERNEL)
-    return "avx2-fma";
-#else
-    return "portable";
-#endif
-}
+double matmul_fma_peak_f32(int64_t iterations) { return DISPATCH(matmul_fma_peak_f32, (iterations)); }
+double matmul_fma_peak_f64(int64_t iterations) { return DISPATCH(matmul_fma_peak_f64, (iterations)); }
+
+const char *matmul_simd_kernel(void) { return kernels_isa(); }
 
 int matmul_has_openmp(void)
 {
@@ -111,189 +96,376 @@ int matmul_has_openmp(void)
 #endif
 }
 
-#ifdef HAVE_AVX2_KERNEL
-/* Defined at the end: they use the type-generic store_tile_* for partial tiles. */
-static void micro_kernel_avx2_f32(int64_t kc, const float *restrict a, const float *restrict b,
-                                  float *restrict c, int64_t ldc, float alpha, float beta,
-                                  int64_t mr, int64_t nr);
-static void micro_kernel_avx2_f64(int64_t kc, const double *restrict a, const double *restrict b,
-                                  double *restrict c, int64_t ldc, double alpha, double beta,
-                                  int64_t mr, int64_t nr);
-#endif
+#else /* TEMPLATE: real, FN, VECTOR_BYTES */
 
-/* Block sizes: a B sliver (KC x NR, 24 KiB; 32 KiB for the wide kernel) fits
-   L1 (32 KiB), an A block (MC x KC, 216 KiB) under half of L2 (512 KiB), a B
-   panel (KC x NC) L3. A larger KC also means fewer B panels, so fewer thread
-   barriers in the parallel version. */
-#define real float
-#define SUFFIX f32
+/* The micro-tile MR x NR (two vectors wide) and the block sizes: a B sliver
+   (KC x NR, 24-32 KiB) fits L1, an A block (MC x KC, <= 216 KiB) under half
+   of L2, a B panel (KC x NC) L3. A larger KC also means fewer B panels, so
+   fewer thread barriers in the parallel version. */
 #define MR 6
-#ifdef HAVE_WIDE_KERNEL
-#define NR 32
-#define KC 256
-#else
-#define NR 16
-#define KC 384
-#endif
-#define MC 144
-#define NC 4096
-#ifdef HAVE_AVX2_KERNEL
-#define SIMD_MICRO_KERNEL micro_kernel_avx2_f32
-#endif
-#include "matmul_body.inc"
+#define NR (2 * VECTOR_BYTES / (int)sizeof(real))
+#define KC (VECTOR_BYTES == 64 ? 256 : 384)
+#define MC (sizeof(real) == 4 ? 144 : 72)
+#define NC (sizeof(real) == 4 ? 4096 : 2048)
 
-#define real double
-#define SUFFIX f64
-#define MR 6
-#ifdef HAVE_WIDE_KERNEL
-#define NR 16
-#define KC 256
-#else
-#define NR 8
-#define KC 384
-#endif
-#define MC 72
-#define NC 2048
-#ifdef HAVE_AVX2_KERNEL
-#define SIMD_MICRO_KERNEL micro_kernel_avx2_f64
-#endif
-#include "matmul_body.inc"
+/* Element (i, p) of op(A) and (p, j) of op(B). */
+#define OP_A(i, p) (trans_a ? a[(p) * lda + (i)] : a[(i) * lda + (p)])
+#define OP_B(p, j) (trans_b ? b[(j) * ldb + (p)] : b[(p) * ldb + (j)])
 
-#ifdef HAVE_AVX2_KERNEL
-/* One row of a full tile: c[0:2W] = alpha * (lo, hi) + beta * c[0:2W] (C need not be aligned). */
-static inline void update_row_avx2_f32(float *c, __m256 lo, __m256 hi, __m256 alpha, __m256 beta,
-                                       int read_c)
+/* C[0:mr, 0:nr] = alpha * (packed A sliver) (packed B sliver) + beta * C,
+   with mr <= MR, nr <= NR; beta == 0 must not read C. */
+typedef void (*FN(micro_kernel_fn))(int64_t kc, const real *restrict a, const real *restrict b,
+                                    real *restrict c, int64_t ldc, real alpha, real beta,
+                                    int64_t mr, int64_t nr);
+
+/* Version 1. C[i, j] = alpha * sum_p op(A)[i, p] op(B)[p, j] + beta * C[i, j] */
+int FN(matmul_naive)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                     real alpha, const real *a, int64_t lda, const real *b, int64_t ldb,
+                     real beta, real *c, int64_t ldc)
 {
-    lo = _mm256_mul_ps(alpha, lo);
-    hi = _mm256_mul_ps(alpha, hi);
-    if (read_c) {
-        lo = _mm256_fmadd_ps(beta, _mm256_loadu_ps(c), lo);
-        hi = _mm256_fmadd_ps(beta, _mm256_loadu_ps(c + 8), hi);
+    for (int64_t i = 0; i < m; i++) {
+        for (int64_t j = 0; j < n; j++) {
+            real sum = 0;
+            for (int64_t p = 0; p < k; p++)
+                sum += OP_A(i, p) * OP_B(p, j);
+            /* beta == 0 must not read C: it may hold NaN (BLAS semantics). */
+            c[i * ldc + j] = beta == 0 ? alpha * sum : alpha * sum + beta * c[i * ldc + j];
+        }
     }
-    _mm256_storeu_ps(c, lo);
-    _mm256_storeu_ps(c + 8, hi);
+    return 0;
 }
 
-static inline void update_row_avx2_f64(double *c, __m256d lo, __m256d hi, __m256d alpha,
-                                       __m256d beta, int read_c)
+/* C = beta * C over an (m x n) block, without reading C when beta == 0. */
+static void FN(scale_c)(int64_t m, int64_t n, real beta, real *c, int64_t ldc)
 {
-    lo = _mm256_mul_pd(alpha, lo);
-    hi = _mm256_mul_pd(alpha, hi);
-    if (read_c) {
-        lo = _mm256_fmadd_pd(beta, _mm256_loadu_pd(c), lo);
-        hi = _mm256_fmadd_pd(beta, _mm256_loadu_pd(c + 4), hi);
+    for (int64_t i = 0; i < m; i++) {
+        real *row = c + i * ldc;
+        if (beta == 0)
+            memset(row, 0, (size_t)n * sizeof(real));
+        else if (beta != 1)
+            for (int64_t j = 0; j < n; j++)
+                row[j] *= beta;
     }
-    _mm256_storeu_pd(c, lo);
-    _mm256_storeu_pd(c + 4, hi);
 }
 
-/* C (6 x 16) = alpha * sum over p of a[:, p] b[p, :] + beta * C: a is a packed
-   6-row sliver (a[p*6 + i]), b a packed 16-column sliver (b[p*16 + j], 64-byte
-   aligned). The 6 x 16 tile lives in 12 registers of 8 floats; each p costs 2
-   loads of b, 6 broadcasts of a and 12 FMAs. Partial tiles (mr < 6 or
-   nr < 16, at the edges of C) go through an aligned buffer. */
-static void micro_kernel_avx2_f32(int64_t kc, const float *restrict a, const float *restrict b,
-                                  float *restrict c, int64_t ldc, float alpha, float beta,
+/* Version 2. Same sum, loop order i-p-j inside cache blocks: the j loop
+   streams one row of op(B) and one row of C (contiguous unless trans_b). */
+int FN(matmul_blocked)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                       real alpha, const real *a, int64_t lda, const real *b, int64_t ldb,
+                       real beta, real *c, int64_t ldc)
+{
+    /* A BLOCK_K x BLOCK_N block of B (64 KiB of float32) stays in L2 while
+       every row of the C block streams over it. */
+    enum { BLOCK_M = 64, BLOCK_K = 128, BLOCK_N = 128 };
+    FN(scale_c)(m, n, beta, c, ldc);
+    int64_t b_row = trans_b ? 1 : ldb;  /* step from op(B)[p, :] to op(B)[p + 1, :] */
+    int64_t b_col = trans_b ? ldb : 1;  /* step from op(B)[:, j] to op(B)[:, j + 1] */
+    for (int64_t i0 = 0; i0 < m; i0 += BLOCK_M) {
+        int64_t i1 = min_i64(i0 + BLOCK_M, m);
+        for (int64_t p0 = 0; p0 < k; p0 += BLOCK_K) {
+            int64_t p1 = min_i64(p0 + BLOCK_K, k);
+            for (int64_t j0 = 0; j0 < n; j0 += BLOCK_N) {
+                int64_t j1 = min_i64(j0 + BLOCK_N, n);
+                for (int64_t i = i0; i < i1; i++) {
+                    real *restrict c_row = c + i * ldc;
+                    for (int64_t p = p0; p < p1; p++) {
+                        real a_ip = alpha * OP_A(i, p);
+                        const real *restrict b_row_p = b + p * b_row;
+                        if (b_col == 1)  /* the common case, split out so it vectorises */
+                            for (int64_t j = j0; j < j1; j++)
+                                c_row[j] += a_ip * b_row_p[j];
+                        else
+                            for (int64_t j = j0; j < j1; j++)
+                                c_row[j] += a_ip * b_row_p[j * b_col];
+                    }
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+/* Copy op(A)[ic : ic+mc, pc : pc+kc] into slivers of MR rows:
+   ap[(ir / MR) * MR * kc + p * MR + ii] = op(A)[ic + ir + ii, pc + p],
+   rows past mc zero-padded so the micro-kernel never branches. */
+static void FN(pack_a)(int trans_a, int64_t mc, int64_t kc, const real *a, int64_t lda,
+                       int64_t ic, int64_t pc, real *restrict ap)
+{
+    for (int64_t ir = 0; ir < mc; ir += MR) {
+        int64_t rows = min_i64(MR, mc - ir);
+        real *sliver = ap + ir * kc;
+        if (rows < MR)
+            memset(sliver, 0, (size_t)(MR * kc) * sizeof(real));
+        /* The loop order reads A along its rows in memory either way. */
+        if (trans_a) {
+            for (int64_t p = 0; p < kc; p++)
+                for (int64_t ii = 0; ii < rows; ii++)
+                    sliver[p * MR + ii] = a[(pc + p) * lda + ic + ir + ii];
+        } else {
+            for (int64_t ii = 0; ii < rows; ii++)
+                for (int64_t p = 0; p < kc; p++)
+                    sliver[p * MR + ii] = a[(ic + ir + ii) * lda + pc + p];
+        }
+    }
+}
+
+/* Copy slivers [s0, s1) of NR columns of op(B)[pc : pc+kc, jc : jc+nc]:
+   bp[s * NR * kc + p * NR + jj] = op(B)[pc + p, jc + s * NR + jj],
+   columns past nc zero-padded. */
+static void FN(pack_b)(int trans_b, int64_t nc, int64_t kc, const real *b, int64_t ldb,
+                       int64_t pc, int64_t jc, int64_t s0, int64_t s1, real *restrict bp)
+{
+    for (int64_t s = s0; s < s1; s++) {
+        int64_t cols = min_i64(NR, nc - s * NR);
+        int64_t j0 = jc + s * NR;
+        real *sliver = bp + s * NR * kc;
+        if (cols < NR)
+            memset(sliver, 0, (size_t)(NR * kc) * sizeof(real));
+        /* The loop order reads B along its rows in memory either way. */
+        if (trans_b) {
+            for (int64_t jj = 0; jj < cols; jj++)
+                for (int64_t p = 0; p < kc; p++)
+                    sliver[p * NR + jj] = b[(j0 + jj) * ldb + pc + p];
+        } else {
+            for (int64_t p = 0; p < kc; p++)
+                for (int64_t jj = 0; jj < cols; jj++)
+                    sliver[p * NR + jj] = b[(pc + p) * ldb + j0 + jj];
+        }
+    }
+}
+
+/* C[0:mr, 0:nr] = alpha * ab + beta * C, reading C only when beta != 0;
+   ab is an MR x NR tile. */
+static void FN(store_tile)(int64_t mr, int64_t nr, const real *restrict ab, real alpha,
+                           real beta, real *restrict c, int64_t ldc)
+{
+    for (int64_t i = 0; i < mr; i++) {
+        real *c_row = c + i * ldc;
+        const real *ab_row = ab + i * NR;
+        if (beta == 0)
+            for (int64_t j = 0; j < nr; j++)
+                c_row[j] = alpha * ab_row[j];
+        else
+            for (int64_t j = 0; j < nr; j++)
+                c_row[j] = alpha * ab_row[j] + beta * c_row[j];
+    }
+}
+
+/* Portable micro-kernel: the tile ab (MR x NR) = sum over p of a[:, p] b[p, :]
+   as MR*NR scalar accumulators, then C = alpha ab + beta C. Fixed trip counts
+   let the compiler unroll i and vectorise j; `omp simd` (honoured under
+   -fopenmp) is what makes GCC keep acc in registers rather than try to
+   vectorise across the whole tile. */
+static void FN(micro_kernel_portable)(int64_t kc, const real *restrict a, const real *restrict b,
+                                      real *restrict c, int64_t ldc, real alpha, real beta,
+                                      int64_t mr, int64_t nr)
+{
+    real acc[MR][NR] = {{0}};
+    for (int64_t p = 0; p < kc; p++, a += MR, b += NR) {
+        for (int i = 0; i < MR; i++) {
+#pragma omp simd
+            for (int j = 0; j < NR; j++)
+                acc[i][j] += a[i] * b[j];
+        }
+    }
+    FN(store_tile)(mr, nr, &acc[0][0], alpha, beta, c, ldc);
+}
+
+/* SIMD micro-kernel: C (6 x NR) = alpha * sum over p of a[:, p] b[p, :] + beta * C
+   with 12 accumulators of VECTOR_BYTES each (NR = two vectors): 12 independent
+   FMAs per p hide the FMA latency, and each p costs two loads of B and six
+   broadcasts of A. Written with GCC/Clang vector extensions, so one source
+   becomes SSE2, AVX2 or AVX-512 code in the copies instantiate.h makes. A
+   scalar times a vector broadcasts the scalar; memcpy is how C reads and
+   writes a vector from an array of scalars without breaking aliasing rules
+   (it compiles to one load or store). */
+static void FN(micro_kernel_simd)(int64_t kc, const real *restrict a, const real *restrict b,
+                                  real *restrict c, int64_t ldc, real alpha, real beta,
                                   int64_t mr, int64_t nr)
 {
-    /* C's rows are a whole row of C apart: fetch them while the FMAs run. */
-    for (int64_t i = 0; i < mr; i++)
-        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
-    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
-    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
-    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
-    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
-    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
-    for (int64_t p = 0; p < kc; p++) {
-        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
-        __m256 ai;
-        ai = _mm256_broadcast_ss(a + 0);
-        c00 = _mm256_fmadd_ps(ai, b0, c00); c01 = _mm256_fmadd_ps(ai, b1, c01);
-        ai = _mm256_broadcast_ss(a + 1);
-        c10 = _mm256_fmadd_ps(ai, b0, c10); c11 = _mm256_fmadd_ps(ai, b1, c11);
-        ai = _mm256_broadcast_ss(a + 2);
-        c20 = _mm256_fmadd_ps(ai, b0, c20); c21 = _mm256_fmadd_ps(ai, b1, c21);
-        ai = _mm256_broadcast_ss(a + 3);
-        c30 = _mm256_fmadd_ps(ai, b0, c30); c31 = _mm256_fmadd_ps(ai, b1, c31);
-        ai = _mm256_broadcast_ss(a + 4);
-        c40 = _mm256_fmadd_ps(ai, b0, c40); c41 = _mm256_fmadd_ps(ai, b1, c41);
-        ai = _mm256_broadcast_ss(a + 5);
-        c50 = _mm256_fmadd_ps(ai, b0, c50); c51 = _mm256_fmadd_ps(ai, b1, c51);
-        a += 6;
-        b += 16;
+    typedef real vec __attribute__((vector_size(VECTOR_BYTES)));
+    enum { W = VECTOR_BYTES / sizeof(real) };
+    vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
+    vec c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
+    for (int64_t p = 0; p < kc; p++, a += 6, b += 2 * W) {
+        vec b0, b1;
+        memcpy(&b0, b, sizeof b0);
+        memcpy(&b1, b + W, sizeof b1);
+        c00 += a[0] * b0; c01 += a[0] * b1;
+        c10 += a[1] * b0; c11 += a[1] * b1;
+        c20 += a[2] * b0; c21 += a[2] * b1;
+        c30 += a[3] * b0; c31 += a[3] * b1;
+        c40 += a[4] * b0; c41 += a[4] * b1;
+        c50 += a[5] * b0; c51 += a[5] * b1;
     }
-    if (mr == 6 && nr == 16) {
-        __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
-        int read_c = beta != 0;
-        update_row_avx2_f32(c + 0 * ldc, c00, c01, va, vb, read_c);
-        update_row_avx2_f32(c + 1 * ldc, c10, c11, va, vb, read_c);
-        update_row_avx2_f32(c + 2 * ldc, c20, c21, va, vb, read_c);
-        update_row_avx2_f32(c + 3 * ldc, c30, c31, va, vb, read_c);
-        update_row_avx2_f32(c + 4 * ldc, c40, c41, va, vb, read_c);
-        update_row_avx2_f32(c + 5 * ldc, c50, c51, va, vb, read_c);
+    vec tile[6][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    if (mr == MR && nr == NR) {
+        for (int i = 0; i < 6; i++) {
+            for (int h = 0; h < 2; h++) {
+                real *dst = c + i * ldc + h * W;
+                vec value = alpha * tile[i][h], old;
+                if (beta != 0) {
+                    memcpy(&old, dst, sizeof old);
+                    value += beta * old;
+                }
+                memcpy(dst, &value, sizeof value);
+            }
+        }
         return;
     }
-    _Alignas(ALIGNMENT) float ab[6 * 16];
-    _mm256_store_ps(ab + 0, c00);  _mm256_store_ps(ab + 8, c01);
-    _mm256_store_ps(ab + 16, c10); _mm256_store_ps(ab + 24, c11);
-    _mm256_store_ps(ab + 32, c20); _mm256_store_ps(ab + 40, c21);
-    _mm256_store_ps(ab + 48, c30); _mm256_store_ps(ab + 56, c31);
-    _mm256_store_ps(ab + 64, c40); _mm256_store_ps(ab + 72, c41);
-    _mm256_store_ps(ab + 80, c50); _mm256_store_ps(ab + 88, c51);
-    store_tile_f32(mr, nr, ab, alpha, beta, c, ldc);
+    _Alignas(ALIGNMENT) real ab[MR * NR];
+    memcpy(ab, tile, sizeof ab);
+    FN(store_tile)(mr, nr, ab, alpha, beta, c, ldc);
 }
 
-/* C (6 x 8) = alpha * sum over p of a[:, p] b[p, :] + beta * C, the float64
-   twin of the above (registers of 4 doubles). */
-static void micro_kernel_avx2_f64(int64_t kc, const double *restrict a, const double *restrict b,
-                                  double *restrict c, int64_t ldc, double alpha, double beta,
-                                  int64_t mr, int64_t nr)
+/* C (mc x nc) = alpha * Ap Bp + beta * C for a packed A block and the packed
+   B slivers starting at bp, one MR x NR micro-tile at a time. */
+static void FN(macro_kernel)(FN(micro_kernel_fn) micro_kernel, int64_t mc, int64_t nc,
+                             int64_t kc, const real *ap, const real *bp, real alpha,
+                             real beta, real *c, int64_t ldc)
 {
-    for (int64_t i = 0; i < mr; i++)
-        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-    __m256d c00 = _mm256_setzero_pd(), c01 = _mm256_setzero_pd();
-    __m256d c10 = _mm256_setzero_pd(), c11 = _mm256_setzero_pd();
-    __m256d c20 = _mm256_setzero_pd(), c21 = _mm256_setzero_pd();
-    __m256d c30 = _mm256_setzero_pd(), c31 = _mm256_setzero_pd();
-    __m256d c40 = _mm256_setzero_pd(), c41 = _mm256_setzero_pd();
-    __m256d c50 = _mm256_setzero_pd(), c51 = _mm256_setzero_pd();
-    for (int64_t p = 0; p < kc; p++) {
-        __m256d b0 = _mm256_load_pd(b), b1 = _mm256_load_pd(b + 4);
-        __m256d ai;
-        ai = _mm256_broadcast_sd(a + 0);
-        c00 = _mm256_fmadd_pd(ai, b0, c00); c01 = _mm256_fmadd_pd(ai, b1, c01);
-        ai = _mm256_broadcast_sd(a + 1);
-        c10 = _mm256_fmadd_pd(ai, b0, c10); c11 = _mm256_fmadd_pd(ai, b1, c11);
-        ai = _mm256_broadcast_sd(a + 2);
-        c20 = _mm256_fmadd_pd(ai, b0, c20); c21 = _mm256_fmadd_pd(ai, b1, c21);
-        ai = _mm256_broadcast_sd(a + 3);
-        c30 = _mm256_fmadd_pd(ai, b0, c30); c31 = _mm256_fmadd_pd(ai, b1, c31);
-        ai = _mm256_broadcast_sd(a + 4);
-        c40 = _mm256_fmadd_pd(ai, b0, c40); c41 = _mm256_fmadd_pd(ai, b1, c41);
-        ai = _mm256_broadcast_sd(a + 5);
-        c50 = _mm256_fmadd_pd(ai, b0, c50); c51 = _mm256_fmadd_pd(ai, b1, c51);
-        a += 6;
-        b += 8;
-    }
-    if (mr == 6 && nr == 8) {
-        __m256d va = _mm256_set1_pd(alpha), vb = _mm256_set1_pd(beta);
-        int read_c = beta != 0;
-        update_row_avx2_f64(c + 0 * ldc, c00, c01, va, vb, read_c);
-        update_row_avx2_f64(c + 1 * ldc, c10, c11, va, vb, read_c);
-        update_row_avx2_f64(c + 2 * ldc, c20, c21, va, vb, read_c);
-        update_row_avx2_f64(c + 3 * ldc, c30, c31, va, vb, read_c);
-        update_row_avx2_f64(c + 4 * ldc, c40, c41, va, vb, read_c);
-        update_row_avx2_f64(c + 5 * ldc, c50, c51, va, vb, read_c);
-        return;
-    }
-    _Alignas(ALIGNMENT) double ab[6 * 8];
-    _mm256_store_pd(ab + 0, c00);  _mm256_store_pd(ab + 4, c01);
-    _mm256_store_pd(ab + 8, c10);  _mm256_store_pd(ab + 12, c11);
-    _mm256_store_pd(ab + 16, c20); _mm256_store_pd(ab + 20, c21);
-    _mm256_store_pd(ab + 24, c30); _mm256_store_pd(ab + 28, c31);
-    _mm256_store_pd(ab + 32, c40); _mm256_store_pd(ab + 36, c41);
-    _mm256_store_pd(ab + 40, c50); _mm256_store_pd(ab + 44, c51);
-    store_tile_f64(mr, nr, ab, alpha, beta, c, ldc);
+    for (int64_t jr = 0; jr < nc; jr += NR)
+        for (int64_t ir = 0; ir < mc; ir += MR)
+            micro_kernel(kc, ap + ir * kc, bp + jr * kc, c + ir * ldc + jr, ldc, alpha, beta,
+                         min_i64(MR, mc - ir), min_i64(NR, nc - jr));
 }
+
+/* Versions 3-5: the packed loop nest (see the top of matmul.c), run by
+   num_threads threads. All threads pack each B panel together; the work on
+   it is then cut into items (a row block of A x a chunk of B's NR-column
+   slivers) that threads take dynamically, so a thread the OS pauses (a
+   shared machine) holds nobody up. A thread packs the A block of its item
+   unless it packed that block for its previous item. */
+static int FN(matmul_packed_threads)(FN(micro_kernel_fn) micro_kernel, int num_threads,
+                                     int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                                     real alpha, const real *a, int64_t lda, const real *b,
+                                     int64_t ldb, real beta, real *c, int64_t ldc)
+{
+    if (m == 0 || n == 0)
+        return 0;
+    if (k == 0) {
+        FN(scale_c)(m, n, beta, c, ldc);
+        return 0;
+    }
+    int64_t kc_max = min_i64(KC, k);
+    int64_t slivers_max = ceil_div(min_i64(NC, n), NR);
+    /* Row blocks of at most MC rows, as equal as multiples of MR allow. */
+    int64_t mc_step = round_up(ceil_div(m, ceil_div(m, MC)), MR);
+    int64_t m_blocks = ceil_div(m, mc_step);
+
+    real *bp = aligned_buffer((size_t)(kc_max * slivers_max * NR) * sizeof(real));
+    real *ap_all = aligned_buffer((size_t)num_threads * (size_t)(mc_step * kc_max) * sizeof(real));
+    if (bp == NULL || ap_all == NULL) {
+        free(bp);
+        free(ap_all);
+        return -1;
+    }
+
+#pragma omp parallel num_threads(num_threads) if (num_threads > 1)
+    {
+        int thread = 0, team = 1;
+#ifdef _OPENMP
+        thread = omp_get_thread_num();
+        team = omp_get_num_threads();
 #endif
+        real *ap = ap_all + (size_t)thread * (size_t)(mc_step * kc_max);
+        for (int64_t jc = 0; jc < n; jc += NC) {
+            int64_t nc = min_i64(NC, n - jc);
+            int64_t slivers = ceil_div(nc, NR);
+            /* Whole rows of the panel when there are enough row blocks to share
+               (no A block packed twice), else two column chunks per thread. */
+            int64_t chunks = m_blocks >= 2 * (int64_t)team ? 1 : min_i64(slivers, 2 * (int64_t)team);
+            for (int64_t pc = 0; pc < k; pc += KC) {
+                int64_t kc = min_i64(KC, k - pc);
+                real beta_pc = pc == 0 ? beta : 1;
+                /* Slivers in groups of 4, taken as threads come free; the implicit
+                   barrier of `omp for`: the panel is whole before anyone uses it. */
+#pragma omp for schedule(dynamic, 1)
+                for (int64_t s0 = 0; s0 < slivers; s0 += 4)
+                    FN(pack_b)(trans_b, nc, kc, b, ldb, pc, jc, s0, min_i64(s0 + 4, slivers), bp);
+                int64_t packed_block = -1;
+#pragma omp for schedule(dynamic, 1)
+                for (int64_t item = 0; item < m_blocks * chunks; item++) {
+                    int64_t block = item / chunks, chunk = item % chunks;
+                    int64_t ic = block * mc_step, mc = min_i64(mc_step, m - ic);
+                    int64_t j0 = slivers * chunk / chunks * NR;
+                    int64_t j1 = min_i64(slivers * (chunk + 1) / chunks * NR, nc);
+                    if (block != packed_block) {
+                        FN(pack_a)(trans_a, mc, kc, a, lda, ic, pc, ap);
+                        packed_block = block;
+                    }
+                    FN(macro_kernel)(micro_kernel, mc, j1 - j0, kc, ap, bp + j0 * kc, alpha,
+                                     beta_pc, c + ic * ldc + jc + j0, ldc);
+                }
+                /* The implicit barrier of `omp for`: the panel is free for the next pack_b. */
+            }
+        }
+    }
+    free(bp);
+    free(ap_all);
+    return 0;
+}
+
+/* Version 3: packed panels, portable micro-kernel, one thread. */
+int FN(matmul_packed)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                      real alpha, const real *a, int64_t lda, const real *b, int64_t ldb,
+                      real beta, real *c, int64_t ldc)
+{
+    return FN(matmul_packed_threads)(FN(micro_kernel_portable), 1, trans_a, trans_b, m, n, k,
+                                     alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+
+/* Version 4: packed panels, SIMD micro-kernel, one thread. */
+int FN(matmul_simd)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                    real alpha, const real *a, int64_t lda, const real *b, int64_t ldb,
+                    real beta, real *c, int64_t ldc)
+{
+    return FN(matmul_packed_threads)(FN(micro_kernel_simd), 1, trans_a, trans_b, m, n, k,
+                                     alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+/* Version 5: version 4 on num_threads OpenMP threads (<= 0: all cores). */
+int FN(matmul_parallel)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                        real alpha, const real *a, int64_t lda, const real *b, int64_t ldb,
+                        real beta, real *c, int64_t ldc, int num_threads)
+{
+    /* Work items of at least one micro-tile row block; a thread per MIN_FLOPS_PER_THREAD at most. */
+    int threads = thread_count(num_threads, ceil_div(m, MR) * ceil_div(n, NR), 2.0 * m * n * k,
+                               MIN_FLOPS_PER_THREAD);
+    return FN(matmul_packed_threads)(FN(micro_kernel_simd), threads, trans_a, trans_b, m, n, k,
+                                     alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+
+/* Peak probe: iterations x 12 vector FMAs, x = x * s + a on registers only
+   (s < 1 keeps every chain finite and normal). Returns the FLOPs done. */
+static volatile real FN(peak_sink);
+
+double FN(matmul_fma_peak)(int64_t iterations)
+{
+    typedef real vec __attribute__((vector_size(VECTOR_BYTES)));
+    enum { W = VECTOR_BYTES / sizeof(real) };
+    vec s = {0}, a = {0};
+    s += (real)0.999, a += (real)0.001;
+    vec x0 = a, x1 = a + a, x2 = x1 + a, x3 = x2 + a, x4 = x3 + a, x5 = x4 + a;
+    vec x6 = x5 + a, x7 = x6 + a, x8 = x7 + a, x9 = x8 + a, x10 = x9 + a, x11 = x10 + a;
+    for (int64_t i = 0; i < iterations; i++) {
+        x0 = x0 * s + a; x1 = x1 * s + a; x2 = x2 * s + a; x3 = x3 * s + a;
+        x4 = x4 * s + a; x5 = x5 * s + a; x6 = x6 * s + a; x7 = x7 * s + a;
+        x8 = x8 * s + a; x9 = x9 * s + a; x10 = x10 * s + a; x11 = x11 * s + a;
+    }
+    vec sum = x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7 + x8 + x9 + x10 + x11;
+    FN(peak_sink) = sum[0];
+    return 2.0 * 12 * W * (double)iterations;
+}
+
+#undef OP_A
+#undef OP_B
+#undef MR
+#undef NR
+#undef KC
+#undef MC
+#undef NC
+
+#endif /* TEMPLATE */

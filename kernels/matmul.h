@@ -40,8 +40,12 @@ int matmul_parallel_f64(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
                         double alpha, const double *a, int64_t lda, const double *b, int64_t ldb,
                         double beta, double *c, int64_t ldc, int num_threads);
 
-/* Which micro-kernel matmul_simd_* and matmul_parallel_* use: "avx512", "avx2-fma",
-   "portable", or "wide-emulated" (the AVX-512 one forced onto a CPU without it). */
+/* The instruction set the micro-kernel of matmul_simd_* and matmul_parallel_* runs on now:
+   "avx512", "avx2" or "portable" (kernels/isa.c chooses it at load time). */
 const char *matmul_simd_kernel(void);
 /* Whether the extension was built with OpenMP (1) or runs matmul_parallel_* on one thread (0). */
 int matmul_has_openmp(void);
+/* The peak probe: `iterations` rounds of FMAs on registers only, on the active instruction set;
+   returns the FLOPs done (time the call to get this core's peak FLOP rate). */
+double matmul_fma_peak_f32(int64_t iterations);
+double matmul_fma_peak_f64(int64_t iterations);

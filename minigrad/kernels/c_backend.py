@@ -135,8 +135,8 @@ DEFAULT_MATMUL_VERSION = "parallel"
 
 
 def simd_kernel():
-    """The micro-kernel of versions "simd" and "parallel": "avx512", "avx2-fma", "portable", or
-    "wide-emulated" (the AVX-512 kernel forced onto a CPU without it, for testing)."""
+    """The instruction set of the micro-kernel of versions "simd" and "parallel": "avx512", "avx2" or
+    "portable" (the same as isa(): every kernel runs on the copy chosen at load time)."""
     ffi, lib = load()
     return ffi.string(lib.matmul_simd_kernel()).decode()
 
@@ -287,6 +287,8 @@ DEFAULT_ATTENTION_VERSION = "flash"
 
 def _c_array(x):
     """x as C-contiguous, aligned, native-order data: the only layout the attention kernels read."""
+    if x.flags.c_contiguous and x.flags.aligned and x.dtype.isnative:
+        return x
     return np.require(x, dtype=x.dtype.newbyteorder("="), requirements=("C_CONTIGUOUS", "ALIGNED"))
 
 
@@ -371,6 +373,9 @@ def attention_backward(q, k, v, out, lse, grad_out, is_causal=False, version=Non
 # kernels/layernorm.c, cross_entropy.c, adamw.c, activation.c. Every check that keeps C inside its
 # arrays happens here, because these functions are also called directly.
 
+_NATIVE_FLOATS = {np.dtype(np.float32), np.dtype(np.float64)}
+
+
 def _suffix(dtype):
     return "f32" if dtype == np.float32 else "f64"
 
@@ -382,11 +387,14 @@ def _check_floats(op, **arrays):
     def described():  # only on error: formatting every dtype cost more than the AdamW kernel itself
         return ", ".join(f"{name} {getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}"
                          for name, x in given.items())
+
     if not all(isinstance(x, np.ndarray) for x in given.values()):
         raise TypeError(f"{op}: backend 'c' takes NumPy arrays; got {described()}")
-    dtypes = {x.dtype.newbyteorder("=") for x in given.values()}
-    if len(dtypes) > 1 or not dtypes <= {np.dtype(np.float32), np.dtype(np.float64)}:
-        raise TypeError(f"{op}: needs float32 or float64 arrays, all of the same dtype; got {described()}")
+    dtypes = {x.dtype for x in given.values()}
+    if len(dtypes) > 1 or not dtypes <= _NATIVE_FLOATS:
+        dtypes = {x.dtype.newbyteorder("=") for x in given.values()}  # byte-swapped data is copied later
+        if len(dtypes) > 1 or not dtypes <= _NATIVE_FLOATS:
+            raise TypeError(f"{op}: needs float32 or float64 arrays, all of the same dtype; got {described()}")
     return dtypes.pop()
 
 
@@ -494,11 +502,6 @@ def cross_entropy_backward(logits, targets, lse, grad=1.0, num_threads=None):
     return dlogits
 
 
-def _address_table(arrays):
-    """A uintp array of the arrays' data addresses (what C reads as `real **`)."""
-    return np.fromiter((a.ctypes.data for a in arrays), dtype=np.uintp, count=len(arrays))
-
-
 def adamw_step(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay,
                num_threads=None):
     """AdamW on every tensor of the lists in one C call (kernels/adamw.c), in place; steps[i] >= 1 is
@@ -532,11 +535,13 @@ def adamw_step(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, ep
         raise ValueError(f"{op}: need lr >= 0, 0 <= beta1, beta2 < 1, eps >= 0, weight_decay >= 0; got lr={lr}, "
                          f"beta1={beta1}, beta2={beta2}, eps={eps}, weight_decay={weight_decay}")
     ffi, lib = load()
-    tables = [_address_table(arrays) for arrays in (params, grads, exp_avgs, exp_avg_sqs)]
-    real_pp = "float **" if dtype == np.float32 else "double **"
+    real = "float" if dtype == np.float32 else "double"
+    # (count,) tables of pointers: C reads them as `real **`; the buffers stay alive with `tables`
+    tables = [ffi.new(f"{real} *[]", [ffi.from_buffer(f"{real}[]", a) for a in arrays])
+              for arrays in (params, grads, exp_avgs, exp_avg_sqs)]
     sizes = np.fromiter((p.size for p in params), dtype=np.int64, count=count)
     getattr(lib, f"adamw_step_{_suffix(dtype)}")(
-        count, *(ffi.cast(real_pp, table.ctypes.data) for table in tables), _int64_pointer(sizes),
+        count, *tables, _int64_pointer(sizes),
         _int64_pointer(steps), float(lr), float(beta1), float(beta2), float(eps), float(weight_decay),
         _threads(num_threads))
 
