@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from minigrad.kernels import cuda_backend
+from minigrad.kernels import cuda_backend, numpy_backend
 
 MATMUL_SIZES = (1024, 2048, 4096, 8192)
 ATTENTION_T = (1024, 2048, 4096, 8192)
@@ -145,7 +145,7 @@ def bench_simulator():
     for B, T, d in [(2, 40, 16), (1, 37, 64), (1, 128, 64)]:
         q, k, v, gr = (g.standard_normal((B, T, d), dtype=np.float32) for _ in range(4))
         for causal in (False, True):
-            numpy_s = cpu_time(lambda: numpy_attention(q, k, v, causal), 20)
+            numpy_s = cpu_time(lambda: numpy_backend.attention(q, k, v, causal), 20)
             fwd_s = [cpu_time(lambda: cuda_backend.attention(q, k, v, causal, True, sim=True, version=ver))
                      for ver in cuda_backend.ATTENTION_FORWARD_VERSIONS]
             out, lse = cuda_backend.attention(q, k, v, causal, True, sim=True)
@@ -154,15 +154,6 @@ def bench_simulator():
             for ver, sim_s in zip(cuda_backend.ATTENTION_FORWARD_VERSIONS, fwd_s):
                 print(f"{'attention_forward_' + ver:<34} {shape:<22} {sim_s * 1e3:9.2f} {sim_s / numpy_s:9.1f}")
             print(f"{'attention_backward (+ rowdot)':<34} {shape:<22} {bwd_s * 1e3:9.2f} {bwd_s / numpy_s:9.1f}")
-
-
-def numpy_attention(q, k, v, causal):
-    T = q.shape[1]
-    s = q @ k.transpose(0, 2, 1) / np.sqrt(q.shape[-1])                     # (B, T, T)
-    if causal:
-        s = np.where(np.triu(np.ones((T, T), bool), 1), -np.inf, s)
-    p = np.exp(s - s.max(-1, keepdims=True))
-    return (p / p.sum(-1, keepdims=True)) @ v
 
 
 def main():

@@ -6,11 +6,11 @@ and the same batch, in the same process, at the same thread count (threadpoolctl
 torch.set_num_threads limits PyTorch), one step of each in turn so that both see the same machine load.
 Compare the ratios, not the absolute times.
 
-    python benchmarks/bench_gpt_step.py                  # 1 and 2 threads, minigrad and PyTorch
+    python benchmarks/bench_gpt_step.py                  # the default backend, 1 and 2 threads, beside PyTorch
     python benchmarks/bench_gpt_step.py --steps 5 --threads 1
     python benchmarks/bench_gpt_step.py --profile        # cProfile of minigrad's step (1 thread)
-    python benchmarks/bench_gpt_step.py --backend c      # attention and matmul through the C kernels
-    python benchmarks/bench_gpt_step.py --attention-backend c   # C flash attention, NumPy's BLAS for matmul
+    python benchmarks/bench_gpt_step.py --backend numpy  # every op on the NumPy reference
+    python benchmarks/bench_gpt_step.py --backend c --ops attention   # only attention on C, the rest default
     python benchmarks/bench_gpt_step.py --load           # slowdown beside one busy process, minigrad vs PyTorch
 
 --load times each library without and then with one other process spinning on a core, and prints each
@@ -35,8 +35,8 @@ import minigrad as mg
 import minigrad.nn as nn
 import minigrad.nn.functional as F
 import minigrad.optim as optim
-from minigrad.backend import BACKENDS
-from minigrad.nn.attention import attention_backend
+from minigrad.backend import BACKENDS, default_backend
+from minigrad.kernels import OPS
 
 CONFIG = dict(vocab_size=96, block_size=128, n_layer=4, n_head=4, d_model=128)
 BATCH = 16
@@ -128,8 +128,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--backend", choices=BACKENDS, help="kernel backend (default: minigrad's default)")
-    parser.add_argument("--attention-backend", choices=BACKENDS, help="backend for attention alone")
+    parser.add_argument("--backend", default=default_backend(), choices=BACKENDS,
+                        help="default: the library's default (%(default)s here)")
+    parser.add_argument("--ops", nargs="+", choices=OPS, help="route only these ops to --backend")
     parser.add_argument("--profile", action="store_true", help="cProfile minigrad's step instead of timing")
     parser.add_argument("--load", action="store_true",
                         help="also time both beside one busy process and compare the slowdowns")
@@ -142,10 +143,7 @@ def main():
     x = rng.integers(0, CONFIG["vocab_size"], size=(BATCH, CONFIG["block_size"]))  # (B, T)
     y = rng.integers(0, CONFIG["vocab_size"], size=(BATCH, CONFIG["block_size"]))
     opt = optim.AdamW(model.parameters(), lr=3e-4)
-    if args.backend:
-        mg.set_backend(args.backend)
-    attention = attention_backend(args.attention_backend) if args.attention_backend else contextlib.nullcontext()
-    with attention:
+    with mg.backend(args.backend, ops=args.ops):
         if args.profile:
             profile_step(model, opt, x, y, args.steps, args.threads[0])
         else:
@@ -208,7 +206,8 @@ def compare_with_torch(model, opt, state, x, y, args):
     print(machine())
     print(f"GPT training step, vocab {CONFIG['vocab_size']}, T {CONFIG['block_size']}, batch {BATCH}, "
           f"{CONFIG['n_layer']} layers, {CONFIG['n_head']} heads, d {CONFIG['d_model']}, float32, "
-          f"backend {mg.get_backend()!r}, attention backend {args.attention_backend or mg.get_backend()!r}, "
+          f"backend {args.backend!r}{' for ' + ', '.join(args.ops) if args.ops else ''} "
+          f"(default {default_backend()!r}), "
           f"median of {args.steps} steps")
     print("median wall ms per step (median CPU ms per step); ratio = minigrad / PyTorch")
     print(f"{'threads':>7} {'minigrad':>16} {'PyTorch':>16} {'ratio':>12}")

@@ -13,8 +13,8 @@ from .creation import (arange, empty, eye, from_numpy, full, linspace, ones, one
 from .gradcheck import GradcheckError, gradcheck, max_relative_error
 from .random import manual_seed
 from .serialization import load, save
-from .tensor import (Tensor, bool_, cat, float16, float32, float64, int8, int16, int32, int64, matmul, stack,
-                     uint8, where)
+from .dtypes import bool_, float16, float32, float64, int8, int16, int32, int64, uint8
+from .tensor import Tensor, cat, matmul, stack, where
 
 bool = bool_  # noqa: A001 - `mg.bool` like `torch.bool`
 float = float32  # noqa: A001

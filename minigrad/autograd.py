@@ -5,34 +5,43 @@ turns the gradient of its output into one gradient per input. `backward()`
 walks the graph once, in reverse topological order, applying the chain rule.
 """
 import contextlib
+import threading
 import weakref
 
 import numpy as np
 
-_grad_enabled = True
+
+class _GradMode(threading.local):
+    """Per thread, as in PyTorch: `no_grad()` in one thread leaves every other thread's graphs alone.
+    Each thread starts with grad enabled; `previous` stacks the modes that `with` blocks restore."""
+    enabled = True
+
+    def __init__(self):
+        self.previous = []
+
+
+_mode = _GradMode()
 _post_accumulate_grad_hooks = {}  # id(leaf) -> [hook(leaf)], see register_post_accumulate_grad_hook
 _backward_end_callbacks = []  # run once when the current backward pass ends, see queue_callback
 
 
 def is_grad_enabled():
-    return _grad_enabled
+    """Whether ops in this thread record the graph that backward() walks."""
+    return _mode.enabled
 
 
 class set_grad_enabled(contextlib.ContextDecorator):
-    """Switch graph building on or off for a `with` block or a decorated function, then restore it."""
+    """Switch graph building on or off (in this thread) for a `with` block or a decorated function, then restore it."""
 
     def __init__(self, mode):
-        self.mode = mode
-        self._previous = []  # a stack, so one decorated function may call itself
+        self.mode = bool(mode)
 
     def __enter__(self):
-        global _grad_enabled
-        self._previous.append(_grad_enabled)
-        _grad_enabled = self.mode
+        _mode.previous.append(_mode.enabled)
+        _mode.enabled = self.mode
 
     def __exit__(self, *exc):
-        global _grad_enabled
-        _grad_enabled = self._previous.pop()
+        _mode.enabled = _mode.previous.pop()
         return False
 
 

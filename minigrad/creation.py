@@ -1,8 +1,10 @@
 """Ways to make a tensor: from data, filled with a constant, or drawn at random."""
 import numpy as np
 
+from .dtypes import as_dtype, float32, int64
 from .random import generator
-from .tensor import Tensor, _shape_args, as_dtype, float32, int64
+from .shapes import shape_args
+from .tensor import Tensor
 
 
 def tensor(data, dtype=None, requires_grad=False, device="cpu"):
@@ -11,7 +13,7 @@ def tensor(data, dtype=None, requires_grad=False, device="cpu"):
 
 
 def _filled(fill, size, dtype, requires_grad, device):
-    return Tensor(fill(_shape_args(size), dtype=as_dtype(dtype) or float32), requires_grad=requires_grad,
+    return Tensor(fill(shape_args(size), dtype=as_dtype(dtype) or float32), requires_grad=requires_grad,
                   device=device)
 
 
@@ -45,14 +47,14 @@ def ones_like(t, dtype=None, requires_grad=False):
 def randn(*size, dtype=None, requires_grad=False, device="cpu"):
     """Standard normal draws N(0, 1) from minigrad's generator (reproducible with mg.manual_seed)."""
     dtype = as_dtype(dtype) or float32
-    data = generator().standard_normal(_shape_args(size)).astype(dtype)
+    data = generator().standard_normal(shape_args(size)).astype(dtype)
     return Tensor(data, requires_grad=requires_grad, device=device)
 
 
 def rand(*size, dtype=None, requires_grad=False, device="cpu"):
     """Uniform draws on [0, 1) from minigrad's generator."""
     dtype = as_dtype(dtype) or float32
-    data = generator().random(_shape_args(size)).astype(dtype)
+    data = generator().random(shape_args(size)).astype(dtype)
     return Tensor(data, requires_grad=requires_grad, device=device)
 
 

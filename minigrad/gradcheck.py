@@ -11,8 +11,9 @@ fixed random w (the vector-Jacobian product autograd really computes).
 import numpy as np
 
 from . import autograd
+from .dtypes import float64
 from .random import generator
-from .tensor import Tensor, float64
+from .tensor import Tensor
 
 MAX_ELEMENTS_CHECKED = 200  # per input; larger inputs get a random sample plus random-direction checks
 DIRECTIONS = 3

@@ -15,7 +15,8 @@ import copy
 import numpy as np
 
 from .autograd import no_grad
-from .tensor import Tensor, as_dtype, as_tensor, int8
+from .dtypes import as_dtype, int8
+from .tensor import Tensor, as_tensor
 
 __all__ = ["quantize_dynamic", "QuantizedLinear", "QuantizedWeight", "quantize_symmetric", "int8_matmul",
            "int8_matmul_reference", "vnni_available"]

@@ -23,25 +23,38 @@ def sigmoid(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
-def logsumexp(x, axis=-1, keepdims=True):
-    """log Σⱼ e^{xⱼ} = m + log Σⱼ e^{xⱼ − m}, m = maxⱼ xⱼ: subtracting m keeps every e^· ≤ 1, never overflowing.
+def _shift_by_max(x, axis):
+    """(x − m, m) with m = maxⱼ xⱼ along axis (kept): after the shift every e^· is ≤ 1, never overflowing.
 
-    A row whose max is ±∞ keeps m = 0 for the shift, so an all −∞ row gives −∞ instead of NaN.
+    A row whose max is ±∞ shifts by 0, so an all −∞ row gives −∞ (and softmax NaN, as in PyTorch).
     """
     m = np.max(x, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0).astype(x.dtype, copy=False)
-    out = m + np.log(np.exp(x - m).sum(axis=axis, keepdims=True))
+    return x - m, m
+
+
+def _log_sum_exp_shifted(shifted, axis):
+    with np.errstate(divide="ignore"):  # log 0 = −∞ is the answer for an all −∞ row
+        return np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def logsumexp(x, axis=-1, keepdims=True):
+    """log Σⱼ e^{xⱼ} = m + log Σⱼ e^{xⱼ − m}, m = maxⱼ xⱼ."""
+    shifted, m = _shift_by_max(x, axis)
+    out = m + _log_sum_exp_shifted(shifted, axis)
     return out if keepdims else np.squeeze(out, axis=axis)
 
 
 def log_softmax(x, axis=-1):
-    """log softmax(x)ᵢ = xᵢ − log Σⱼ e^{xⱼ} (the log-sum-exp above)."""
-    return x - logsumexp(x, axis)
+    """log softmax(x)ᵢ = xᵢ − log Σⱼ e^{xⱼ} = (xᵢ − m) − log Σⱼ e^{xⱼ − m} (subtracting m first keeps
+    float32 precision when the logits are large)."""
+    shifted, _ = _shift_by_max(x, axis)
+    return shifted - _log_sum_exp_shifted(shifted, axis)
 
 
 def softmax(x, axis=-1):
     """softmax(x)ᵢ = e^{xᵢ − m} / Σⱼ e^{xⱼ − m}, m = maxⱼ xⱼ (the shift cancels and keeps e^· finite)."""
-    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    e = np.exp(_shift_by_max(x, axis)[0])
     return e / e.sum(axis=axis, keepdims=True)
 
 

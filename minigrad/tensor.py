@@ -9,31 +9,10 @@ import numbers
 
 import numpy as np
 
-from . import autograd
-from .backend import get_backend
+from . import autograd, kernels, special
 from .device import array_module, check_device, require_cupy
-
-float16, float32, float64 = np.dtype("float16"), np.dtype("float32"), np.dtype("float64")
-int8, int16, int32, int64 = np.dtype("int8"), np.dtype("int16"), np.dtype("int32"), np.dtype("int64")
-uint8, bool_ = np.dtype("uint8"), np.dtype("bool")
-DTYPES = {"float16": float16, "half": float16, "float32": float32, "float": float32, "float64": float64,
-          "double": float64, "int8": int8, "int16": int16, "int32": int32, "int": int32, "int64": int64,
-          "long": int64, "uint8": uint8, "bool": bool_}
-
-
-def as_dtype(dtype):
-    """`mg.float32`, `np.float32`, `"float32"` or `float` → a NumPy dtype minigrad supports."""
-    if dtype is None:
-        return None
-    if isinstance(dtype, str) and dtype in DTYPES:
-        return DTYPES[dtype]
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"unknown dtype {dtype!r}: use one of {', '.join(sorted(DTYPES))}") from None
-    if dt.kind not in "biuf":
-        raise TypeError(f"minigrad tensors hold numbers (bool, int, float); dtype {dt} is not supported")
-    return dt
+from .dtypes import as_dtype, bool_, float32, float64, int32, int64, promote_types, result_dtype
+from .shapes import expand_reduced, normalize_dims, shape_args, sum_to_shape
 
 
 def _to_array(data, dtype=None, device="cpu"):
@@ -59,19 +38,6 @@ def _to_array(data, dtype=None, device="cpu"):
     return array
 
 
-def unbroadcast(grad, shape):
-    """Sum a gradient that NumPy broadcasting stretched back down to `shape`.
-
-    If x of shape (3, 1) was broadcast to (2, 3, 4), every x[i, 0] was used 2·4
-    times, so its gradient is the sum over those copies.
-    """
-    if grad.shape == shape:
-        return grad
-    extra = grad.ndim - len(shape)
-    axes = tuple(range(extra)) + tuple(i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1)
-    return grad.sum(axis=axes, keepdims=True).reshape(shape)
-
-
 def as_tensor(x, like=None):
     """A Tensor as is; anything else (number, list, array) as a constant tensor."""
     if isinstance(x, Tensor):
@@ -79,27 +45,6 @@ def as_tensor(x, like=None):
     if like is not None and isinstance(x, (numbers.Number, np.generic)) and not isinstance(x, np.ndarray):
         return Tensor._constant(x, like)
     return Tensor(x)
-
-
-def _category(dtype):
-    return 2 if dtype.kind == "f" else 0 if dtype.kind == "b" else 1
-
-
-def promote_types(da, db):
-    """PyTorch's promotion of two dtypes: the higher category wins (bool < int < float), else the wider type."""
-    ca, cb = _category(da), _category(db)
-    if ca != cb:
-        return da if ca > cb else db
-    return np.promote_types(da, db)
-
-
-def result_dtype(a, b):
-    """The dtype of a binary op on tensors a and b: within one category, a tensor with dimensions wins over a
-    0-d one (so `x32 + mg.tensor(1.0, dtype=mg.float64)` stays float32, as in PyTorch)."""
-    da, db = a.data.dtype, b.data.dtype
-    if _category(da) == _category(db) and (a.data.ndim == 0) != (b.data.ndim == 0):
-        return db if a.data.ndim == 0 else da
-    return promote_types(da, db)
 
 
 def _operands(a, b):
@@ -128,33 +73,6 @@ def _elementwise(name, ufunc, a, b):
     except ValueError:
         raise ValueError(f"{name}: shapes {a.shape} and {b.shape} do not broadcast (dims must be equal or 1, "
                          f"compared from the right)") from None
-
-
-def _shape_args(shape):
-    """reshape(2, 3), reshape((2, 3)) and reshape([2, 3]) all mean the same."""
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    return tuple(int(s) for s in shape)
-
-
-def _dims(dim, ndim):
-    """Normalise a dim argument (None, int, tuple; negatives allowed) to a tuple of axes."""
-    if dim is None:
-        return tuple(range(ndim))
-    dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
-    out = []
-    for d in dims:
-        if not -max(ndim, 1) <= d < max(ndim, 1):
-            raise IndexError(f"dimension {d} is out of range for a tensor with {ndim} dimensions")
-        out.append(int(d) % max(ndim, 1))
-    return tuple(out)
-
-
-def _expand_reduced(grad, shape, axes, keepdim):
-    """The gradient of a reduction, stretched back over the reduced axes."""
-    if not keepdim and shape:
-        grad = np.expand_dims(grad, axes)
-    return np.broadcast_to(grad, shape)
 
 
 def _index_data(idx):
@@ -201,7 +119,7 @@ class Tensor:
         out.data = data
         out.grad = None
         out._op = op
-        if autograd._grad_enabled and data.dtype.kind == "f" and any(p._requires_grad for p in parents):
+        if autograd._mode.enabled and data.dtype.kind == "f" and any(p._requires_grad for p in parents):
             out._requires_grad, out._parents, out._backward = True, parents, backward
         else:
             out._requires_grad, out._parents, out._backward = False, (), None
@@ -380,22 +298,22 @@ class Tensor:
         a, b = _operands(self, other)
 
         def backward(grad):
-            return unbroadcast(grad, a.data.shape), unbroadcast(grad, b.data.shape)
+            return sum_to_shape(grad, a.data.shape), sum_to_shape(grad, b.data.shape)
         return Tensor.from_op(_elementwise("add", np.add, a, b), (a, b), backward, "add")
 
     def __sub__(self, other):
         a, b = _operands(self, other)
 
         def backward(grad):
-            return unbroadcast(grad, a.data.shape), unbroadcast(-grad, b.data.shape)
+            return sum_to_shape(grad, a.data.shape), sum_to_shape(-grad, b.data.shape)
         return Tensor.from_op(_elementwise("sub", np.subtract, a, b), (a, b), backward, "sub")
 
     def __mul__(self, other):
         a, b = _operands(self, other)
 
         def backward(grad):
-            return (unbroadcast(grad * b.data, a.data.shape) if a._requires_grad else None,
-                    unbroadcast(grad * a.data, b.data.shape) if b._requires_grad else None)
+            return (sum_to_shape(grad * b.data, a.data.shape) if a._requires_grad else None,
+                    sum_to_shape(grad * a.data, b.data.shape) if b._requires_grad else None)
         return Tensor.from_op(_elementwise("mul", np.multiply, a, b), (a, b), backward, "mul")
 
     def __truediv__(self, other):
@@ -405,8 +323,8 @@ class Tensor:
         out = _elementwise("div", np.true_divide, a, b)
 
         def backward(grad):
-            return (unbroadcast(grad / b.data, a.data.shape) if a._requires_grad else None,
-                    unbroadcast(-grad * out / b.data, b.data.shape) if b._requires_grad else None)
+            return (sum_to_shape(grad / b.data, a.data.shape) if a._requires_grad else None,
+                    sum_to_shape(-grad * out / b.data, b.data.shape) if b._requires_grad else None)
         return Tensor.from_op(out, (a, b), backward, "div")
 
     def __pow__(self, exponent):
@@ -416,10 +334,10 @@ class Tensor:
         def backward(grad):
             grad_a = grad_b = None
             if a._requires_grad:  # d(a^b)/da = b·a^(b−1)
-                grad_a = unbroadcast(grad * b.data * a.data ** (b.data - 1), a.data.shape)
+                grad_a = sum_to_shape(grad * b.data * a.data ** (b.data - 1), a.data.shape)
             if b._requires_grad:  # d(a^b)/db = a^b·ln a  (taken as 0 where a = 0)
                 log_a = np.log(np.where(a.data > 0, a.data, 1))
-                grad_b = unbroadcast(grad * out * log_a, b.data.shape)
+                grad_b = sum_to_shape(grad * out * log_a, b.data.shape)
             return grad_a, grad_b
         return Tensor.from_op(out, (a, b), backward, "pow")
 
@@ -498,9 +416,8 @@ class Tensor:
         return Tensor.from_op(out, (self,), lambda grad: (grad * (1 - out * out),), "tanh")
 
     def sigmoid(self):
-        # σ(x) = 1/(1+e^−x), written with e^−|x| so that neither branch overflows
-        e = np.exp(-np.abs(self.data))
-        out = np.where(self.data >= 0, 1 / (1 + e), e / (1 + e)).astype(self.data.dtype, copy=False)
+        """σ(x) = 1/(1+e^−x) (minigrad.special.sigmoid); dσ/dx = σ(1 − σ)."""
+        out = special.sigmoid(self.data)
         return Tensor.from_op(out, (self,), lambda grad: (grad * out * (1 - out),), "sigmoid")
 
     def relu(self):
@@ -528,18 +445,18 @@ class Tensor:
 
     # ----- reductions ---------------------------------------------------------------------
     def sum(self, dim=None, keepdim=False):
-        axes = _dims(dim, self.data.ndim)
+        axes = normalize_dims(dim, self.data.ndim)
         shape = self.data.shape
         out = self.data.sum(axis=axes, keepdims=keepdim)
         if self.data.dtype.kind == "b":
             out = out.astype(int64)
         return Tensor.from_op(np.asarray(out), (self,),
-                              lambda grad: (_expand_reduced(grad, shape, axes, keepdim),), "sum")
+                              lambda grad: (expand_reduced(grad, shape, axes, keepdim),), "sum")
 
     def mean(self, dim=None, keepdim=False):
         if self.data.dtype.kind != "f":
             raise TypeError(f"mean() needs a floating-point tensor, got dtype {self.data.dtype} (use .float())")
-        axes = _dims(dim, self.data.ndim)
+        axes = normalize_dims(dim, self.data.ndim)
         count = int(np.prod([self.data.shape[a] for a in axes])) if self.data.ndim else 1
         return self.sum(dim, keepdim) / count
 
@@ -556,7 +473,7 @@ class Tensor:
     def _extreme(self, reduce, dim, keepdim):
         if self.data.size == 0:
             raise ValueError(f"max/min of an empty tensor of shape {self.shape} has no value")
-        axes = _dims(dim, self.data.ndim)
+        axes = normalize_dims(dim, self.data.ndim)
         x = self.data
         out = np.asarray(reduce(x, axis=axes, keepdims=True))
 
@@ -579,7 +496,7 @@ class Tensor:
 
     def var(self, dim=None, keepdim=False, unbiased=False):
         """Var(x) = Σ (x − mean)² / (n − δ), with δ = 1 when unbiased (Bessel's correction)."""
-        axes = _dims(dim, self.data.ndim)
+        axes = normalize_dims(dim, self.data.ndim)
         x = self.data
         n = int(np.prod([x.shape[a] for a in axes])) if x.ndim else 1
         denominator = n - (1 if unbiased else 0)
@@ -587,27 +504,23 @@ class Tensor:
         out = np.asarray((centered ** 2).sum(axis=axes, keepdims=keepdim) / denominator)
 
         def backward(grad):
-            return (_expand_reduced(grad, x.shape, axes, keepdim) * (2 / denominator) * centered,)
+            return (expand_reduced(grad, x.shape, axes, keepdim) * (2 / denominator) * centered,)
         return Tensor.from_op(out.astype(x.dtype, copy=False), (self,), backward, "var")
 
     def std(self, dim=None, keepdim=False, unbiased=False):
         return self.var(dim, keepdim, unbiased).sqrt()
 
     def softmax(self, dim=-1):
-        """softmax(x)_i = exp(x_i − max x) / Σ_j exp(x_j − max x): subtracting the max keeps exp from overflowing."""
-        x = self.data
-        e = np.exp(x - x.max(axis=dim, keepdims=True))
-        out = e / e.sum(axis=dim, keepdims=True)
+        """softmax(x)_i = exp(x_i − max x) / Σ_j exp(x_j − max x) (minigrad.special.softmax)."""
+        out = special.softmax(self.data, dim)
 
         def backward(grad):  # J = diag(y) − y yᵀ, so Jᵀg = y ∘ (g − ⟨g, y⟩)
             return (out * (grad - (grad * out).sum(axis=dim, keepdims=True)),)
         return Tensor.from_op(out, (self,), backward, "softmax")
 
     def log_softmax(self, dim=-1):
-        """log softmax(x)_i = x_i − max x − log Σ_j exp(x_j − max x)."""
-        x = self.data
-        shifted = x - x.max(axis=dim, keepdims=True)
-        out = shifted - np.log(np.exp(shifted).sum(axis=dim, keepdims=True))
+        """log softmax(x)_i = x_i − log Σ_j exp(x_j) (minigrad.special.log_softmax)."""
+        out = special.log_softmax(self.data, dim)
 
         def backward(grad):  # g − softmax(x) · Σ g
             return (grad - np.exp(out) * grad.sum(axis=dim, keepdims=True),)
@@ -615,7 +528,7 @@ class Tensor:
 
     # ----- shape --------------------------------------------------------------------------
     def reshape(self, *shape):
-        shape = _shape_args(shape)
+        shape = shape_args(shape)
         source = self.data.shape
         try:
             out = self.data.reshape(shape)
@@ -627,12 +540,12 @@ class Tensor:
     view = reshape
 
     def transpose(self, dim0, dim1):
-        d0, d1 = _dims((dim0, dim1), self.data.ndim)
+        d0, d1 = normalize_dims((dim0, dim1), self.data.ndim)
         return Tensor.from_op(np.swapaxes(self.data, d0, d1), (self,),
                               lambda grad: (np.swapaxes(grad, d0, d1),), "transpose")
 
     def permute(self, *dims):
-        dims = _dims(_shape_args(dims), self.data.ndim)
+        dims = normalize_dims(shape_args(dims), self.data.ndim)
         if sorted(dims) != list(range(self.data.ndim)):
             raise ValueError(f"permute needs each of the {self.data.ndim} dims exactly once, got {dims}")
         inverse = np.argsort(dims)
@@ -655,24 +568,24 @@ class Tensor:
 
     def squeeze(self, dim=None):
         shape = self.data.shape
-        axes = _dims(dim, self.data.ndim) if self.data.ndim else ()
+        axes = normalize_dims(dim, self.data.ndim) if self.data.ndim else ()
         new = tuple(n for i, n in enumerate(shape) if not (i in axes and n == 1))
         return self.reshape(new)
 
     def flatten(self, start_dim=0, end_dim=-1):
         if self.data.ndim == 0:
             return self.reshape(1)
-        start, end = _dims((start_dim, end_dim), self.data.ndim)
+        start, end = normalize_dims((start_dim, end_dim), self.data.ndim)
         shape = self.data.shape
         return self.reshape(shape[:start] + (int(np.prod(shape[start:end + 1])),) + shape[end + 1:])
 
     def expand(self, *sizes):
-        sizes = _shape_args(sizes)
+        sizes = shape_args(sizes)
         extra = len(sizes) - self.data.ndim
         target = tuple(self.data.shape[i - extra] if s == -1 else s for i, s in enumerate(sizes))
         source = self.data.shape
         return Tensor.from_op(np.broadcast_to(self.data, target), (self,),
-                              lambda grad: (unbroadcast(grad, source),), "expand")
+                              lambda grad: (sum_to_shape(grad, source),), "expand")
 
     def contiguous(self):
         return self
@@ -693,7 +606,7 @@ class Tensor:
         return Tensor.from_op(np.asarray(out) if basic else out, (self,), backward, "index")
 
     def __setitem__(self, idx, value):
-        if self._requires_grad and autograd._grad_enabled:
+        if self._requires_grad and autograd._mode.enabled:
             raise RuntimeError("in-place assignment into a tensor that requires grad would break its gradient; "
                                "do it under mg.no_grad(), or build a new tensor (e.g. with mg.where)")
         self.data[_index_data(idx)] = value.data if isinstance(value, Tensor) else value
@@ -745,13 +658,8 @@ def matmul(a, b):
     out_shape = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]) + (a2.shape[-2], b2.shape[-1])
     if b2.ndim == 2 and a2.ndim > 2:  # (…, n, k) @ (k, m) is one (…·n, k) @ (k, m) product, not many small ones
         a2 = a2.reshape(-1, a2.shape[-1])
-    backend = get_backend()
-    use_kernels = backend != "numpy" and a2.dtype in (float32, float64)
-    if use_kernels:
-        from . import kernels
-        out = kernels.matmul(a2, b2, backend=backend)
-    else:
-        out = a2 @ b2
+    backend = kernels.resolve("matmul", None, a2.dtype)  # the thread's choice, or the reference for this dtype
+    out = kernels.matmul(a2, b2, backend=backend)
     product_shape = out.shape
     out = out.reshape(out_shape)
     if b.data.ndim == 1:
@@ -761,13 +669,8 @@ def matmul(a, b):
 
     def backward(grad):
         grad = grad.reshape(product_shape)  # undo the reshapes above: the gradient of a2 @ b2
-        if use_kernels:
-            grad_a, grad_b = kernels.matmul_backward(a2, b2, np.ascontiguousarray(grad), backend=backend)
-        else:
-            grad_a = unbroadcast(grad @ np.swapaxes(b2, -1, -2), a2.shape) if a._requires_grad else None
-            grad_b = unbroadcast(np.swapaxes(a2, -1, -2) @ grad, b2.shape) if b._requires_grad else None
-        return (grad_a.reshape(a.data.shape) if grad_a is not None else None,
-                grad_b.reshape(b.data.shape) if grad_b is not None else None)
+        grad_a, grad_b = kernels.matmul_backward(a2, b2, np.ascontiguousarray(grad), backend=backend)
+        return grad_a.reshape(a.data.shape), grad_b.reshape(b.data.shape)
     return Tensor.from_op(out, (a, b), backward, "matmul")
 
 
@@ -785,7 +688,7 @@ def cat(tensors, dim=0):
     """Join tensors along an existing dim; each input gets back its own slice of the gradient."""
     tensors = _same_dtype(tensors, "cat")
     ndim = tensors[0].data.ndim
-    axis = _dims(dim, ndim)[0]
+    axis = normalize_dims(dim, ndim)[0]
     for t in tensors[1:]:
         if t.data.ndim != ndim or any(t.data.shape[i] != tensors[0].data.shape[i] for i in range(ndim) if i != axis):
             raise ValueError(f"cat along dim {dim}: shapes {[t.shape for t in tensors]} differ outside that dim")
@@ -822,6 +725,6 @@ def where(condition, a, b):
 
     def backward(grad):
         zero = np.zeros((), dtype=grad.dtype)
-        return (unbroadcast(np.where(cond, grad, zero), a.data.shape),
-                unbroadcast(np.where(cond, zero, grad), b.data.shape))
+        return (sum_to_shape(np.where(cond, grad, zero), a.data.shape),
+                sum_to_shape(np.where(cond, zero, grad), b.data.shape))
     return Tensor.from_op(out, (a, b), backward, "where")

@@ -7,7 +7,6 @@ import pytest
 import minigrad as mg
 import minigrad.nn as nn
 import minigrad.nn.functional as F
-from minigrad.nn.attention import QUERY_BLOCK, blocked_causal_attention, numpy_attention
 from minigrad.nn.attention import scaled_dot_product_attention as sdpa
 
 
@@ -59,24 +58,30 @@ def test_forward_plain_and_causal_match_loops(L, S):
     np.testing.assert_allclose(causal.data, reference_attention(q, k, v, allowed=allowed), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("L, S", [(2 * QUERY_BLOCK + 6, 2 * QUERY_BLOCK + 6), (70, 45), (45, 70)])
-def test_blocked_causal_path_over_several_blocks_matches_loops(L, S):
-    q, k, v = randn(2, L, 4, seed=1), randn(1, S, 4, seed=2), randn(1, S, 3, seed=3)
+@pytest.mark.parametrize("L, S", [(70, 70), (70, 45), (45, 70)])
+def test_causal_with_broadcast_keys_matches_loops(L, S):
+    q, k, v = randn(2, L, 4, seed=1), randn(1, S, 4, seed=2), randn(1, S, 3, seed=3)  # composed: batch dims differ
     out = sdpa(*tensors(q, k, v), is_causal=True)
     expected = reference_attention(q, np.broadcast_to(k, (2, S, 4)), np.broadcast_to(v, (2, S, 3)),
                                    allowed=np.tril(np.ones((L, S), bool)))
     np.testing.assert_allclose(out.data, expected, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "c"])
 @pytest.mark.parametrize("L, S", [(70, 70), (70, 45), (45, 70)])
-def test_blocked_causal_gradients_equal_the_plain_formulas(L, S):
-    q, k, v = randn(2, 2, L, 5, seed=4), randn(2, 1, S, 5, seed=5), randn(1, 2, S, 3, seed=6)
+def test_fused_and_composed_paths_agree_with_gradients(L, S, backend, request):
+    """is_causal=True takes the fused op (the kernels' table); the same mask given as attn_mask is composed
+    from Tensor ops. Values and gradients must agree."""
+    if backend == "c":
+        request.getfixturevalue("c_kernels_built")
+    q, k, v = randn(2, 2, L, 5, seed=4), randn(2, 2, S, 5, seed=5), randn(2, 2, S, 3, seed=6)
     grad = randn(2, 2, L, 3, seed=7)
     results = []
-    for run in (lambda a, b, c: blocked_causal_attention(a, b, c, 0.4),
-                lambda a, b, c: numpy_attention(a, b, c, None, 0.0, True, 0.4)):
+    for kwargs in (dict(is_causal=True), dict(attn_mask=np.tril(np.ones((L, S), bool)))):
         tq, tk, tv = tensors(q, k, v, requires_grad=True)
-        out = run(tq, tk, tv)
+        with mg.backend(backend):
+            out = sdpa(tq, tk, tv, **kwargs)
+        assert (out._op == f"scaled_dot_product_attention[{backend}]") == ("is_causal" in kwargs)
         out.backward(grad)
         results.append([out.data, tq.grad, tk.grad, tv.grad])
     for name, a, b in zip(("out", "dq", "dk", "dv"), *results):
@@ -198,16 +203,6 @@ def test_mismatched_shapes_name_them():
         sdpa(*tensors(randn(2, 4, 3), randn(2, 4, 3), randn(2, 5, 3)))
 
 
-def _kernel_attention_works(backend):
-    try:
-        from minigrad import kernels
-        q = np.zeros((1, 2, 2), np.float32)
-        kernels.attention(q, q, q, is_causal=False, return_lse=True, backend=backend)
-        return True
-    except Exception:
-        return False
-
-
 @pytest.mark.parametrize("backend, shapes", [
     ("c", ((2, 3, 33, 16), (2, 3, 33, 16), (2, 3, 33, 16))),
     ("c", ((2, 3, 17, 16), (2, 3, 40, 16), (2, 3, 40, 8))),
@@ -215,10 +210,9 @@ def _kernel_attention_works(backend):
     ("cuda-sim", ((1, 2, 5, 8), (1, 2, 11, 8), (1, 2, 11, 4))),
 ])
 @pytest.mark.parametrize("is_causal", [False, True])
-def test_kernel_backend_matches_numpy_forward_and_backward(backend, shapes, is_causal):
-    if not _kernel_attention_works(backend):
-        pytest.skip(f"minigrad.kernels.attention with backend={backend!r} is not available (not built or "
-                    "not written yet)")
+def test_kernel_backend_matches_numpy_forward_and_backward(backend, shapes, is_causal, request):
+    if backend == "c":
+        request.getfixturevalue("c_kernels_built")
     q, k, v = (randn(*shape, seed=s, dtype=np.float32) for s, shape in enumerate(shapes))
     grad = randn(*(shapes[0][:-1] + shapes[2][-1:]), seed=4, dtype=np.float32)
     results = {}
@@ -228,39 +222,42 @@ def test_kernel_backend_matches_numpy_forward_and_backward(backend, shapes, is_c
             out = sdpa(tq, tk, tv, is_causal=is_causal)
             out.backward(grad)
         results[name] = [out.data, tq.grad, tk.grad, tv.grad]
-        assert (out._op or "").endswith("]") == (name != "numpy")  # the kernel route was really taken
+        assert out._op == f"scaled_dot_product_attention[{name}]"  # the kernel route was really taken
     for name, a, b in zip(("out", "dq", "dk", "dv"), results[backend], results["numpy"]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
-def test_attention_backend_routes_attention_alone(monkeypatch):
-    if not _kernel_attention_works("c"):
-        pytest.skip("minigrad.kernels.attention with backend='c' is not available (not built or not written yet)")
+@pytest.mark.usefixtures("c_kernels_built")
+def test_backend_can_route_attention_alone(monkeypatch):
     from minigrad import kernels
-    from minigrad.nn.attention import attention_backend
     used = []
-    monkeypatch.setattr(kernels, "matmul", lambda *a, **kw: used.append("matmul"))  # must not be reached
+    original = kernels.matmul
+    monkeypatch.setattr(kernels, "matmul", lambda a, b, backend=None: used.append(backend) or original(a, b, backend))
     q, k, v = tensors(*(randn(2, 2, 6, 4, seed=s, dtype=np.float32) for s in (1, 2, 3)), requires_grad=True)
-    with attention_backend("c"):
+    with mg.backend("numpy"), mg.backend("c", ops=("attention",)):
         assert mg.get_backend() == "numpy"
         out = sdpa(q, k, v, is_causal=True) @ mg.tensor(np.eye(4, dtype=np.float32))  # matmul stays NumPy
-    assert out._parents[0]._op == "scaled_dot_product_attention[c]" and used == []
+    assert out._parents[0]._op == "scaled_dot_product_attention[c]" and used == ["numpy"]
     out.sum().backward()
     expected = reference_attention(q.data, k.data, v.data, allowed=np.tril(np.ones((6, 6), bool)))
     np.testing.assert_allclose(out.data, expected, rtol=1e-5, atol=1e-6)
-    assert sdpa(q, k, v)._op == "scaled_dot_product_attention"  # the override ends with the block
+    with mg.backend("numpy"):
+        assert sdpa(q, k, v)._op == "scaled_dot_product_attention[numpy]"  # the routing ends with the block
     with pytest.raises(ValueError, match="unknown backend 'fast'"):
-        with attention_backend("fast"):
+        with mg.backend("fast", ops=("attention",)):
+            pass
+    with pytest.raises(ValueError, match="unknown op 'softmax'"):
+        with mg.backend("c", ops=("softmax",)):
             pass
 
 
-def test_masks_and_dropout_stay_on_the_numpy_path_under_other_backends():
+def test_masks_and_a_custom_scale_take_the_composed_path_under_other_backends():
     q, k, v = tensors(randn(1, 4, 3, seed=1), randn(1, 4, 3, seed=2), randn(1, 4, 3, seed=3))
     allowed = np.tril(np.ones((4, 4), bool))
     with mg.backend("cuda-sim"):
         out = sdpa(q, k, v, attn_mask=allowed)
         scaled = sdpa(q, k, v, scale=0.5)
-    assert out._op == scaled._op == "scaled_dot_product_attention"
+    assert out._op == scaled._op == "matmul"  # weights @ v, the last op of the composition
     np.testing.assert_allclose(out.data, reference_attention(q.data, k.data, v.data, allowed=allowed), rtol=1e-10)
 
 
@@ -314,7 +311,8 @@ def test_mha_boolean_mask_uses_pytorchs_convention_true_is_blocked():
     blocked = np.triu(np.ones((4, 4), bool), 1)
     out = mha(mg.tensor(x), attn_mask=blocked)
     np.testing.assert_allclose(out.data, mha_reference(x, *mha_weights(mha), 3, ~blocked), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(out.data, mha(mg.tensor(x), is_causal=True).data, rtol=1e-6)
+    # is_causal takes the fused kernel, the mask the composed ops: float32 rounding apart, the same numbers
+    np.testing.assert_allclose(out.data, mha(mg.tensor(x), is_causal=True).data, rtol=1e-6, atol=1e-6)
     per_head = np.broadcast_to(blocked, (2 * 3, 4, 4))  # (B·H, T, T)
     np.testing.assert_allclose(mha(mg.tensor(x), attn_mask=per_head).data, out.data, rtol=1e-6)
 

@@ -1,5 +1,6 @@
 """The engine: reuse, accumulation, deep graphs, no_grad, graph release, and the errors it raises."""
 import gc
+import threading
 import weakref
 
 import numpy as np
@@ -65,6 +66,62 @@ def test_no_grad_builds_no_graph():
     assert not f(x).requires_grad
     assert (x * 2).requires_grad  # the mode is restored afterwards
     assert mg.is_grad_enabled()
+
+
+def run_in_threads(*functions):
+    """Run each function in its own thread at the same time; re-raise the first exception."""
+    errors = []
+
+    def guarded(function):
+        try:
+            function()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test's thread
+            errors.append(exc)
+    threads = [threading.Thread(target=guarded, args=(f,)) for f in functions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    if errors:
+        raise errors[0]
+
+
+def test_grad_mode_belongs_to_its_thread():
+    """As in PyTorch: no_grad in one thread does not stop another thread from building its graph,
+    even when both threads sit inside their regions at the same moment (the barrier)."""
+    x = mg.tensor([1.0, 2.0], requires_grad=True)
+    meet = threading.Barrier(2, timeout=30)
+    seen = {}
+
+    @mg.no_grad()
+    def decorated():
+        meet.wait()
+        return x * 2
+
+    def without_grad():
+        with mg.no_grad():
+            meet.wait()  # the other thread is now inside set_grad_enabled(True) / outside any region
+            seen["no_grad"] = (x * 2).requires_grad, mg.is_grad_enabled()
+            meet.wait()
+        seen["after"] = mg.is_grad_enabled()
+
+    def with_grad():
+        with mg.set_grad_enabled(True):
+            meet.wait()
+            seen["grad"] = (x * 2).requires_grad, mg.is_grad_enabled()
+            meet.wait()
+
+    run_in_threads(without_grad, with_grad)
+    assert seen == {"no_grad": (False, False), "grad": (True, True), "after": True}
+
+    results = {}  # one decorated function in two threads: each restores its own mode
+
+    def call(name, enabled):
+        with mg.set_grad_enabled(enabled):
+            results[name] = (decorated().requires_grad, mg.is_grad_enabled())
+    run_in_threads(lambda: call("a", True), lambda: call("b", False))
+    assert results == {"a": (False, True), "b": (False, False)}
+    assert mg.is_grad_enabled() and (x * 2).requires_grad
 
 
 def test_graph_is_released_after_backward():

@@ -1,4 +1,4 @@
-"""The C GELU kernel (kernels/activation.c) against math.erfc and against minigrad's NumPy path."""
+"""The C GELU kernel (kernels/activation.c) against math.erfc, through the kernels' table and the Tensor op."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 import minigrad as mg
 import minigrad.nn.functional as F
-from minigrad.nn import activation
+from minigrad import kernels
 
 # c_kernels_built honours MINIGRAD_CKERNELS_DIR, so the sanitizer test runs this file on its own build
 pytestmark = pytest.mark.usefixtures("c_kernels_built")
@@ -19,11 +19,12 @@ def reference(x):
 
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-15), (np.float32, 2e-7)])
 def test_c_gelu_matches_the_formula(dtype, tol):
-    assert activation._compiled_gelu(np.zeros(1, dtype)) is not None
     x = np.concatenate([np.linspace(-9, 9, 1001), [0.0, -30.0, 30.0]]).astype(dtype)
     t = mg.tensor(x, requires_grad=True)
-    y = F.gelu(t)
-    y.backward(mg.tensor(np.ones_like(x)))
+    with mg.backend("c"):
+        y = F.gelu(t)
+        y.backward(mg.tensor(np.ones_like(x)))
+    assert y._op == "gelu"
     value, slope = reference(x.astype(np.float64))
     assert y.dtype == dtype and t.grad.dtype == dtype
     np.testing.assert_allclose(y.data, value, rtol=tol, atol=tol)
@@ -32,19 +33,20 @@ def test_c_gelu_matches_the_formula(dtype, tol):
 
 def test_c_gelu_keeps_relative_accuracy_in_the_left_tail():
     x = np.linspace(-12, -3, 50)
-    np.testing.assert_allclose(F.gelu(mg.tensor(x)).data, reference(x)[0], rtol=1e-13, atol=0)
+    np.testing.assert_allclose(kernels.gelu(x, backend="c")[0], reference(x)[0], rtol=1e-13, atol=0)
 
 
-def test_c_gelu_agrees_with_the_numpy_path_and_gradchecks(monkeypatch):
+def test_c_gelu_gradchecks_through_the_tensor_op():
     x = mg.tensor(np.random.default_rng(0).standard_normal((3, 5, 7)), requires_grad=True)
-    assert mg.gradcheck(F.gelu, (x,))
-    compiled = F.gelu(x).data
-    monkeypatch.setattr(activation, "_compiled_gelu", lambda xd: None)
-    np.testing.assert_allclose(compiled, F.gelu(x).data, rtol=1e-14, atol=1e-15)
+    with mg.backend("c"):
+        assert mg.gradcheck(F.gelu, (x,))
 
 
 def test_c_gelu_takes_strided_and_empty_input():
     x = np.random.default_rng(1).standard_normal((6, 8)).astype(np.float32)
-    strided = mg.tensor(x)[:, ::2].T
-    np.testing.assert_allclose(F.gelu(strided).data, reference(x[:, ::2].T.astype(np.float64))[0], rtol=2e-6, atol=1e-7)
-    assert F.gelu(mg.zeros(0, 3)).shape == (0, 3)
+    strided = x[:, ::2].T
+    out, cdf = kernels.gelu(strided, backend="c")
+    np.testing.assert_allclose(out, reference(strided.astype(np.float64))[0], rtol=2e-6, atol=1e-7)
+    dx = kernels.gelu_backward(strided, cdf, np.ones_like(strided)[::-1], backend="c")  # a reversed view too
+    np.testing.assert_allclose(dx, reference(strided.astype(np.float64))[1], rtol=8e-7, atol=8e-7)
+    assert kernels.gelu(np.zeros((0, 3), np.float32), backend="c")[0].shape == (0, 3)

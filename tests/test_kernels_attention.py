@@ -224,9 +224,9 @@ def test_dispatcher_routes_backend_c_and_checks_arguments():
     q, k, v, grad_out = random_qkv(8, 2, 9, 11, 16, 8, np.float32)
     out, lse = kernels.attention(q, k, v, is_causal=True, return_lse=True, backend="c")
     assert_close(out, reference(q, k, v, grad_out, True)[0], np.float32, 30, "out")
-    with pytest.raises(TypeError, match="float32 or float64"):
+    with pytest.raises(TypeError, match=r"floating-point arrays of one .*k float64"):
         kernels.attention(q, k.astype(np.float64), v, backend="c")
-    with pytest.raises(TypeError, match="float32 or float64"):
+    with pytest.raises(TypeError, match=r"floating-point arrays .*q int32"):
         kernels.attention(q.astype(np.int32), k.astype(np.int32), v.astype(np.int32), backend="c")
     with pytest.raises(ValueError, match="3-D"):
         kernels.attention(q[0], k[0], v[0], backend="c")
@@ -287,7 +287,7 @@ def test_c_wrapper_rejects_bad_options():
     with pytest.raises(ValueError, match="num_threads"):
         c_backend.attention(q, k, v, num_threads=-1)
     # called directly, the wrappers still check what C indexes by
-    with pytest.raises(ValueError, match=r"k float32 \(1, 4, 8\)"):
+    with pytest.raises(ValueError, match=r"k \(1, 4, 8\)"):
         c_backend.attention(q, k[:, :, :8], v)
     with pytest.raises(ValueError, match="shapes must be"):
         c_backend.attention(q, k[:, :3], v)
@@ -299,10 +299,10 @@ def test_c_wrapper_rejects_bad_options():
         c_backend.attention(q, k.astype(np.float64), v)
     with pytest.raises(TypeError, match="NumPy arrays"):
         c_backend.attention(q.tolist(), k, v)
-    # the kernels themselves refuse what the dispatcher would have caught
-    with pytest.raises(ValueError, match="Tk >= 1"):
+    # the dispatcher's own check runs on direct calls too
+    with pytest.raises(ValueError, match="Tk = 0"):
         c_backend.attention(q, k[:, :0], v[:, :0])
-    with pytest.raises(ValueError, match="d >= 1"):
+    with pytest.raises(ValueError, match="d = 0"):
         c_backend.attention_backward(q[..., :0], k[..., :0], v, q, q[..., 0], q, version="naive")
 
 

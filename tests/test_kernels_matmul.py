@@ -289,8 +289,8 @@ def test_bad_arguments_raise_clear_errors(backend):
     a32, b64 = np.ones((2, 3), np.float32), np.ones((3, 4), np.float64)
     with pytest.raises(TypeError, match=r"matmul: .*a float32 \(2, 3\), b float64 \(3, 4\)"):
         kernels.matmul(a32, b64, backend=backend)
-    with pytest.raises(TypeError, match=r"int64"):
-        kernels.matmul(np.ones((2, 3), np.int64), np.ones((3, 4), np.int64), backend=backend)
+    with pytest.raises(TypeError, match=r"numeric arrays .*complex64"):
+        kernels.matmul(np.ones((2, 3), np.complex64), np.ones((3, 4), np.complex64), backend=backend)
     with pytest.raises(TypeError, match="must be a NumPy or CuPy array, got list"):
         kernels.matmul([[1.0]], np.ones((1, 1)), backend=backend)
     with pytest.raises(ValueError, match=r"inner dims differ: a \(2, 3\) .* b \(4, 4\)"):

@@ -248,24 +248,13 @@ def test_tiny_gpt_overfits_a_short_text():
     assert tok.decode(model.generate(ids[None, :1], len(text) - 1, top_k=1)[0]) == text
 
 
-def _c_kernels_work():
-    try:
-        from minigrad import kernels
-        q = np.zeros((1, 2, 2), np.float32)
-        kernels.attention(q, q, q, is_causal=True, return_lse=True, backend="c")
-        return True
-    except Exception:
-        return False
-
-
+@pytest.mark.usefixtures("c_kernels_built")
 def test_gpt_attention_runs_through_the_backend_kernels(monkeypatch):
-    if not _c_kernels_work():
-        pytest.skip("minigrad.kernels.attention with backend='c' is not available (not built or not written yet)")
     from minigrad import kernels
     calls = collections.Counter()
     for name in ("attention", "attention_backward"):
         def counted(*args, _inner=getattr(kernels, name), _name=name, **kwargs):
-            calls[_name] += 1
+            calls[_name, kwargs["backend"]] += 1
             return _inner(*args, **kwargs)
         monkeypatch.setattr(kernels, name, counted)
     model = tiny_gpt()
@@ -279,6 +268,7 @@ def test_gpt_attention_runs_through_the_backend_kernels(monkeypatch):
             logits = model(idx)
             (logits * weights).sum().backward()
         results[backend] = [logits.data] + [p.grad.copy() for p in model.parameters()]
-    assert calls == {"attention": 2, "attention_backward": 2}  # once per layer, on the "c" run only
+    assert calls == {(name, backend): 2 for name in ("attention", "attention_backward")
+                     for backend in ("numpy", "c")}  # once per layer, through the table on either backend
     for a, b in zip(results["c"], results["numpy"]):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)

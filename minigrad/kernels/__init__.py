@@ -1,4 +1,4 @@
-"""The accelerated ops on plain arrays: one narrow interface over every backend.
+"""The accelerated ops on plain arrays: one table of backends, one check of the arguments.
 
     matmul(a, b)                      (..., m, k) @ (..., k, n) -> (..., m, n), batch dims broadcast
     matmul_backward(a, b, grad_out)   -> (grad_a, grad_b) shaped like a and b
@@ -12,12 +12,22 @@
     cross_entropy_backward(logits, targets, lse, grad=1.0) -> dlogits
     adamw_step(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay)
                                       AdamW on lists of arrays, in place, in one call
-    gelu(x) -> (out, cdf),  gelu_backward(x, cdf, grad_out) -> dx
+    gelu(x) -> (out, cdf)             the exact GELU x·Φ(x), any shape, and Φ(x) for the backward
+    gelu_backward(x, cdf, grad_out) -> dx = grad_out·(Φ(x) + x·φ(x))
 
 Each takes `backend=` "numpy" (the reference), "c", "cuda" or "cuda-sim";
-None means `minigrad.backend.get_backend()`. This module checks every
-argument (array type, dtype, rank, shape agreement) and answers empty
-problems itself, so a backend module only ever sees valid, non-empty input.
+None means this thread's choice (`mg.set_backend`, `mg.backend`, see
+minigrad/backend.py). The Tensor ops call these functions for every backend,
+the reference included.
+
+How a call runs: this module checks every argument once (array type, dtype,
+rank, shape agreement) and answers empty problems itself; then it looks the
+function up in the backend's table `KERNELS = {function name: dtypes}`. A
+backend that lacks the function, or the dtype, leaves the call to the
+reference "numpy" (never an error, never a silent change of dtype). So a
+backend module holds only its kernels and its hardware limits, and a new op
+is: its reference in numpy_backend.py, its check and entry here, its name in
+OPS, and a kernel plus a KERNELS line in whichever backend has one.
 Backend modules are imported on first use: importing this compiles nothing.
 """
 import importlib
@@ -25,34 +35,68 @@ import math
 
 import numpy as np
 
-from minigrad.backend import check_backend, get_backend
+from minigrad.backend import backend_for, check_backend
 from minigrad.device import array_module
 
 __all__ = ["matmul", "matmul_backward", "attention", "attention_backward", "layer_norm", "layer_norm_backward",
            "cross_entropy", "cross_entropy_backward", "adamw_step", "gelu", "gelu_backward"]
 
-_MODULES = {"numpy": "numpy_backend", "c": "c_backend", "cuda": "cuda_backend", "cuda-sim": "cuda_backend"}
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+# The op families `mg.backend(name, ops=...)` can route; NAME_backward goes with NAME.
+OPS = ("matmul", "attention", "layer_norm", "cross_entropy", "adamw_step", "gelu")
+MODULES = {"numpy": "numpy_backend", "c": "c_backend", "cuda": "cuda_backend", "cuda-sim": "cuda_backend"}
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+_loaded = {}
 
 
-def _call(backend, op, *args, **kwargs):
-    name = check_backend(get_backend() if backend is None else backend)
-    module = importlib.import_module(f"{__name__}.{_MODULES[name]}")
-    function = getattr(module, op, None)
-    if function is None:
-        raise NotImplementedError(f"{op}: backend {name!r} does not implement it yet; "
-                                  "use backend='numpy'")
+def backend_module(name):
+    """The module of backend `name` (imported once)."""
+    if name not in _loaded:
+        _loaded[name] = importlib.import_module(f"{__name__}.{MODULES[check_backend(name)]}")
+    return _loaded[name]
+
+
+def family(op):
+    """The op family a function belongs to: "attention_backward" goes with "attention"."""
+    return op.removesuffix("_backward")
+
+
+def chosen(op, backend):
+    """The backend asked for: `backend` when given, else this thread's choice for op's family."""
+    return backend_for(family(op)) if backend is None else check_backend(backend)
+
+
+def resolve(op, backend, dtype):
+    """The backend that runs function `op` on `dtype`: the one asked for if its table has both, else "numpy"."""
+    name = chosen(op, backend)
+    if name != "numpy" and dtype not in backend_module(name).KERNELS.get(op, ()):
+        return "numpy"
+    return name
+
+
+def _call(op, backend, dtype, *args, **kwargs):
+    name = resolve(op, backend, dtype)
     if name in ("cuda", "cuda-sim"):
         kwargs["sim"] = name == "cuda-sim"
-    return function(*args, **kwargs)
+    return getattr(backend_module(name), op)(*args, **kwargs)
 
+
+# ----------------------------------------------------------------- argument checks
 
 def _describe(arrays):
     return ", ".join(f"{name} {x.dtype} {tuple(x.shape)}" for name, x in arrays.items())
 
 
-def _check_arrays(op, backend, **arrays):
-    """Same-kind arrays (all NumPy or all CuPy) of one float dtype, float32 or float64."""
+def _is_number_dtype(dtype, floats_only):
+    if not dtype.isnative:
+        return False
+    if dtype.name == "bfloat16":  # ml_dtypes' bfloat16 (its dtype kind is "V")
+        return True
+    return dtype.kind == "f" if floats_only else dtype.kind in "biuf"
+
+
+def check_arrays(op, backend, floats_only=True, **arrays):
+    """Same-kind arrays (all NumPy or all CuPy) of one native-order dtype; returns that dtype."""
     host = all(type(x) is np.ndarray for x in arrays.values())  # the common case, checked fast
     if not host:
         for name, x in arrays.items():
@@ -64,12 +108,19 @@ def _check_arrays(op, backend, **arrays):
                             f"got a mix of {' and '.join(sorted(modules))}")
         host = modules == {"numpy"}
     dtypes = {x.dtype for x in arrays.values()}
-    if len(dtypes) > 1 or dtypes.pop() not in _FLOATS:
-        raise TypeError(f"{op}: needs float32 or float64 arrays, all of the same dtype; "
-                        f"got {_describe(arrays)}")
-    if not host and check_backend(get_backend() if backend is None else backend) == "c":
+    dtype = dtypes.pop()
+    if dtypes or not _is_number_dtype(dtype, floats_only):
+        kinds = "floating-point" if floats_only else "numeric"
+        raise TypeError(f"{op}: needs {kinds} arrays of one native-order dtype; got {_describe(arrays)}")
+    if not host and chosen(op, backend) == "c":
         raise TypeError(f"{op}: backend 'c' runs on host (NumPy) arrays; got CuPy arrays. "
                         "Use backend 'cuda', or copy them to the host with .get()")
+    return dtype
+
+
+def _given(**arrays):
+    """The arrays that are not None (an optional weight or bias)."""
+    return {name: x for name, x in arrays.items() if x is not None}
 
 
 def _check_flag(op, name, value):
@@ -77,7 +128,7 @@ def _check_flag(op, name, value):
         raise TypeError(f"{op}: {name} must be True or False, got {value!r}")
 
 
-def _matmul_shape(op, a, b):
+def matmul_shape(op, a, b):
     """The shape of a @ b, after checking ranks, inner dims and batch broadcasting."""
     if a.ndim < 2 or b.ndim < 2:
         raise ValueError(f"{op}: a and b must have at least 2 dims (..., m, k) and (..., k, n); "
@@ -93,30 +144,9 @@ def _matmul_shape(op, a, b):
     return batch + (a.shape[-2], b.shape[-1])
 
 
-def matmul(a, b, backend=None):
-    """out = a @ b for (..., m, k) and (..., k, n) float arrays, batch dims broadcast like numpy.matmul."""
-    _check_arrays("matmul", backend, a=a, b=b)
-    shape = _matmul_shape("matmul", a, b)
-    if math.prod(shape) == 0 or a.shape[-1] == 0:
-        return array_module(a).zeros(shape, a.dtype)  # an empty sum is 0
-    return _call(backend, "matmul", a, b)
-
-
-def matmul_backward(a, b, grad_out, backend=None):
-    """(grad_a, grad_b) = (grad_out @ b^T, a^T @ grad_out), each summed back to the shape of a / b."""
-    _check_arrays("matmul_backward", backend, a=a, b=b, grad_out=grad_out)
-    shape = _matmul_shape("matmul_backward", a, b)
-    if tuple(grad_out.shape) != shape:
-        raise ValueError(f"matmul_backward: grad_out {tuple(grad_out.shape)} must have the shape of "
-                         f"a @ b = {shape} (a {tuple(a.shape)}, b {tuple(b.shape)})")
-    if math.prod(shape) == 0 or a.shape[-1] == 0:
-        xp = array_module(a)
-        return xp.zeros(a.shape, a.dtype), xp.zeros(b.shape, b.dtype)
-    return _call(backend, "matmul_backward", a, b, grad_out)
-
-
-def _check_attention(op, q, k, v):
-    """Ranks and shapes of q (B, Tq, d), k (B, Tk, d), v (B, Tk, dv); Tk and d must be positive."""
+def check_attention(op, q, k, v, out=None, lse=None, grad_out=None):
+    """Ranks and shapes of q (B, Tq, d), k (B, Tk, d), v (B, Tk, dv) and of the saved out (B, Tq, dv),
+    lse (B, Tq) and grad_out (B, Tq, dv) when given; Tk and d must be positive."""
     if q.ndim != 3 or k.ndim != 3 or v.ndim != 3:
         raise ValueError(f"{op}: q, k, v must be 3-D (B, T, d); "
                          f"got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
@@ -126,79 +156,171 @@ def _check_attention(op, q, k, v):
     if k.shape[1] == 0 or q.shape[2] == 0:
         raise ValueError(f"{op}: softmax over no keys (Tk = 0) or scores from no features (d = 0) "
                          f"are undefined; got q {tuple(q.shape)}, k {tuple(k.shape)}")
+    batch, tq, dv = q.shape[0], q.shape[1], v.shape[2]
+    for name, x in (("out", out), ("grad_out", grad_out)):
+        if x is not None and tuple(x.shape) != (batch, tq, dv):
+            raise ValueError(f"{op}: out and grad_out must be (B, Tq, dv) = {(batch, tq, dv)}; "
+                             f"got {name} {tuple(x.shape)}")
+    if lse is not None and tuple(lse.shape) != (batch, tq):
+        raise ValueError(f"{op}: lse must be (B, Tq) = {(batch, tq)}, got {tuple(lse.shape)}")
 
+
+# ----------------------------------------------------------------- matmul
+
+def matmul(a, b, backend=None):
+    """out = a @ b for (..., m, k) and (..., k, n) arrays, batch dims broadcast like numpy.matmul."""
+    dtype = check_arrays("matmul", backend, floats_only=False, a=a, b=b)
+    shape = matmul_shape("matmul", a, b)
+    if math.prod(shape) == 0 or a.shape[-1] == 0:
+        return array_module(a).zeros(shape, dtype)  # an empty sum is 0
+    return _call("matmul", backend, dtype, a, b)
+
+
+def matmul_backward(a, b, grad_out, backend=None):
+    """(grad_a, grad_b) = (grad_out @ b^T, a^T @ grad_out), each summed back to the shape of a / b."""
+    dtype = check_arrays("matmul_backward", backend, floats_only=False, a=a, b=b, grad_out=grad_out)
+    shape = matmul_shape("matmul_backward", a, b)
+    if tuple(grad_out.shape) != shape:
+        raise ValueError(f"matmul_backward: grad_out {tuple(grad_out.shape)} must have the shape of "
+                         f"a @ b = {shape} (a {tuple(a.shape)}, b {tuple(b.shape)})")
+    if math.prod(shape) == 0 or a.shape[-1] == 0:
+        xp = array_module(a)
+        return xp.zeros(a.shape, dtype), xp.zeros(b.shape, dtype)
+    return _call("matmul_backward", backend, dtype, a, b, grad_out)
+
+
+# ----------------------------------------------------------------- attention
 
 def attention(q, k, v, is_causal=False, return_lse=False, backend=None):
     """out = softmax(q k^T / sqrt(d)) v, (B, Tq, dv); with return_lse also lse (B, Tq), the row
     log-sum-exp of the scaled scores. Causal: query i sees keys j <= i (top-left aligned)."""
-    _check_arrays("attention", backend, q=q, k=k, v=v)
+    dtype = check_arrays("attention", backend, q=q, k=k, v=v)
     _check_flag("attention", "is_causal", is_causal)
     _check_flag("attention", "return_lse", return_lse)
-    _check_attention("attention", q, k, v)
+    check_attention("attention", q, k, v)
     batch, tq, dv = q.shape[0], q.shape[1], v.shape[2]
     if batch == 0 or tq == 0 or dv == 0:
-        xp = array_module(q)
-        out = xp.zeros((batch, tq, dv), q.dtype)
+        out = array_module(q).zeros((batch, tq, dv), dtype)
         if not return_lse:
             return out
         # lse does not depend on v: the reference computes it without a kernel call.
-        lse = _call("numpy", "attention", q, k, v, is_causal=bool(is_causal), return_lse=True)[1]
-        return out, lse
-    return _call(backend, "attention", q, k, v, is_causal=bool(is_causal), return_lse=bool(return_lse))
+        return out, _call("attention", "numpy", dtype, q, k, v, is_causal=bool(is_causal), return_lse=True)[1]
+    return _call("attention", backend, dtype, q, k, v, is_causal=bool(is_causal), return_lse=bool(return_lse))
 
 
 def attention_backward(q, k, v, out, lse, grad_out, is_causal=False, backend=None):
     """(dq, dk, dv) of attention, from the saved out and lse (B, Tq) and the gradient of out."""
-    _check_arrays("attention_backward", backend, q=q, k=k, v=v, out=out, lse=lse, grad_out=grad_out)
+    dtype = check_arrays("attention_backward", backend, q=q, k=k, v=v, out=out, lse=lse, grad_out=grad_out)
     _check_flag("attention_backward", "is_causal", is_causal)
-    _check_attention("attention_backward", q, k, v)
-    batch, tq, dv = q.shape[0], q.shape[1], v.shape[2]
-    if tuple(out.shape) != (batch, tq, dv) or tuple(grad_out.shape) != (batch, tq, dv):
-        raise ValueError(f"attention_backward: out and grad_out must be (B, Tq, dv) = {(batch, tq, dv)}; "
-                         f"got out {tuple(out.shape)}, grad_out {tuple(grad_out.shape)}")
-    if tuple(lse.shape) != (batch, tq):
-        raise ValueError(f"attention_backward: lse must be (B, Tq) = {(batch, tq)}, got {tuple(lse.shape)}")
-    if batch == 0 or tq == 0 or dv == 0:
+    check_attention("attention_backward", q, k, v, out, lse, grad_out)
+    if q.shape[0] == 0 or q.shape[1] == 0 or v.shape[2] == 0:
         # No query, or no output feature: nothing flows back.
         xp = array_module(q)
-        return xp.zeros(q.shape, q.dtype), xp.zeros(k.shape, k.dtype), xp.zeros(v.shape, v.dtype)
-    return _call(backend, "attention_backward", q, k, v, out, lse, grad_out, is_causal=bool(is_causal))
+        return xp.zeros(q.shape, dtype), xp.zeros(k.shape, dtype), xp.zeros(v.shape, dtype)
+    return _call("attention_backward", backend, dtype, q, k, v, out, lse, grad_out, is_causal=bool(is_causal))
 
 
-# The fused ops: the "c" backend checks its arguments itself (kernels/layernorm.c, cross_entropy.c, adamw.c,
-# activation.c); numpy_backend holds the reference math.
+# ----------------------------------------------------------------- the fused ops of kernels/*.c
+# layernorm.c, cross_entropy.c, adamw.c and activation.c; their references in numpy_backend.py.
+
+def check_shape(op, name, x, shape):
+    if x is not None and tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {tuple(x.shape)}")
+
+
+def check_layer_norm(op, x, weight, mean=None, rstd=None, grad_out=None, bias=None):
+    """x (..., C) with C >= 1; weight, bias (C,) or None; the saved mean, rstd (...) and grad_out (..., C)."""
+    if x.ndim < 1 or x.shape[-1] == 0:
+        raise ValueError(f"{op}: x must have a non-empty last dim (..., C), got shape {tuple(x.shape)}")
+    for name, y, shape in (("weight", weight, x.shape[-1:]), ("bias", bias, x.shape[-1:]),
+                           ("mean", mean, x.shape[:-1]), ("rstd", rstd, x.shape[:-1]),
+                           ("grad_out", grad_out, x.shape)):
+        check_shape(op, name, y, shape)
+
 
 def layer_norm(x, weight, bias, eps=1e-5, backend=None):
     """(out, mean, rstd): LayerNorm over the last dim of x (..., C), weight and bias (C,) or None."""
-    return _call(backend, "layer_norm", x, weight, bias, eps)
+    dtype = check_arrays("layer_norm", backend, **_given(x=x, weight=weight, bias=bias))
+    check_layer_norm("layer_norm", x, weight, bias=bias)
+    if not eps >= 0:
+        raise ValueError(f"layer_norm: eps must be >= 0, got {eps!r}")
+    return _call("layer_norm", backend, dtype, x, weight, bias, eps)
 
 
 def layer_norm_backward(x, weight, mean, rstd, grad_out, backend=None):
     """(dx, dweight, dbias) of layer_norm from its saved mean and rstd."""
-    return _call(backend, "layer_norm_backward", x, weight, mean, rstd, grad_out)
+    dtype = check_arrays("layer_norm_backward", backend,
+                         **_given(x=x, weight=weight, mean=mean, rstd=rstd, grad_out=grad_out))
+    check_layer_norm("layer_norm_backward", x, weight, mean, rstd, grad_out)
+    return _call("layer_norm_backward", backend, dtype, x, weight, mean, rstd, grad_out)
+
+
+def check_targets(op, logits, targets):
+    """logits (N, V) with N, V >= 1 and targets (N,) of integer class indices in [0, V); returns the
+    targets as C-contiguous int64."""
+    if logits.ndim != 2 or logits.shape[1] == 0:
+        raise ValueError(f"{op}: logits must be (N, V) with V >= 1 classes, got shape {tuple(logits.shape)}")
+    if logits.shape[0] == 0:
+        raise ValueError(f"{op}: the mean over no rows (N = 0) is undefined")
+    if not isinstance(targets, np.ndarray) or targets.dtype.kind not in "iu":
+        raise TypeError(f"{op}: targets must be a NumPy array of integer class indices, got "
+                        f"{getattr(targets, 'dtype', type(targets).__name__)}")
+    check_shape(op, "targets", targets, logits.shape[:1])
+    if targets.min() < 0 or targets.max() >= logits.shape[1]:
+        bad = targets.min() if targets.min() < 0 else targets.max()
+        raise IndexError(f"{op}: target {bad} is out of range for {logits.shape[1]} classes "
+                         f"(expected 0 <= target < {logits.shape[1]})")
+    return np.ascontiguousarray(targets, dtype=np.int64)
 
 
 def cross_entropy(logits, targets, backend=None):
     """(mean loss, lse (N,)): softmax cross-entropy of logits (N, V) against integer targets (N,)."""
-    return _call(backend, "cross_entropy", logits, targets)
+    dtype = check_arrays("cross_entropy", backend, logits=logits)
+    targets = check_targets("cross_entropy", logits, targets)
+    return _call("cross_entropy", backend, dtype, logits, targets)
 
 
 def cross_entropy_backward(logits, targets, lse, grad=1.0, backend=None):
     """dlogits = grad·(softmax(logits) − onehot(targets))/N, from the saved lse."""
-    return _call(backend, "cross_entropy_backward", logits, targets, lse, grad)
+    dtype = check_arrays("cross_entropy_backward", backend, logits=logits, lse=lse)
+    targets = check_targets("cross_entropy_backward", logits, targets)
+    check_shape("cross_entropy_backward", "lse", lse, logits.shape[:1])
+    return _call("cross_entropy_backward", backend, dtype, logits, targets, lse, grad)
 
 
 def adamw_step(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay, backend=None):
     """AdamW on every array of the lists, in place (steps[i] >= 1: tensor i's step count)."""
-    return _call(backend, "adamw_step", params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps,
+    lists = dict(params=params, grads=grads, exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs, steps=steps)
+    if any(len(v) != len(params) for v in lists.values()):
+        raise ValueError("adamw_step: params, grads, exp_avgs, exp_avg_sqs and steps must have the same length; "
+                         "got " + ", ".join(f"{name} {len(v)}" for name, v in lists.items()))
+    if not params:
+        return None
+    dtype = check_arrays("adamw_step", backend, **{f"{name}[{i}]": x for name in lists if name != "steps"
+                                                   for i, x in enumerate(lists[name])})
+    for i, p in enumerate(params):
+        for name in ("grads", "exp_avgs", "exp_avg_sqs"):
+            check_shape("adamw_step", f"{name}[{i}]", lists[name][i], p.shape)
+    if min(steps) < 1:
+        raise ValueError(f"adamw_step: step counts must be >= 1 (this step included), got {min(steps)}")
+    return _call("adamw_step", backend, dtype, params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps,
                  weight_decay)
 
 
 def gelu(x, backend=None):
-    """(GELU(x), Φ(x)): the exact GELU x·Φ(x) and the normal CDF its backward reuses."""
-    return _call(backend, "gelu", x)
+    """(GELU(x), Φ(x)): the exact GELU x·Φ(x) elementwise, any shape, and the normal CDF its backward reuses."""
+    dtype = check_arrays("gelu", backend, x=x)
+    if x.size == 0:
+        out = array_module(x).zeros(x.shape, dtype)
+        return out, out.copy()
+    return _call("gelu", backend, dtype, x)
 
 
 def gelu_backward(x, cdf, grad_out, backend=None):
-    """grad_out·(Φ(x) + x·φ(x))."""
-    return _call(backend, "gelu_backward", x, cdf, grad_out)
+    """dx = grad_out·(Φ(x) + x·φ(x)), from x and the Φ(x) that gelu kept."""
+    dtype = check_arrays("gelu_backward", backend, x=x, cdf=cdf, grad_out=grad_out)
+    check_shape("gelu_backward", "cdf", cdf, x.shape)
+    check_shape("gelu_backward", "grad_out", grad_out, x.shape)
+    if x.size == 0:
+        return array_module(x).zeros(x.shape, dtype)
+    return _call("gelu_backward", backend, dtype, x, cdf, grad_out)

@@ -1,8 +1,9 @@
 """Backend "c": the C kernels of kernels/*.c, compiled by build.py into `minigrad._ckernels`.
 
 One loader of the compiled module, then one section per kernel family.
-`minigrad.kernels` has already checked dtypes, ranks, shapes and emptiness;
-this module makes every array safe to hand to C: pointers only to aligned,
+KERNELS lists what this backend runs, with the dtypes; `minigrad.kernels`
+sends everything else to the reference, and has already checked dtypes,
+ranks, shapes and emptiness. This module makes every array safe to hand to C: pointers only to aligned,
 native-order data, row strides passed as leading dimensions when a view is
 row-major (or column-major, as a transposed operand) with a unit inner
 stride, and a copy otherwise. Outputs are fresh arrays, never inputs.
@@ -15,6 +16,12 @@ import os
 import sys
 
 import numpy as np
+
+from minigrad.kernels import FLOATS, check_attention, check_layer_norm, check_shape, check_targets
+
+KERNELS = {name: FLOATS for name in ("matmul", "matmul_backward", "attention", "attention_backward",
+                                     "layer_norm", "layer_norm_backward", "cross_entropy", "cross_entropy_backward",
+                                     "adamw_step", "gelu", "gelu_backward")}
 
 # ----------------------------------------------------------------- loader
 
@@ -94,6 +101,15 @@ def set_isa(name):
     """Run the C kernels on instruction set `name` from now on (tests compare the copies this way)."""
     _, lib = load()
     _select_isa(lib, name, "set_isa")
+
+
+def available():
+    """Whether the compiled kernels load here (the default backend is "c" exactly when they do)."""
+    try:
+        load()
+    except RuntimeError:
+        return False
+    return True
 
 
 def num_threads():
@@ -293,24 +309,16 @@ def _c_array(x):
 
 
 def _check_attention_arrays(op, q, k, v, **saved):
-    """What the C kernels index by, checked again here: this module's functions are also called
-    directly (with `version=`), and a wrong shape would make C read outside the arrays."""
+    """What the C kernels index by, checked again with the dispatcher's own check: this module's functions
+    are also called directly (with `version=`), and a wrong shape would make C read outside the arrays."""
     arrays = dict(q=q, k=k, v=v, **saved)
-    described = ", ".join(f"{name} {getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}"
-                          for name, x in arrays.items())
     if not all(isinstance(x, np.ndarray) for x in arrays.values()):
-        raise TypeError(f"{op}: backend 'c' takes NumPy arrays; got {described}")
+        raise TypeError(f"{op}: backend 'c' takes NumPy arrays; got "
+                        f"{', '.join(type(x).__name__ for x in arrays.values())}")
     if len({x.dtype.newbyteorder("=") for x in arrays.values()}) > 1 or q.dtype.kind != "f" or q.itemsize not in (4, 8):
-        raise TypeError(f"{op}: needs float32 or float64 arrays, all of the same dtype; got {described}")
-    if q.ndim != 3 or k.ndim != 3 or v.ndim != 3 or q.shape[0] != k.shape[0] or k.shape != k.shape[:2] + (q.shape[2],) \
-            or v.shape[:2] != k.shape[:2]:
-        raise ValueError(f"{op}: shapes must be q (B, Tq, d), k (B, Tk, d), v (B, Tk, dv); got {described}")
-    batch, tq, dv = q.shape[0], q.shape[1], v.shape[2]
-    for name in ("out", "grad_out"):
-        if name in saved and saved[name].shape != (batch, tq, dv):
-            raise ValueError(f"{op}: {name} must be (B, Tq, dv) = {(batch, tq, dv)}; got {described}")
-    if "lse" in saved and saved["lse"].shape != (batch, tq):
-        raise ValueError(f"{op}: lse must be (B, Tq) = {(batch, tq)}; got {described}")
+        raise TypeError(f"{op}: needs float32 or float64 arrays, all of the same dtype; got "
+                        f"{', '.join(f'{name} {x.dtype}' for name, x in arrays.items())}")
+    check_attention(op, q, k, v, **saved)
 
 
 def _attention_function(direction, version, dtype):
@@ -370,8 +378,8 @@ def attention_backward(q, k, v, out, lse, grad_out, is_causal=False, version=Non
 
 
 # ----------------------------------------------------------------- fused ops
-# kernels/layernorm.c, cross_entropy.c, adamw.c, activation.c. Every check that keeps C inside its
-# arrays happens here, because these functions are also called directly.
+# kernels/layernorm.c, cross_entropy.c, adamw.c, activation.c. These functions are also called directly,
+# so they run minigrad.kernels' own shape checks again before any pointer reaches C.
 
 _NATIVE_FLOATS = {np.dtype(np.float32), np.dtype(np.float64)}
 
@@ -398,11 +406,6 @@ def _check_floats(op, **arrays):
     return dtypes.pop()
 
 
-def _check_shape(op, name, x, shape):
-    if x is not None and tuple(x.shape) != tuple(shape):
-        raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {tuple(x.shape)}")
-
-
 def _optional_pointer(x):
     ffi, _ = load()
     return ffi.NULL if x is None else _pointer(x)
@@ -412,11 +415,8 @@ def layer_norm(x, weight, bias, eps=1e-5, num_threads=None):
     """(out, mean, rstd) of LayerNorm over the last dim of x (..., C), in C (kernels/layernorm.c);
     weight and bias (C,) or None. See numpy_backend.layer_norm for the formula."""
     dtype = _check_floats("layer_norm", x=x, weight=weight, bias=bias)
-    if x.ndim < 1 or x.shape[-1] == 0:
-        raise ValueError(f"layer_norm: x must have a non-empty last dim (..., C), got shape {x.shape}")
+    check_layer_norm("layer_norm", x, weight, bias=bias)
     c = x.shape[-1]
-    _check_shape("layer_norm", "weight", weight, (c,))
-    _check_shape("layer_norm", "bias", bias, (c,))
     if not eps >= 0:
         raise ValueError(f"layer_norm: eps must be >= 0, got {eps!r}")
     x, weight, bias = (None if a is None else _c_array(a) for a in (x, weight, bias))
@@ -433,13 +433,8 @@ def layer_norm(x, weight, bias, eps=1e-5, num_threads=None):
 def layer_norm_backward(x, weight, mean, rstd, grad_out, num_threads=None):
     """(dx, dweight, dbias) of LayerNorm from the saved mean and rstd, in C (kernels/layernorm.c)."""
     dtype = _check_floats("layer_norm_backward", x=x, weight=weight, mean=mean, rstd=rstd, grad_out=grad_out)
-    if x.ndim < 1 or x.shape[-1] == 0:
-        raise ValueError(f"layer_norm_backward: x must have a non-empty last dim (..., C), got shape {x.shape}")
+    check_layer_norm("layer_norm_backward", x, weight, mean, rstd, grad_out)
     c = x.shape[-1]
-    _check_shape("layer_norm_backward", "weight", weight, (c,))
-    _check_shape("layer_norm_backward", "mean", mean, x.shape[:-1])
-    _check_shape("layer_norm_backward", "rstd", rstd, x.shape[:-1])
-    _check_shape("layer_norm_backward", "grad_out", grad_out, x.shape)
     x, weight, mean, rstd, grad_out = (None if a is None else _c_array(a) for a in (x, weight, mean, rstd, grad_out))
     dx, dweight, dbias = np.empty(x.shape, dtype), np.empty(c, dtype), np.empty(c, dtype)
     _, lib = load()
@@ -448,21 +443,6 @@ def layer_norm_backward(x, weight, mean, rstd, grad_out, num_threads=None):
         _pointer(dx), _pointer(dweight), _pointer(dbias), x.size // c, c, _threads(num_threads))
     _check_status(status, "layer_norm_backward")
     return dx, dweight, dbias
-
-
-def _check_targets(op, logits, targets):
-    """targets as C-contiguous int64 (N,), each a class index of logits (N, V)."""
-    if logits.ndim != 2 or logits.shape[1] == 0:
-        raise ValueError(f"{op}: logits must be (N, V) with V >= 1 classes, got shape {logits.shape}")
-    if not isinstance(targets, np.ndarray) or targets.dtype.kind not in "iu":
-        raise TypeError(f"{op}: targets must be a NumPy array of integer class indices, got "
-                        f"{getattr(targets, 'dtype', type(targets).__name__)}")
-    _check_shape(op, "targets", targets, logits.shape[:1])
-    if targets.size and (targets.min() < 0 or targets.max() >= logits.shape[1]):
-        bad = targets.min() if targets.min() < 0 else targets.max()
-        raise IndexError(f"{op}: target {bad} is out of range for {logits.shape[1]} classes "
-                         f"(expected 0 <= target < {logits.shape[1]})")
-    return np.ascontiguousarray(targets, dtype=np.int64)
 
 
 def _int64_pointer(x):
@@ -474,9 +454,7 @@ def cross_entropy(logits, targets, num_threads=None):
     """(mean loss as a 0-d array, lse (N,)) of softmax cross-entropy, logits (N, V), targets (N,),
     in C (kernels/cross_entropy.c); keeps no (N, V) array. See numpy_backend.cross_entropy."""
     dtype = _check_floats("cross_entropy", logits=logits)
-    targets = _check_targets("cross_entropy", logits, targets)
-    if logits.shape[0] == 0:
-        raise ValueError("cross_entropy: the mean over no rows (N = 0) is undefined")
+    targets = check_targets("cross_entropy", logits, targets)
     logits = _c_array(logits)
     lse = np.empty(logits.shape[0], dtype)  # (N,)
     _, lib = load()
@@ -489,10 +467,8 @@ def cross_entropy(logits, targets, num_threads=None):
 def cross_entropy_backward(logits, targets, lse, grad=1.0, num_threads=None):
     """dlogits = grad·(softmax(logits) − onehot(targets))/N from the saved lse, in C."""
     dtype = _check_floats("cross_entropy_backward", logits=logits, lse=lse)
-    targets = _check_targets("cross_entropy_backward", logits, targets)
-    _check_shape("cross_entropy_backward", "lse", lse, logits.shape[:1])
-    if logits.shape[0] == 0:
-        raise ValueError("cross_entropy_backward: the mean over no rows (N = 0) is undefined")
+    targets = check_targets("cross_entropy_backward", logits, targets)
+    check_shape("cross_entropy_backward", "lse", lse, logits.shape[:1])
     logits, lse = _c_array(logits), _c_array(lse)
     dlogits = np.empty(logits.shape, dtype)  # (N, V)
     _, lib = load()
@@ -520,7 +496,7 @@ def adamw_step(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, ep
     grads = list(grads)
     for i, (p, m, v) in enumerate(zip(params, exp_avgs, exp_avg_sqs)):
         for name, x in (("grads", grads[i]), ("exp_avgs", m), ("exp_avg_sqs", v)):
-            _check_shape(op, f"{name}[{i}]", x, p.shape)
+            check_shape(op, f"{name}[{i}]", x, p.shape)
         for name, x in (("params", p), ("exp_avgs", m), ("exp_avg_sqs", v)):
             if not (x.flags.c_contiguous and x.flags.writeable and x.flags.aligned and x.dtype.isnative):
                 raise ValueError(f"{op}: {name}[{i}] must be a C-contiguous, writable, aligned native array "
@@ -559,8 +535,8 @@ def gelu(x):
 def gelu_backward(x, cdf, grad_out):
     """grad_out·(Φ(x) + x·φ(x)) from the saved Φ, in C (kernels/activation.c)."""
     dtype = _check_floats("gelu_backward", x=x, cdf=cdf, grad_out=grad_out)
-    _check_shape("gelu_backward", "cdf", cdf, x.shape)
-    _check_shape("gelu_backward", "grad_out", grad_out, x.shape)
+    check_shape("gelu_backward", "cdf", cdf, x.shape)
+    check_shape("gelu_backward", "grad_out", grad_out, x.shape)
     x, cdf, grad_out = _c_array(x), _c_array(cdf), _c_array(grad_out)
     dx = np.empty(x.shape, dtype)
     _, lib = load()

@@ -8,14 +8,20 @@ scalar as the exact NumPy type of its kernel parameter: CuPy sends a Python int
 as 64 bits, which an `int` parameter would misread.
 
 Inputs are validated by `minigrad.kernels` before they get here. The kernels are
-float32: float64 inputs are computed in float32 and the results returned as
-float64, so they carry float32's precision (use backend "numpy" or "c" for
-float64 accuracy, e.g. in gradient checks). On a GPU, NumPy inputs are copied to
-the device and the results copied back; CuPy inputs stay on the device.
+float32, so KERNELS lists float32 only and `minigrad.kernels` runs every other
+dtype on the reference. Called directly, the functions here take float64 too:
+they compute in float32 and return float64 with float32's precision. On a GPU,
+NumPy inputs are copied to the device and the results copied back; CuPy inputs
+stay on the device.
 """
 import pathlib
 
 import numpy as np
+
+from minigrad.shapes import sum_to_shape
+
+# float32 kernels only (see above); GELU has no CUDA kernel, so it runs on the reference.
+KERNELS = {name: (np.dtype(np.float32),) for name in ("matmul", "matmul_backward", "attention", "attention_backward")}
 
 KERNEL_DIR = pathlib.Path(__file__).resolve().parents[2] / "kernels"
 
@@ -159,13 +165,6 @@ def matmul(a, b, sim=False, version="v3"):
     return _from_kernel(C.reshape(batch + (M, N)), a)
 
 
-def _sum_to_shape(x, shape):
-    """Sum a broadcast gradient x back to `shape`: over added leading dims and dims that were 1."""
-    lead = x.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and x.shape[lead + i] != 1)
-    return x.sum(axis=axes, keepdims=True).reshape(shape) if axes else x
-
-
 def matmul_backward(a, b, grad_out, sim=False, version="v3"):
     """grad_a = grad_out @ b^T, grad_b = a^T @ grad_out, each summed back to the shape of a / b.
 
@@ -186,8 +185,8 @@ def matmul_backward(a, b, grad_out, sim=False, version="v3"):
     _launch_matmul(G, B, grad_a, M, K, N, 0, 1, M * N, stride_b, version, sim)
     grad_b = _output(xp, (n, K, N), sim)          # (n, K, N) = A^T @ G (n, M, N)
     _launch_matmul(A, G, grad_b, K, N, M, 1, 0, stride_a, M * N, version, sim)
-    grad_a = _sum_to_shape(grad_a.reshape(batch + (M, K)), a.shape)
-    grad_b = _sum_to_shape(grad_b.reshape(batch + (K, N)), b.shape)
+    grad_a = sum_to_shape(grad_a.reshape(batch + (M, K)), a.shape)
+    grad_b = sum_to_shape(grad_b.reshape(batch + (K, N)), b.shape)
     return _from_kernel(grad_a, a), _from_kernel(grad_b, b)
 
 

@@ -1,25 +1,19 @@
 """Backend "numpy": the reference every other backend is tested against.
 
 Each op is the plain composition of NumPy calls, written to be read: no
-fusion, no tricks beyond the max-shift that keeps softmax finite. Arguments
-arrive validated by `minigrad.kernels`.
+fusion, no tricks beyond the max-shift that keeps softmax finite. This is
+also what the Tensor runs on backend "numpy", and what any backend falls
+back to for an op or dtype it has no kernel for. Arguments arrive validated
+by `minigrad.kernels`; every function takes any float dtype (and matmul any
+numeric one) and returns that dtype.
 """
 import math
 
 import numpy as np
 
 from minigrad.device import array_module
-
-
-def sum_to_shape(x, shape):
-    """Sum x over the dims that broadcasting added or stretched, so the result has `shape`.
-
-    The gradient of a broadcast is the sum over the copies it made.
-    """
-    extra = x.ndim - len(shape)
-    x = x.sum(axis=tuple(range(extra))) if extra else x
-    stretched = tuple(i for i, size in enumerate(shape) if size == 1 and x.shape[i] != 1)
-    return x.sum(axis=stretched, keepdims=True) if stretched else x
+from minigrad.shapes import sum_to_shape
+from minigrad.special import logsumexp, normal_cdf, normal_pdf
 
 
 def matmul(a, b):
@@ -34,9 +28,11 @@ def matmul_backward(a, b, grad_out):
     return sum_to_shape(grad_a, a.shape), sum_to_shape(grad_b, b.shape)
 
 
-def causal_mask(tq, tk, xp=np):
-    """mask[i, j] = (j <= i): query i sees keys up to its own position (top-left aligned, like PyTorch)."""
-    return xp.tril(xp.ones((tq, tk), dtype=bool))
+def causal_mask(tq, tk, xp=np, offset=0):
+    """mask[i, j] = (j <= i + offset): query i sees keys up to its own position. offset 0 aligns the
+    queries top-left (like PyTorch's is_causal); offset tk − tq bottom-right, for tq new queries at the
+    end of tk positions (generation with a KV cache)."""
+    return xp.tril(xp.ones((tq, tk), dtype=bool), k=offset)
 
 
 def attention_scores(q, k, is_causal):
@@ -49,20 +45,14 @@ def attention_scores(q, k, is_causal):
 
 
 def attention(q, k, v, is_causal=False, return_lse=False):
-    """out = softmax(q k^T / sqrt(d)) v, lse = log sum_j exp(S_ij) (the log-sum-exp of the scaled scores).
+    """out = softmax(S) v with S = q k^T / sqrt(d), and lse = log sum_j exp(S_ij), the row log-sum-exp.
 
-    Stable softmax: subtract the row max m before exp, so lse = m + log sum_j exp(S_ij - m).
+    softmax(S) = exp(S - lse), with the one log-sum-exp of minigrad/special.py.
     """
-    xp = array_module(q)
     scores = attention_scores(q, k, is_causal)  # (B, Tq, Tk)
-    row_max = scores.max(axis=-1, keepdims=True)  # (B, Tq, 1)
-    weights = xp.exp(scores - row_max)  # (B, Tq, Tk)
-    row_sum = weights.sum(axis=-1, keepdims=True)  # (B, Tq, 1)
-    out = (weights / row_sum) @ v  # (B, Tq, dv)
-    if not return_lse:
-        return out
-    lse = (row_max + xp.log(row_sum))[..., 0]  # (B, Tq)
-    return out, lse
+    lse = logsumexp(scores, axis=-1)  # (B, Tq, 1); NumPy's functions run CuPy arrays on the GPU too
+    out = np.exp(scores - lse) @ v  # (B, Tq, dv)
+    return (out, lse[..., 0]) if return_lse else out
 
 
 def attention_backward(q, k, v, out, lse, grad_out, is_causal=False):
@@ -125,8 +115,7 @@ def cross_entropy(logits, targets):
     logits (N, V), targets (N,) → (L as a 0-d array of the logits' dtype, lse (N,)): the backward
     needs lse only, never an (N, V) array of probabilities.
     """
-    row_max = logits.max(axis=1, keepdims=True)  # (N, 1)
-    lse = (row_max + np.log(np.exp(logits - row_max).sum(axis=1, keepdims=True)))[:, 0]  # (N,)
+    lse = logsumexp(logits, axis=1, keepdims=False)  # (N,)
     picked = logits[np.arange(logits.shape[0]), targets]  # (N,) z_{i, y_i}
     return np.asarray((lse - picked).mean(), dtype=logits.dtype), lse
 
@@ -150,14 +139,12 @@ def adamw_step(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, ep
 
 
 def gelu(x):
-    """GELU(x) = x·Φ(x), Φ(x) = ½ erfc(−x/√2) the normal CDF (lesson 05_transformer).
-    Returns (out, Φ(x)): the backward reuses Φ."""
-    from minigrad.nn.activation import normal_cdf
-    cdf = normal_cdf(x)
+    """GELU(x) = x·Φ(x), Φ(x) = ½ erfc(−x/√2) the normal CDF (PyTorch's exact form, lesson 05_transformer).
+    Returns (out, Φ(x)): the backward reuses Φ. float16 is evaluated in float32 and returned as float16."""
+    cdf = normal_cdf(x).astype(x.dtype, copy=False)
     return x * cdf, cdf
 
 
 def gelu_backward(x, cdf, grad_out):
-    """d GELU/dx = Φ(x) + x·φ(x), φ(x) = e^{−x²/2}/√(2π)."""
-    pdf = np.exp(-0.5 * x * x) * x.dtype.type(1 / math.sqrt(2 * math.pi))
-    return grad_out * (cdf + x * pdf)
+    """d GELU/dx = Φ(x) + x·φ(x), φ(x) = e^{−x²/2}/√(2π):  dx = grad_out·(Φ(x) + x·φ(x))."""
+    return grad_out * (cdf + x * normal_pdf(x))

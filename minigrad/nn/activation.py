@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from .. import kernels
 from ..special import erf, normal_cdf  # noqa: F401  (F.erf, F.normal_cdf)
 from ..tensor import Tensor, as_tensor
 from .module import Module
@@ -42,59 +43,15 @@ def gelu(x, approximate="none"):
 
 
 def _gelu_exact(x):
-    xd = x.data
-    compiled = _compiled_gelu(xd)
-    if compiled is not None:
-        return compiled(x)
-    cdf = normal_cdf(xd)
-    out = xd * cdf
+    """The exact GELU through the kernels' table: the C kernel on backend "c", the reference
+    (minigrad.kernels.numpy_backend.gelu, from minigrad.special's Φ) otherwise."""
+    backend = kernels.resolve("gelu", None, x.dtype)
+    out, cdf = kernels.gelu(x.data, backend=backend)
 
     def backward(grad):
-        pdf = np.exp(-0.5 * xd * xd) * (1 / math.sqrt(2 * math.pi))
-        return (grad * (cdf + xd * pdf),)
+        return (kernels.gelu_backward(x.data, cdf, grad, backend=backend),)
 
     return Tensor.from_op(out, (x,), backward, "gelu")
-
-
-_C_KERNELS = None
-
-
-def _compiled_gelu(xd):
-    """The same GELU through kernels/activation.c (libm's erf, one pass) when the C kernels are built.
-
-    NumPy has no erf, so the NumPy path above needs ~30 array passes; returns None (use that path) for
-    device arrays, other dtypes, or when the extension was never built.
-    """
-    global _C_KERNELS
-    if not isinstance(xd, np.ndarray) or xd.dtype not in (np.float32, np.float64):
-        return None
-    if _C_KERNELS is None:
-        try:
-            from ..kernels import c_backend
-            ffi, lib = c_backend.load()
-            _C_KERNELS = (ffi, lib) if hasattr(lib, "gelu_forward_f32") else False
-        except (RuntimeError, ImportError):
-            _C_KERNELS = False
-    if not _C_KERNELS:
-        return None
-    ffi, lib = _C_KERNELS
-    ctype, suffix = ("float[]", "f32") if xd.dtype == np.float32 else ("double[]", "f64")
-    forward, backward_kernel = getattr(lib, "gelu_forward_" + suffix), getattr(lib, "gelu_backward_" + suffix)
-
-    def gelu_c(x):
-        xc = np.ascontiguousarray(xd)
-        out, cdf = np.empty_like(xc), np.empty_like(xc)
-        forward(ffi.from_buffer(ctype, xc), ffi.from_buffer(ctype, out), ffi.from_buffer(ctype, cdf), xc.size)
-
-        def backward(grad):
-            grad = np.ascontiguousarray(grad, dtype=xc.dtype)
-            dx = np.empty_like(xc)
-            backward_kernel(ffi.from_buffer(ctype, xc), ffi.from_buffer(ctype, cdf), ffi.from_buffer(ctype, grad),
-                            ffi.from_buffer(ctype, dx), xc.size)
-            return (dx,)
-
-        return Tensor.from_op(out, (x,), backward, "gelu")
-    return gelu_c
 
 
 def _gelu_tanh(x):

@@ -2,97 +2,26 @@
 
     Attention(Q, K, V) = softmax(Q Kᵀ / √d_k + M) V
 
-`scaled_dot_product_attention` is one op with its backward written beside it.
-On the "numpy" backend it runs the formula above; on "c", "cuda" and
-"cuda-sim" (without a mask or dropout) the same op calls the fused kernels
-`minigrad.kernels.attention` / `attention_backward`, so every model built on
-it (MultiheadAttention, TransformerBlock, GPT) is accelerated by them.
-`attention_backend(name)` picks the backend for attention alone.
+`scaled_dot_product_attention` takes one of two paths, as nanoGPT does:
+- fused: without a mask, dropout or a custom scale, one op whose forward and
+  backward are `minigrad.kernels.attention` / `attention_backward` on this
+  thread's backend (the NumPy reference on "numpy", the C flash kernel on
+  "c", the CUDA kernels on "cuda" / "cuda-sim");
+- composed: otherwise, the formula written with Tensor ops (matmul, softmax,
+  where, dropout), which autograd differentiates.
 """
-import contextlib
-import functools
 import math
 
 import numpy as np
 
-from ..backend import check_backend, get_backend
+from .. import kernels
 from ..device import array_module
+from ..kernels.numpy_backend import causal_mask
 from ..random import generator
-from ..tensor import Tensor, as_tensor, unbroadcast
+from ..tensor import Tensor, as_tensor, where
+from .dropout import dropout
 from .linear import Linear, linear
 from .module import Module, Parameter
-
-
-_attention_backend = None  # None: attention follows mg.get_backend() like Tensor matmul
-
-
-@contextlib.contextmanager
-def attention_backend(name):
-    """`with attention_backend("c"):` runs scaled-dot-product attention alone on backend `name`, while
-    Tensor matmul keeps `mg.get_backend()`. On the 2-core machines the C flash-attention kernel beside
-    NumPy's BLAS for matmul is the fastest pair for a GPT step (see benchmarks/bench_gpt_step.py).
-    """
-    global _attention_backend
-    previous, _attention_backend = _attention_backend, check_backend(name)
-    try:
-        yield
-    finally:
-        _attention_backend = previous
-
-
-def current_attention_backend():
-    return _attention_backend or get_backend()
-
-
-@functools.lru_cache(maxsize=32)
-def causal_bias(L, S, dtype):
-    """The additive causal mask (L, S): 0 where key j ≤ query i (top-left aligned, like PyTorch), −∞ above."""
-    bias = np.zeros((L, S), dtype=dtype)
-    bias[np.triu_indices(L, 1, S)] = -np.inf
-    bias.flags.writeable = False  # shared by every call through the cache
-    return bias
-
-
-def attention_mask_bias(attn_mask, shape, dtype):
-    """An attn_mask as an additive bias: boolean True = take part (0), False = masked out (−∞); float as given."""
-    mask = attn_mask.data if isinstance(attn_mask, Tensor) else np.asarray(attn_mask)
-    try:
-        np.broadcast_shapes(mask.shape, shape)
-    except ValueError:
-        raise ValueError(f"scaled_dot_product_attention: attn_mask of shape {tuple(mask.shape)} does not broadcast "
-                         f"to the attention scores of shape {shape} (…, L, S)") from None
-    if mask.dtype == np.bool_:
-        return np.where(mask, dtype.type(0), dtype.type(-np.inf))
-    if mask.dtype.kind != "f":
-        raise TypeError(f"scaled_dot_product_attention: attn_mask must be boolean (True = take part) or float "
-                        f"(added to the scores), got dtype {mask.dtype}")
-    return mask.astype(dtype, copy=False)
-
-
-def masked_softmax(s):
-    """softmax over the last axis, p_ij = exp(s_ij − max_j s) / Σ_j exp(s_ij − max_j s), computed in place in s.
-
-    Subtracting the row max keeps exp from overflowing; a row masked out entirely (all −∞) gets p = 0
-    instead of 0/0, so its output and gradients are 0 (what PyTorch's SDPA returns too).
-    """
-    m = s.max(axis=-1, keepdims=True)
-    m[~np.isfinite(m)] = 0
-    s -= m
-    p = np.exp(s, out=s)
-    total = p.sum(axis=-1, keepdims=True)
-    total[total == 0] = 1
-    p /= total
-    return p
-
-
-def softmax_backward(p, dp, row_dot):
-    """ds = p ∘ (dp − Σ_j dp_j p_j), the softmax Jacobian-vector product (J = diag(p) − p pᵀ); overwrites dp.
-
-    row_dot is Σ_j dp_j p_j for each row, passed in because attention gets it more cheaply (see below).
-    """
-    dp -= row_dot[..., None]
-    dp *= p
-    return dp
 
 
 def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
@@ -111,14 +40,10 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"scaled_dot_product_attention: dropout_p must lie in [0, 1), got {dropout_p}")
     default_scale = scale is None or scale == 1.0 / math.sqrt(q.shape[-1])
-    backend = current_attention_backend()
-    if (backend != "numpy" and attn_mask is None and dropout_p == 0.0 and default_scale
-            and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
-        return kernel_attention(q, k, v, is_causal, backend)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    if is_causal and dropout_p == 0.0 and k.shape[-2] > 0:
-        return blocked_causal_attention(q, k, v, scale)
-    return numpy_attention(q, k, v, attn_mask, dropout_p, is_causal, scale)
+    if (attn_mask is None and dropout_p == 0.0 and default_scale and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
+            and k.shape[-2] > 0 and q.shape[-1] > 0):
+        return fused_attention(q, k, v, is_causal)
+    return composed_attention(q, k, v, attn_mask, dropout_p, is_causal, scale)
 
 
 def check_attention_shapes(q, k, v):
@@ -141,85 +66,12 @@ def check_attention_shapes(q, k, v):
                          "do not broadcast") from None
 
 
-def numpy_attention(q, k, v, attn_mask, dropout_p, is_causal, scale):
-    """The formula in NumPy, forward and backward in one op (the reference the kernels are tested against)."""
-    dtype = q.dtype
-    qd, kd, vd = q.data, k.data, v.data
-    s = (qd * dtype.type(scale)) @ np.swapaxes(kd, -1, -2)  # (…, L, S); scaling q is cheaper than scaling s
-    if is_causal:
-        s += causal_bias(s.shape[-2], s.shape[-1], dtype)
-    if attn_mask is not None:
-        s = s + attention_mask_bias(attn_mask, s.shape, dtype)
-    p = masked_softmax(s)  # (…, L, S)
-    p_used = p
-    if dropout_p > 0.0:
-        keep = generator().random(p.shape, dtype=np.float32) >= dropout_p
-        p_used = p * keep * dtype.type(1.0 / (1.0 - dropout_p))
-    out = p_used @ vd  # (…, L, Ev)
+def fused_attention(q, k, v, is_causal):
+    """The op through the kernels' table, on (B·H, T, d) views of (…, T, d) inputs.
 
-    def backward(grad):
-        dv = unbroadcast(np.swapaxes(p_used, -1, -2) @ grad, vd.shape)
-        dp = grad @ np.swapaxes(vd, -1, -2)  # (…, L, S)
-        if dropout_p > 0.0:
-            dp *= keep * dtype.type(1.0 / (1.0 - dropout_p))
-        # Σ_j dp_ij p_ij = Σ_j (g_i · v_j) p_used_ij = g_i · out_i: a sum over Ev instead of over S
-        ds = softmax_backward(p, dp, np.einsum("...e,...e->...", grad, out))  # grad of the masked scores
-        dq = unbroadcast(ds @ kd, qd.shape) * dtype.type(scale)
-        dk = unbroadcast(np.swapaxes(ds, -1, -2) @ qd, kd.shape) * dtype.type(scale)
-        if mask_tensor is None:
-            return dq, dk, dv
-        return dq, dk, dv, unbroadcast(ds, mask_tensor.data.shape)  # an additive mask gets the scores' gradient
-
-    mask_tensor = attn_mask if isinstance(attn_mask, Tensor) and attn_mask.requires_grad else None
-    parents = (q, k, v) if mask_tensor is None else (q, k, v, mask_tensor)
-    return Tensor.from_op(out, parents, backward, "scaled_dot_product_attention")
-
-
-QUERY_BLOCK = 32  # query rows per block in blocked_causal_attention: the fastest at T = 128 on our machines
-
-
-def blocked_causal_attention(q, k, v, scale):
-    """Causal attention block by block: query rows [r0, r1) only see keys [0, r1), so the masked upper
-    triangle of the scores is never computed (40% less work at T = 128), the idea of flash attention.
-    The values are those of numpy_attention(..., is_causal=True), which stays the plain reference.
+    The kernels keep the row log-sum-exp (lse) instead of the (L, S) weights; the backward recomputes them.
     """
-    dtype = q.dtype
-    qd, kd, vd = q.data, k.data, v.data
-    L, S = qd.shape[-2], kd.shape[-2]
-    batch = np.broadcast_shapes(qd.shape[:-2], kd.shape[:-2], vd.shape[:-2])
-    bias = causal_bias(L, S, dtype)
-    qs = qd * dtype.type(scale)
-    blocks = [(r0, min(r0 + QUERY_BLOCK, L), min(r0 + QUERY_BLOCK, S)) for r0 in range(0, L, QUERY_BLOCK)]
-    out = np.empty(batch + (L, vd.shape[-1]), dtype)  # (…, L, Ev)
-    weights = []
-    for r0, r1, end in blocks:  # rows r0 … r1−1 see keys 0 … end−1
-        s = qs[..., r0:r1, :] @ np.swapaxes(kd[..., :end, :], -1, -2)  # (…, r1 − r0, end)
-        s += bias[r0:r1, :end]
-        weights.append(masked_softmax(s))
-        out[..., r0:r1, :] = weights[-1] @ vd[..., :end, :]
-
-    def backward(grad):
-        dq = np.empty(batch + qd.shape[-2:], dtype)
-        dk, dv = np.zeros(batch + kd.shape[-2:], dtype), np.zeros(batch + vd.shape[-2:], dtype)
-        row_dot = np.einsum("...e,...e->...", grad, out)  # Σ_j dp_ij p_ij = g_i · out_i, as in numpy_attention
-        for (r0, r1, end), p in zip(blocks, weights):
-            g = grad[..., r0:r1, :]
-            dv[..., :end, :] += np.swapaxes(p, -1, -2) @ g
-            ds = softmax_backward(p, g @ np.swapaxes(vd[..., :end, :], -1, -2), row_dot[..., r0:r1])
-            dq[..., r0:r1, :] = ds @ kd[..., :end, :]
-            dk[..., :end, :] += np.swapaxes(ds, -1, -2) @ qd[..., r0:r1, :]
-        c = dtype.type(scale)
-        return unbroadcast(dq * c, qd.shape), unbroadcast(dk * c, kd.shape), unbroadcast(dv, vd.shape)
-    return Tensor.from_op(out, (q, k, v), backward, "scaled_dot_product_attention")
-
-
-def kernel_attention(q, k, v, is_causal, backend):
-    """The same op through the backend's fused kernels, on (B·H, T, d) views of (…, T, d) inputs.
-
-    The kernel keeps the row log-sum-exp (lse) instead of the (L, S) weights; its backward recomputes them.
-    """
-    from .. import kernels
-
+    backend = kernels.resolve("attention", None, q.dtype)
     xp = array_module(q.data)
     q3, k3, v3 = (xp.ascontiguousarray(t.data.reshape((-1,) + t.shape[-2:])) for t in (q, k, v))  # (B·H, T, d)
     out, lse = kernels.attention(q3, k3, v3, is_causal=is_causal, return_lse=True, backend=backend)
@@ -230,6 +82,49 @@ def kernel_attention(q, k, v, is_causal, backend):
         return dq.reshape(q.shape), dk.reshape(k.shape), dv.reshape(v.shape)
     return Tensor.from_op(out.reshape(q.shape[:-1] + v.shape[-1:]), (q, k, v), backward,
                           f"scaled_dot_product_attention[{backend}]")
+
+
+def composed_attention(q, k, v, attn_mask, dropout_p, is_causal, scale):
+    """softmax(Q Kᵀ · scale + M) V from Tensor ops; autograd gives the backward (and a float mask's gradient).
+
+    A query row that may see no key at all gets weights 0 (output 0, gradient 0) instead of 0/0, as
+    PyTorch's SDPA does.
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = (q * scale) @ k.transpose(-2, -1)  # (…, L, S); scaling q is cheaper than scaling the scores
+    allowed = None
+    if is_causal:
+        allowed = causal_mask(scores.shape[-2], scores.shape[-1], array_module(q.data))  # (L, S)
+    elif attn_mask is not None:
+        allowed, bias = attention_mask(attn_mask, scores.shape, q.dtype)
+        if bias is not None:
+            scores = scores + bias
+    if allowed is None:
+        weights = scores.softmax(-1)  # (…, L, S)
+    else:
+        sees_a_key = allowed.any(axis=-1, keepdims=True)  # (…, L, 1)
+        weights = where(allowed | ~sees_a_key, scores, -np.inf).softmax(-1)
+        weights = where(sees_a_key, weights, 0.0)
+    if dropout_p > 0.0:
+        weights = dropout(weights, dropout_p, training=True)
+    return weights @ v  # (…, L, Ev)
+
+
+def attention_mask(attn_mask, shape, dtype):
+    """(allowed, bias) of an attn_mask: a boolean mask says which keys take part (True), a float one is a
+    bias (a Tensor, so a mask that requires grad gets one) added to the scores of the given shape."""
+    mask = attn_mask if isinstance(attn_mask, Tensor) else Tensor(np.asarray(attn_mask))
+    try:
+        np.broadcast_shapes(mask.shape, shape)
+    except ValueError:
+        raise ValueError(f"scaled_dot_product_attention: attn_mask of shape {tuple(mask.shape)} does not broadcast "
+                         f"to the attention scores of shape {shape} (…, L, S)") from None
+    if mask.dtype == np.bool_:
+        return mask.data, None
+    if mask.dtype.kind != "f":
+        raise TypeError(f"scaled_dot_product_attention: attn_mask must be boolean (True = take part) or float "
+                        f"(added to the scores), got dtype {mask.dtype}")
+    return None, mask.to(dtype)
 
 
 class KVCache:
@@ -262,12 +157,6 @@ class KVCache:
         self.k[:, :, start:end], self.v[:, :, start:end] = k, v
         self.length = end
         return self.k[:, :, :end], self.v[:, :, :end]  # (B, H, end, hd) views
-
-
-def cached_causal_mask(new, total):
-    """Boolean (new, total) mask for `new` queries at the last positions of `total`: query i (at position
-    total − new + i) may see keys j ≤ total − new + i (the causal mask aligned bottom-right)."""
-    return np.tril(np.ones((new, total), dtype=bool), k=total - new)
 
 
 def xavier_uniform(shape, fan_in, fan_out):
@@ -349,7 +238,7 @@ class MultiheadAttention(Module):
             return scaled_dot_product_attention(q, Tensor(keys), Tensor(values))
         if S == T:  # an empty cache: the ordinary causal attention over the prompt
             return scaled_dot_product_attention(q, Tensor(keys), Tensor(values), is_causal=True)
-        return scaled_dot_product_attention(q, Tensor(keys), Tensor(values), attn_mask=cached_causal_mask(T, S))
+        return scaled_dot_product_attention(q, Tensor(keys), Tensor(values), attn_mask=causal_mask(T, S, offset=S - T))
 
     def _sdpa_mask(self, attn_mask, B, T):
         """PyTorch's MHA mask (True = blocked; (T, T) or (B·H, T, T)) → SDPA's (True = take part; (B, H, T, T))."""

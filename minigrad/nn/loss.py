@@ -2,6 +2,7 @@
 import numpy as np
 
 from .. import kernels
+from ..special import sigmoid
 from ..tensor import Tensor, as_tensor
 from .module import Module
 
@@ -124,8 +125,7 @@ def binary_cross_entropy_with_logits(input, target):
     loss = (np.maximum(zd, 0) - zd * yd + np.log1p(e)).sum() / n
 
     def backward(grad):
-        sig = np.where(zd >= 0, 1 / (1 + e), e / (1 + e))              # σ(z) without overflow
-        return grad * (sig - yd) / n, grad * -zd / n
+        return grad * (sigmoid(zd) - yd) / n, grad * -zd / n
 
     return Tensor.from_op(np.asarray(loss, dtype=z.dtype), (z, y), backward, "binary_cross_entropy_with_logits")
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..autograd import no_grad
 from ..random import generator
+from ..special import softmax
 from ..tensor import Tensor
 from ..utils.checkpoint import checkpoint as recompute_in_backward
 from .activation import GELU
@@ -199,8 +200,7 @@ def sampling_probs(logits, temperature=1.0, top_k=None, top_p=None):
     if top_k is not None and top_k < V:
         kth = np.partition(z, -top_k, axis=-1)[:, -top_k, None]  # (B, 1)
         z = np.where(z < kth, -np.inf, z)
-    probs = np.exp(z - z.max(axis=-1, keepdims=True))
-    probs /= probs.sum(axis=-1, keepdims=True)
+    probs = softmax(z, axis=-1)  # (B, V)
     if top_p is not None and top_p < 1:
         order = np.argsort(-probs, axis=-1, kind="stable")  # (B, V), most likely first
         sorted_p = np.take_along_axis(probs, order, axis=-1)
