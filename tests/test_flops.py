@@ -101,17 +101,18 @@ def test_activation_estimate_matches_tracemalloc(c):
             tracemalloc.stop()
     estimate = flops.gpt_activation_bytes(model, c["B"], c["T"])
     assert retained == pytest.approx(estimate, rel=0.05)
-    assert estimate < peak < 1.25 * estimate
+    # the reference attention's backward recomputes the (B, H, T, T) probabilities of one layer at a time and
+    # holds up to five such arrays while it works (scores, probabilities and their gradients)
+    scores = 5 * 4 * c["B"] * c["H"] * c["T"] ** 2
+    assert estimate < peak < 1.25 * estimate + scores
 
 
 def test_activation_estimate_variants():
     model = make_gpt(CONFIGS[0])
     full = flops.gpt_activation_bytes(model, 4, 64, attention="full")
-    blocked = flops.gpt_activation_bytes(model, 4, 64)
-    fused = flops.gpt_activation_bytes(model, 4, 64, attention="fused")
-    # at T = 64 the causal blocks of 32 rows keep 32·32 + 32·64 of the 64·64 scores per head
-    assert full - blocked == 4 * 2 * 4 * 4 * (64 * 64 - (32 * 32 + 32 * 64))
-    assert fused < blocked < full
+    fused = flops.gpt_activation_bytes(model, 4, 64)
+    # bytes × layers × batch × heads × (the T·T weights the plain formula keeps − the T log-sum-exps)
+    assert full - fused == 4 * 2 * 4 * 4 * (64 * 64 - 64)
     with pytest.raises(ValueError, match="attention must be one of"):
         flops.gpt_activation_bytes(model, 4, 64, attention="flash")
     parts = flops.training_step_bytes(model, 4, 64)

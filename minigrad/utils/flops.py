@@ -69,30 +69,23 @@ def adam_state_bytes(model, state_dtype=np.float32):
     return 2 * np.dtype(state_dtype).itemsize * count_parameters(model, trainable_only=True)
 
 
-def _causal_score_elements(T):
-    """Score elements per head the NumPy causal attention keeps: blocks of query rows see keys up to their end."""
-    from ..nn.attention import QUERY_BLOCK
-    return sum(min(QUERY_BLOCK, T - r0) * min(r0 + QUERY_BLOCK, T) for r0 in range(0, T, QUERY_BLOCK))
-
-
 ACTIVATIONS_PER_BLOCK = 23  # arrays of (B, T, d) one block keeps for backward; see gpt_activation_bytes
 
 
-def gpt_activation_bytes(model, batch_size, seq_len=None, itemsize=4, attention="blocked"):
+def gpt_activation_bytes(model, batch_size, seq_len=None, itemsize=4, attention="fused"):
     """Bytes of the arrays a GPT's forward pass keeps alive for backward, counted op by op (dropout off).
 
     Per block, in units of one (B, T, d) array: ln1 keeps its output (1; x̂ is recomputed from the saved
     row mean and 1/σ); the q, k, v projections their products (3: each Linear adds its bias in place);
     attention its output (1) and the head merge's copy (1); out_proj 1; the residual sum 1; ln2 1; the
     MLP's first Linear 4, GELU its output and Φ(x) 2·4, the second Linear 1; the residual 1: 23 in all.
-    Attention also keeps its weights: B·H·T·T ("full", the plain formula), the
-    causal blocks only ("blocked", the NumPy backend's default) or nothing of size T² ("fused": the C
-    and CUDA kernels keep the row log-sum-exp). Outside the blocks: the embedding sum and its lookup (2),
+    Attention also keeps its weights, B·H·T·T, when composed from ops ("full", with a mask or dropout),
+    or only the row log-sum-exp ("fused": the op on every backend, whose backward recomputes the weights). Outside the blocks: the embedding sum and its lookup (2),
     ln_f (1) and the logits (B, T, V); cross-entropy keeps only each row's log-sum-exp.
     """
     L, d, H, V, block_size = _gpt_shape(model)
     B, T = batch_size, block_size if seq_len is None else seq_len
-    scores = {"full": T * T, "blocked": _causal_score_elements(T), "fused": T}
+    scores = {"full": T * T, "fused": T}
     if attention not in scores:
         raise ValueError(f"gpt_activation_bytes: attention must be one of {sorted(scores)}, got {attention!r}")
     per_block = ACTIVATIONS_PER_BLOCK * B * T * d + B * H * scores[attention]
