@@ -70,15 +70,19 @@ def fused_attention(q, k, v, is_causal):
     """The op through the kernels' table, on (B·H, T, d) views of (…, T, d) inputs.
 
     The kernels keep the row log-sum-exp (lse) instead of the (L, S) weights; the backward recomputes them.
+    The (B·H, T, d) copies the kernels read are made again in backward rather than kept alive in between.
     """
     backend = kernels.resolve("attention", None, q.dtype)
     xp = array_module(q.data)
-    q3, k3, v3 = (xp.ascontiguousarray(t.data.reshape((-1,) + t.shape[-2:])) for t in (q, k, v))  # (B·H, T, d)
-    out, lse = kernels.attention(q3, k3, v3, is_causal=is_causal, return_lse=True, backend=backend)
+
+    def flat(t):  # (…, T, d) → (B·H, T, d), C-contiguous (a copy when t is a transposed view)
+        return xp.ascontiguousarray(t.data.reshape((-1,) + t.shape[-2:]))
+    out, lse = kernels.attention(flat(q), flat(k), flat(v), is_causal=is_causal, return_lse=True, backend=backend)
 
     def backward(grad):
         grad3 = xp.ascontiguousarray(grad.reshape(out.shape))
-        dq, dk, dv = kernels.attention_backward(q3, k3, v3, out, lse, grad3, is_causal=is_causal, backend=backend)
+        dq, dk, dv = kernels.attention_backward(flat(q), flat(k), flat(v), out, lse, grad3, is_causal=is_causal,
+                                                backend=backend)
         return dq.reshape(q.shape), dk.reshape(k.shape), dv.reshape(v.shape)
     return Tensor.from_op(out.reshape(q.shape[:-1] + v.shape[-1:]), (q, k, v), backward,
                           f"scaled_dot_product_attention[{backend}]")
