@@ -2,8 +2,10 @@
 
     python benchmarks/bench_cuda_sim.py
 
-The simulator is for checking kernels, not for speed: every CUDA thread is a fiber
-and every __syncthreads() switches through all threads of the block. What matters
+The simulator is for checking kernels, not for speed: every CUDA thread is a fiber,
+every __syncthreads() switches through all threads of the block, and every load and
+store of a kernel goes through a bounds check (measured: a 256^3 v2 matmul took about
+4x the CPU time of the same kernel unchecked). What matters
 is that the test shapes take milliseconds and a 256^3 tiled matmul (kernels/matmul.cu v2) well under a second.
 Also measured: compile once vs load from the disk cache, the cost of a launch, and
 the fiber switch (assembly vs the portable setjmp/longjmp fallback).

@@ -190,6 +190,17 @@ def test_pointer_from_an_integer_is_refused(mod):
             mod.get_function("through_integer")(1, 1, (y, np.int64(address)))
 
 
+def test_overlapping_views_are_checked_against_their_union(mod):
+    """Views of one buffer that partly overlap share memory as on a GPU; past the buffer is still an error."""
+    x = np.arange(9, dtype=np.float32)
+    mod.get_function("vec_add")(1, 8, (x[:-1], x[:-1], x[1:], np.int32(8)))  # x[i + 1] = 2 x[i], in order
+    np.testing.assert_array_equal(x, 0)  # forward order: x[1] = 2 x[0] = 0, then x[2] = 2 x[1] = 0, ...
+    with pytest.raises(KernelFaultError, match=r"thread \(8, 0, 0\) at line \d+: wrote 4 bytes at address 0x[0-9a-f]+, "
+                                               r"which is in none of this launch's arrays .*; that is element 8 of "
+                                               r"argument 2 `float \*c` \(8 elements\), past its end"):
+        mod.get_function("vec_add")(1, 9, (x[:-1], x[:-1], x[1:], np.int32(9)))
+
+
 def test_broken_matmul_that_walks_past_its_shared_tile():
     kernel = SimModule(path=BROKEN / "shared_overflow_matmul.cu").get_function("matmul_shared_overflow")
     A, B = np.ones((16, 32), np.float32), np.ones((32, 16), np.float32)

@@ -111,9 +111,11 @@ def describe_access(fault, memory, library, grid, block):
         return (f"{at}: {verb} {fault.size} bytes at address {fault.address:#x}, in another thread's local "
                 "variables (a pointer to a local variable that outlived its thread, or was passed between threads)")
     if fault.kind == BAD_POINTER:
+        # near an array passed without a guard window (a view overlapping another argument): name it
+        near = memory.describe(fault.address)
         return (f"{at}: {verb} {fault.size} bytes at address {fault.address:#x}, which is in none of this launch's "
                 "arrays or shared memory: a pointer that does not come from a launch argument (or an index more "
-                "than 32 GiB out of bounds); on a GPU: cudaErrorIllegalAddress")
+                f"than 32 GiB out of bounds); on a GPU: cudaErrorIllegalAddress{near}")
     region = memory.regions[fault.region]
     other_line = library.source_line(fault.other_pc) or "an unknown line"
     other_verb = ("read", "wrote")[fault.other_write]

@@ -15,7 +15,9 @@ lands in another array; the same check counts each region's reads and writes (th
 launch's LaunchStats) and, with race_check, records who touched each element.
 Non-const arrays are copied back after a clean launch. Arrays that partly overlap
 another argument (two views of one buffer) are passed as they are, so that the kernel
-sees the aliasing a GPU would; their bounds are still checked, without a window.
+sees the aliasing a GPU would; an access outside the union of such views is still an
+error naming the nearest one, but an index of one view that lands inside the other view's
+bytes cannot be told from an access through that other view, and passes.
 """
 import mmap
 from dataclasses import dataclass
@@ -109,15 +111,20 @@ class LaunchMemory:
             entry.shadow = self._ffi.from_buffer(shadow)
 
     def describe(self, address):
-        """Which region a faulting address (outside every check: a library call) missed, and by how much."""
+        """Which region an address outside every region is nearest to (within the smallest guard), and by how much."""
+        near = []
         for k, r in enumerate(self.regions):
             entry = self.table[k]
             start = int(self._ffi.cast("uintptr_t", entry.start))
             first_page = start // mmap.PAGESIZE * mmap.PAGESIZE
             if first_page - SMALL_GUARD_BYTES <= address < start + entry.bytes + 16 + SMALL_GUARD_BYTES:
-                where = "before its start" if address < start else "past its end"
-                return f"; that is {_position(address - start, r.itemsize)} of {r.description}, {where}"
-        return ""
+                distance = start - address if address < start else address - (start + entry.bytes)
+                near.append((distance, start, r))
+        if not near:
+            return ""
+        _, start, r = min(near, key=lambda n: n[0])
+        where = "before its start" if address < start else "past its end"
+        return f"; that is {_position(address - start, r.itemsize)} of {r.description}, {where}"
 
     def counts(self, k):
         return self.table[k].reads, self.table[k].writes

@@ -116,7 +116,9 @@ static inline void *__sim_dynamic_shared(void) { return __sim_dynamic_shared_ptr
  * instead of landing silently in the next variable. */
 #define SIM_MAX_STATIC_SHARED 256
 SIM_SHARED void *__sim_static_shared_ptrs[SIM_MAX_STATIC_SHARED];
-static inline void *__sim_static_shared(int k) { return __sim_static_shared_ptrs[k]; }
+/* const: the same during a whole launch, so the compiler loads it once per kernel instead of at
+ * every access (an unchecked call into sim_scheduler.c, not an instrumented load of the table) */
+SIM_SHARED void *__sim_static_shared(int k) __attribute__((const));
 
 /* An atomic's access, checked and counted (a read and a write) by the scheduler, never a data race. */
 SIM_SHARED void __sim_atomic_access(void *p, size_t size, void *pc);

@@ -83,6 +83,11 @@ int __sim_current;
 sim_context __sim_scheduler;
 void *__sim_dynamic_shared_ptr;
 void *__sim_static_shared_ptrs[SIM_MAX_STATIC_SHARED];
+
+void *__sim_static_shared(int k)
+{
+    return __sim_static_shared_ptrs[k];
+}
 SIM_SHARED const sim_entry __sim_entries[];
 SIM_SHARED const int __sim_entry_count;
 
@@ -602,23 +607,30 @@ static void check_race(int region, uintptr_t address, size_t size, int write, vo
     }
 }
 
+static inline int in_window(const sim_region *r, uintptr_t address)
+{
+    return address - (uintptr_t)r->window_lo < (uintptr_t)(r->window_hi - r->window_lo);
+}
+
 /* write: 0 a read, 1 a write, 2 an atomic read-modify-write (counted as both, never a race) */
 static inline void sim_access(uintptr_t address, size_t size, int write, void *pc)
 {
     if (size == 0)
         return;
-    uintptr_t from_stacks = address - (uintptr_t)stacks;
+    uintptr_t from_stacks = address - (uintptr_t)stacks, slot = stack_size + page_size;
     if (from_stacks < stacks_bytes) {
         /* the running thread's own local variables; another thread's stack is not its memory */
-        if ((int)(from_stacks / (stack_size + page_size)) == __sim_current)
+        if (from_stacks - slot * (uintptr_t)__sim_current < slot)
             return;
         access_fault(SIM_BAD_OTHER_STACK, -1, address, size, write, pc);
     }
-    for (int k = 0; k < region_count; k++) {
-        int i = (last_region + k) % region_count;
+    /* the region of the previous access first: kernels mostly stay in one array for a while */
+    int i = last_region;
+    if (!in_window(&regions[i], address))
+        for (i = 0; i < region_count && !in_window(&regions[i], address); i++)
+            ;
+    if (i < region_count) {
         sim_region *r = &regions[i];
-        if (address < (uintptr_t)r->window_lo || address >= (uintptr_t)r->window_hi)
-            continue;
         if (address < (uintptr_t)r->start || address + size > (uintptr_t)r->start + r->bytes)
             access_fault(SIM_BAD_OUT_OF_BOUNDS, i, address, size, write, pc);
         last_region = i;
