@@ -218,6 +218,15 @@ def test_write_through_another_threads_local_variable():
         kernel(1, 2, (np.zeros(2, np.float32),))
 
 
+def test_signal_faults_name_the_line_too():
+    from test_cuda_sim import FAULTS
+    faults = SimModule(code=FAULTS)
+    with pytest.raises(KernelFaultError, match=rf"integer division by zero .*\(line {line_of('10 / d', FAULTS)}\)"):
+        faults.get_function("divide")(1, 4, (np.zeros(4, np.int32), np.int32(0)))
+    with pytest.raises(KernelFaultError, match=r"stack overflowed .*\(line \d+\)"):
+        faults.get_function("recurse")(1, 2, (np.zeros(2, np.int32), np.int32(10**6)))
+
+
 # ---- counting global-memory traffic -----------------------------------------------------------
 
 def test_vec_add_reads_each_input_once_and_writes_each_output_once(mod):
@@ -395,7 +404,6 @@ def test_simulator_runtime_runs_clean_under_asan_and_ubsan(tmp_path):
     """The scheduler (fibers, barriers, checks, guarded memory) built with -fsanitize=address,undefined and the
     kernels with UBSan (their memory checks are the simulator's own), in a child process with libasan
     preloaded: any finding aborts it."""
-    sys.path.insert(0, str(ROOT / "tests"))
     from test_kernels_asan import asan_runtime, c_compiler
     compiler = c_compiler()
     if compiler is None:

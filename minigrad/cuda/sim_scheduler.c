@@ -876,8 +876,12 @@ SIM_API int minigrad_sim_launch(int kernel, void **args, const unsigned int *gri
     int status;
     if (sigsetjmp(fault_exit, 1)) {
         describe_fault(error, error_size);
-        if (fault_signal != SIGUSR1 && fault_signal != SIGINT)
-            fault->pc = code_offset(fault_pc);
+        if (fault_signal != SIGUSR1 && fault_signal != SIGINT) {
+            /* the faulting instruction itself; the +1 makes it read like the return addresses the access
+             * checks record, which point just past their call */
+            uint64_t at = code_offset(fault_pc);
+            fault->pc = at ? at + 1 : 0;
+        }
         status = fault_signal == SIGINT ? SIM_INTERRUPTED : SIM_FAULT;
     } else {
         status = run_grid(grid, n, order, seed, error, error_size);
