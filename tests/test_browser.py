@@ -43,6 +43,7 @@ pytestmark = pytest.mark.slow  # about a minute and a half on two busy cores
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright's Python package drives the browser: "
                                "pip install -e '.[test]'")
+pytest.importorskip("jupyterlab", reason="the lessons open in JupyterLab: pip install -e '.[lessons]'")
 
 
 def free_port():
