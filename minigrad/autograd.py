@@ -66,7 +66,23 @@ def _released(grad):
 
 
 def topological_order(root):
-    """Nodes that need a gradient, each after all of its inputs (iterative DFS, so deep graphs are fine)."""
+    """Nodes that need a gradient, each after all of its inputs (iterative DFS, so deep graphs are fine).
+
+    Of a node's inputs the one with the longest path below it is visited first, so in the reversed
+    order that backward follows, a short branch ending in a parameter (W → Wᵀ → matmul) comes right
+    after the op that uses it, before the long branch towards the input: each parameter's gradient
+    is complete, and its post-accumulate hook fires, as early as the graph allows (data-parallel
+    training sends it while backward goes on).
+    """
+    height = {}
+    for node in _depth_first(root, lambda parents: parents):
+        height[id(node)] = 1 + max((height[id(p)] for p in node._parents if p._requires_grad), default=-1)
+    return _depth_first(root, lambda parents: sorted(parents, key=lambda p: height[id(p)]))
+
+
+def _depth_first(root, push_order):
+    """Post-order DFS from root over inputs that need a gradient; push_order(parents) is the order they are
+    stacked in (the last one stacked is explored first)."""
     order, visited = [], set()
     stack = [(root, False)]
     while stack:
@@ -78,9 +94,8 @@ def topological_order(root):
             continue
         visited.add(id(node))
         stack.append((node, True))
-        for parent in node._parents:
-            if parent._requires_grad and id(parent) not in visited:
-                stack.append((parent, False))
+        for parent in push_order([p for p in node._parents if p._requires_grad and id(p) not in visited]):
+            stack.append((parent, False))
     return order
 
 

@@ -258,3 +258,18 @@ def test_queue_callback_runs_after_every_leaf_has_its_gradient():
     assert grads_at_end == [(3.0, 2.0)]
     (a * b).backward()  # the queue was emptied: one callback per queueing backward
     assert grads_at_end == [(3.0, 2.0), (6.0, 4.0)]
+
+
+def test_parameter_gradients_are_complete_as_early_as_the_graph_allows():
+    # three layers: backward reaches layer 3's parameters first; each parameter's hook must fire before the
+    # backward pass goes on to the layer below (a data-parallel all-reduce starts there), not all at the end
+    import minigrad.nn as nn
+    mg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2))
+    events = []
+    for name, p in model.named_parameters():
+        p.register_post_accumulate_grad_hook(lambda leaf, name=name: events.append(name))
+    x = mg.randn(5, 3, requires_grad=True)
+    model(x).sum().backward()
+    layers = [int(name.split(".")[0]) for name in events]
+    assert layers == [4, 4, 2, 2, 0, 0], events

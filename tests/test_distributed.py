@@ -62,6 +62,8 @@ def test_ddp_equals_one_process_on_the_global_batch_sgd_adamw_and_no_sync():
         assert diff < 1e-6, f"{key}: DDP parameters differ from the single-process run by {diff}"
     for key, spread in result["no_sync_spread"].items():  # no_sync kept the first micro-batch's gradient local
         assert spread > 1e-3, key
+    accumulated, leaves = result["first_launch"]  # the first bucket went out while backward was still running
+    assert 0 < accumulated < leaves
 
 
 def test_zero1_equals_adamw_with_sharded_state_and_global_norm():
@@ -76,8 +78,10 @@ def test_zero1_equals_adamw_with_sharded_state_and_global_norm():
     assert result["full_state_bytes"] == 2 * 4 * 63
 
 
-def test_tensor_parallel_mlp_and_attention_equal_the_dense_modules():
-    errors = result_of("tp.py")["errors"]
+def test_tensor_parallel_mlp_and_attention_equal_the_dense_modules_with_one_all_reduce_each_way():
+    result = result_of("tp.py")
+    assert result["all_reduces"] == {"mlp_forward": 1, "mlp_backward": 1, "attn_forward": 1, "attn_backward": 1}
+    errors = result["errors"]
     assert len([k for k in errors if "_grad_param" in k]) == 8
     for key, error in errors.items():
         assert error < 1e-12, (key, error)

@@ -73,14 +73,36 @@ def train(optimizer_class, kw, accumulate):
     return float(diff), float(moved), local_spread
 
 
+def launches_during_backward():
+    """(leaf gradients accumulated when the first bucket's all-reduce started, leaves in all): DDP starts
+    communicating before backward is over."""
+    model = DistributedDataParallel(make_model(rank), bucket_cap_mb=0.0005)
+    fired, first_launch = [], []
+    for p in model.parameters():
+        p.register_post_accumulate_grad_hook(lambda leaf: fired.append(1))  # runs after DDP's own hook
+    launch = model._launch_ready
+
+    def recording_launch(force=False):
+        before = model._launched
+        launch(force)
+        if model._launched > before and not first_launch:
+            first_launch.append(len(fired))
+    model._launch_ready = recording_launch
+    x, y = batch(0)
+    loss_of(model, x[dist.local_slice(B)], y[dist.local_slice(B)]).backward()
+    return first_launch[0], len(list(model.parameters()))
+
+
 results = {}
 for name, cls, kw in (("sgd", optim.SGD, dict(lr=0.5, momentum=0.9)), ("adamw", optim.AdamW, dict(lr=1e-2))):
     for accumulate in (False, True):
         results[f"{name}{'_no_sync' if accumulate else ''}"] = train(cls, kw, accumulate)
 
+overlap = launches_during_backward()
 all_results = MPI.COMM_WORLD.gather(results, root=0)
 if rank == 0:
     worst = {k: max(r[k][0] for r in all_results) for k in results}
     moved = {k: results[k][1] for k in results}
     no_sync_spread = {k: results[k][2] for k in results if k.endswith("no_sync")}
-    print("RESULT " + json.dumps(dict(world=world, diff=worst, moved=moved, no_sync_spread=no_sync_spread)), flush=True)
+    print("RESULT " + json.dumps(dict(world=world, diff=worst, moved=moved, no_sync_spread=no_sync_spread,
+                                      first_launch=overlap)), flush=True)

@@ -14,7 +14,17 @@ from minigrad.nn.parallel import (ColumnParallelLinear, RowParallelLinear, Tenso
 
 dist.init_process_group()
 rank, world = dist.get_rank(), dist.get_world_size()
-errors = {}
+errors, counts = {}, {}
+calls = []
+_all_reduce = dist.all_reduce
+
+
+def counting_all_reduce(t, op=dist.ReduceOp.SUM):
+    calls.append(1)
+    _all_reduce(t, op)
+
+
+dist.all_reduce = counting_all_reduce  # the parallel layers call dist.all_reduce: count them
 
 
 def record(name, got, want):
@@ -35,10 +45,15 @@ for name, dense, parallel, call in (
         ("mlp", dense_mlp, TensorParallelMLP.from_dense(dense_mlp), lambda m, x: m(x)),
         ("attn", dense_attn, TensorParallelAttention.from_dense(dense_attn), lambda m, x: m(x, is_causal=True))):
     xd, xp = mg.tensor(x0, requires_grad=True), mg.tensor(x0, requires_grad=True)
-    out_d, out_p = call(dense, xd), call(parallel, xp)
+    out_d = call(dense, xd)
+    before = len(calls)
+    out_p = call(parallel, xp)
+    counts[f"{name}_forward"] = len(calls) - before
     record(f"{name}_forward", out_p.data, out_d.data)
     (out_d * mg.tensor(w_out)).sum().backward()
+    before = len(calls)
     (out_p * mg.tensor(w_out)).sum().backward()
+    counts[f"{name}_backward"] = len(calls) - before
     record(f"{name}_grad_input", xp.grad, xd.grad)
     if name == "mlp":
         h = 4 * d // world
@@ -74,4 +89,5 @@ record("row_init_bias", row.bias.data, dense.bias.data)
 
 gathered = MPI.COMM_WORLD.gather(errors, root=0)
 if rank == 0:
-    print("RESULT " + json.dumps(dict(world=world, errors={k: max(e[k] for e in gathered) for k in errors})), flush=True)
+    print("RESULT " + json.dumps(dict(world=world, errors={k: max(e[k] for e in gathered) for k in errors},
+                                      all_reduces=counts)), flush=True)
