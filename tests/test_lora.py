@@ -76,9 +76,10 @@ def test_apply_lora_trains_only_the_lora_parameters():
     np.testing.assert_array_equal(model(x).data, reference)  # B = 0 and the MLP keeps its order
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert sorted(trainable) == sorted(f"blocks.{i}.{m}.{ab}" for i in range(2)
-                                       for m in ("attn.out_proj", "mlp.0", "mlp.2") for ab in ("lora_A", "lora_B"))
-    d = 16  # out_proj d→d, mlp.0 d→4d, mlp.2 4d→d: r·(in + out) each
-    assert sum(p.numel() for p in trainable.values()) == 2 * 4 * ((d + d) + (d + 4 * d) + (4 * d + d))
+                                       for m in ("attn.in_proj_lora", "attn.out_proj", "mlp.0", "mlp.2")
+                                       for ab in ("lora_A", "lora_B"))
+    d = 16  # in_proj d→3d, out_proj d→d, mlp.0 d→4d, mlp.2 4d→d: r·(in + out) each
+    assert sum(p.numel() for p in trainable.values()) == 2 * 4 * ((d + 3 * d) + (d + d) + (d + 4 * d) + (4 * d + d))
     opt = optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(3):
         loss = F.cross_entropy(model(x).reshape(-1, 11), x.reshape(-1))
@@ -97,7 +98,7 @@ def test_merge_gives_the_same_outputs_and_plain_linears():
     model = gpt(1)
     for p in model.parameters():
         p.data = p.data.astype(np.float64)
-    apply_lora(model, r=2, alpha=5, targets=("mlp.0", "lm_head"))
+    apply_lora(model, r=2, alpha=5, targets=("mlp.0", "lm_head", "attn.in_proj"))
     rng = np.random.default_rng(6)
     for name, p in model.named_parameters():
         if name.endswith("lora_B"):
@@ -107,7 +108,7 @@ def test_merge_gives_the_same_outputs_and_plain_linears():
     delta = model.lm_head.delta_weight()
     base_w = model.lm_head.base.weight.data.copy()
     assert merge_lora(model) is model
-    assert not any(isinstance(m, nn.LoRALinear) for m in model.modules())
+    assert not any(isinstance(m, (nn.LoRALinear, nn.lora.LoRAWeight)) for m in model.modules())
     assert isinstance(model.lm_head, nn.Linear) and isinstance(model.blocks[1].mlp[0], nn.Linear)
     np.testing.assert_allclose(model.lm_head.weight.data, base_w + delta, rtol=1e-14)
     np.testing.assert_allclose(model(x).data, adapted, rtol=1e-10, atol=1e-12)
@@ -122,9 +123,35 @@ def test_bad_arguments_are_named():
         nn.LoRALinear(nn.Conv2d(1, 1, 3))
     with pytest.raises(ValueError, match="alpha"):
         nn.LoRALinear(nn.Linear(3, 2), alpha=float("nan"))
-    with pytest.raises(ValueError, match=r"targets \['ln1'\] match 'blocks.0.ln1', a LayerNorm; LoRA replaces nn.Linear"):
+    with pytest.raises(ValueError, match=r"targets \['ln1'\] match 'blocks.0.ln1', a LayerNorm; LoRA adapts nn.Linear"):
         apply_lora(gpt(), targets=("ln1",))
     with pytest.raises(ValueError, match=r"targets \['mlp.7'\] match no submodule"):
         apply_lora(gpt(), targets=("mlp.0", "mlp.7"))
     with pytest.raises(ValueError, match="r \\(the rank\\)"):
         apply_lora(gpt(), r=0)
+
+
+def test_lora_on_attention_in_proj_equals_the_updated_weight_and_passes_gradcheck():
+    mg.manual_seed(2)
+    attn = nn.MultiheadAttention(8, 2)
+    for p in attn.parameters():
+        p.data = p.data.astype(np.float64)
+    plain = nn.MultiheadAttention(8, 2)
+    plain.load_state_dict({k: v.data.copy() for k, v in attn.state_dict().items()})
+    for p in plain.parameters():
+        p.data = p.data.astype(np.float64)
+    apply_lora(attn, r=3, alpha=3, targets=("in_proj",))
+    lora = attn.in_proj_lora
+    rng = np.random.default_rng(8)
+    lora.lora_B.data = rng.normal(size=lora.lora_B.shape)
+    plain.in_proj_weight.data += lora.lora_B.data @ lora.lora_A.data  # alpha / r = 1
+    x = rng.normal(size=(2, 5, 8))
+    np.testing.assert_allclose(attn(t64(x, False), is_causal=True).data, plain(t64(x, False), is_causal=True).data,
+                               rtol=1e-12, atol=1e-12)
+    assert [n for n, p in attn.named_parameters() if p.requires_grad] == ["in_proj_lora.lora_A", "in_proj_lora.lora_B"]
+    A, B = lora.lora_A, lora.lora_B
+
+    def output(A_, B_):
+        lora.lora_A, lora.lora_B = A_, B_
+        return attn(t64(x, False), is_causal=True)
+    assert mg.gradcheck(output, [t64(A.data), t64(B.data)])

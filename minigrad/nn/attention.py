@@ -214,6 +214,8 @@ class MultiheadAttention(Module):
         B, T, E = x.shape
         H, hd = self.num_heads, self.head_dim
         W, b = self.in_proj_weight, self.in_proj_bias
+        if "in_proj_lora" in self._modules:  # set by nn.lora.apply_lora: W + (alpha/r)·B A, only A and B train
+            W = W + self.in_proj_lora.delta()
         # q = x W_qᵀ + b_q with W_q the first E rows of W_in, and so on: slicing the (3E, E) weight
         # costs less in the backward pass than slicing a (B, T, 3E) activation
         q, k, v = (linear(x, W[i * E:(i + 1) * E], None if b is None else b[i * E:(i + 1) * E])

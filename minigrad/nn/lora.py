@@ -27,6 +27,20 @@ def lora_linear(x, weight, bias, lora_A, lora_B, scaling):
     return linear(x, weight, bias) + linear(linear(x, lora_A), lora_B) * scaling
 
 
+def check_rank(r, alpha, who):
+    if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r <= 0:
+        raise ValueError(f"{who}: r (the rank) must be a positive integer, got {r!r}")
+    if not isinstance(alpha, numbers.Real) or not np.isfinite(alpha):
+        raise ValueError(f"{who}: alpha must be a finite number, got {alpha!r}")
+
+
+def lora_factors(out_features, in_features, r, dtype):
+    """A (r, in) from U(−1/√in, 1/√in) and B (out, r) = 0 (PEFT's initialisation): B A = 0 at first."""
+    bound = 1 / np.sqrt(max(in_features, 1))
+    return (Parameter(generator().uniform(-bound, bound, size=(r, in_features)).astype(dtype)),
+            Parameter(np.zeros((out_features, r), dtype=dtype)))
+
+
 class LoRALinear(Module):
     """A frozen nn.Linear plus a trainable low-rank update: forward(x) = base(x) + (alpha/r) · x Aᵀ Bᵀ.
 
@@ -38,17 +52,12 @@ class LoRALinear(Module):
         super().__init__()
         if not isinstance(base, Linear):
             raise ValueError(f"LoRALinear: base must be an nn.Linear, got {type(base).__name__}")
-        if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r <= 0:
-            raise ValueError(f"LoRALinear: r (the rank) must be a positive integer, got {r!r}")
-        if not isinstance(alpha, numbers.Real) or not np.isfinite(alpha):
-            raise ValueError(f"LoRALinear: alpha must be a finite number, got {alpha!r}")
+        check_rank(r, alpha, "LoRALinear")
         self.r, self.alpha, self.scaling = int(r), alpha, alpha / r
         self.base = base
         for p in base.parameters():
             p.requires_grad = False
-        dtype, bound = base.weight.dtype, 1 / np.sqrt(max(base.in_features, 1))
-        self.lora_A = Parameter(generator().uniform(-bound, bound, size=(r, base.in_features)).astype(dtype))
-        self.lora_B = Parameter(np.zeros((base.out_features, r), dtype=dtype))
+        self.lora_A, self.lora_B = lora_factors(base.out_features, base.in_features, r, base.weight.dtype)
 
     @property
     def in_features(self):
@@ -69,6 +78,24 @@ class LoRALinear(Module):
         return f"r={self.r}, alpha={self.alpha}"
 
 
+class LoRAWeight(Module):
+    """The low-rank update of a weight that belongs to no Linear: MultiheadAttention's fused in_proj_weight
+    (3E, E), whose rows are W_q, W_k and W_v. The attention adds delta() = (alpha/r)·B A to it in forward,
+    so adapting it changes where every head looks (the LoRA paper adapts W_q and W_v)."""
+
+    def __init__(self, out_features, in_features, r=8, alpha=16, dtype=np.float32):
+        super().__init__()
+        check_rank(r, alpha, "LoRAWeight")
+        self.r, self.alpha, self.scaling = int(r), alpha, alpha / r
+        self.lora_A, self.lora_B = lora_factors(out_features, in_features, r, dtype)
+
+    def delta(self):
+        return (self.lora_B @ self.lora_A) * self.scaling  # (out, in)
+
+    def extra_repr(self):
+        return f"r={self.r}, alpha={self.alpha}"
+
+
 def _set_child(parent, name, module):
     """Put `module` in the slot of parent's child `name`, keeping the children's order (a Sequential
     applies them in that order; setattr would move the slot to the end)."""
@@ -76,18 +103,23 @@ def _set_child(parent, name, module):
     object.__setattr__(parent, name, module)
 
 
-def _matching_linears(model, targets):
-    """(parent, child name, qualified name) of each submodule whose name is a target or ends in "." + target."""
+def _matching_layers(model, targets):
+    """(parent, child name, qualified name) of each submodule whose name is a target or ends in "." + target;
+    a MultiheadAttention's fused projection goes by "<its name>.in_proj"."""
+    from .attention import MultiheadAttention
     found, used = [], set()
     for qualified, module in list(model.named_modules()):
-        for name, child in module._modules.items():
+        children = list(module._modules.items())
+        if isinstance(module, MultiheadAttention):
+            children.append(("in_proj", module))
+        for name, child in children:
             full = f"{qualified}.{name}" if qualified else name
             hits = [t for t in targets if full == t or full.endswith("." + t)]
             if not hits:
                 continue
-            if not isinstance(child, Linear):
+            if not isinstance(child, (Linear, MultiheadAttention)):
                 raise ValueError(f"apply_lora: targets {hits} match {full!r}, a {type(child).__name__}; LoRA "
-                                 "replaces nn.Linear layers only")
+                                 "adapts nn.Linear layers (and attention's in_proj) only")
             used.update(hits)
             found.append((module, name, full))
     missing = [t for t in targets if t not in used]
@@ -96,22 +128,27 @@ def _matching_linears(model, targets):
     return found
 
 
-def apply_lora(model, r=8, alpha=16, targets=("attn.out_proj", "mlp.0", "mlp.2")):
+def apply_lora(model, r=8, alpha=16, targets=("attn.in_proj", "attn.out_proj", "mlp.0", "mlp.2")):
     """Freeze every parameter of model, then replace each nn.Linear named by `targets` (a module name, or
     the end of one: "mlp.0" matches blocks.3.mlp.0) with a LoRALinear around it; returns the model.
+    "attn.in_proj" gives each MultiheadAttention a LoRAWeight on its fused q, k, v projection.
 
-    The defaults are every Linear inside a GPT's blocks (attention's fused in_proj is a plain weight,
-    not a Linear). Only the LoRA parameters train afterwards.
+    The defaults adapt every weight matrix inside a GPT's blocks. Only the LoRA parameters train afterwards.
     """
     if isinstance(targets, str):
         targets = (targets,)
     if not targets:
         raise ValueError("apply_lora: targets is empty; name the Linear layers to adapt")
-    found = _matching_linears(model, tuple(targets))
+    found = _matching_layers(model, tuple(targets))
+    check_rank(r, alpha, "apply_lora")
     for p in model.parameters():
         p.requires_grad = False
     for parent, name, _ in found:
-        _set_child(parent, name, LoRALinear(parent._modules[name], r=r, alpha=alpha))
+        if name == "in_proj":  # parent is the MultiheadAttention itself
+            W = parent.in_proj_weight
+            parent.in_proj_lora = LoRAWeight(W.shape[0], W.shape[1], r=r, alpha=alpha, dtype=W.dtype)
+        else:
+            _set_child(parent, name, LoRALinear(parent._modules[name], r=r, alpha=alpha))
     return model
 
 
@@ -124,4 +161,7 @@ def merge_lora(model):
             if isinstance(child, LoRALinear):
                 child.base.weight.data += child.delta_weight().astype(child.base.weight.dtype)
                 _set_child(module, name, child.base)
+            elif isinstance(child, LoRAWeight) and name == "in_proj_lora":
+                module.in_proj_weight.data += child.delta().data.astype(module.in_proj_weight.dtype)
+                delattr(module, name)
     return model
