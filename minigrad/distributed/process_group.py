@@ -126,17 +126,28 @@ def _mpi_op(op, array, name):
     return MPI.MAX if op is ReduceOp.MAX else MPI.SUM
 
 
-def all_reduce(t, op=ReduceOp.SUM):
-    """In place on every rank: t ← Σ_r t_r (SUM), (1/W) Σ_r t_r (AVG) or max_r t_r (MAX)."""
+def all_reduce(t, op=ReduceOp.SUM, async_op=False):
+    """In place on every rank: t ← Σ_r t_r (SUM), (1/W) Σ_r t_r (AVG) or max_r t_r (MAX).
+
+    With async_op=True it only starts the all-reduce (MPI_Iallreduce) and returns a request: work goes on
+    while the bytes travel, and `.wait()` finishes it (data-parallel training overlaps backward with it).
+    """
     array = _contiguous(_array(t, "all_reduce"), "all_reduce")
     comm = _world()
     if comm is None:
         _check_op(op, array, "all_reduce")
-        return
+        return _Work(None) if async_op else None
     from mpi4py import MPI
-    comm.Allreduce(MPI.IN_PLACE, array, op=_mpi_op(op, array, "all_reduce"))
-    if op is ReduceOp.AVG:
-        array /= comm.Get_size()
+    mpi_op = _mpi_op(op, array, "all_reduce")
+    world = comm.Get_size()
+
+    def finish():
+        if op is ReduceOp.AVG:
+            np.divide(array, world, out=array)
+    if async_op:
+        return _Work(comm.Iallreduce(MPI.IN_PLACE, array, op=mpi_op), finish)
+    comm.Allreduce(MPI.IN_PLACE, array, op=mpi_op)
+    finish()
 
 
 def broadcast(t, src=0):
@@ -241,13 +252,18 @@ def irecv(t, src):
 
 
 class _Work:
-    """A pending point-to-point operation (PyTorch's `Work`): `.wait()` blocks until it completes."""
+    """A pending operation (PyTorch's `Work`): `.wait()` blocks until it completes (then runs `finish`, e.g.
+    the division of an average); `.is_completed()` asks without blocking, which also lets MPI progress it."""
 
-    def __init__(self, request):
-        self._request = request
+    def __init__(self, request, finish=None):
+        self._request, self._finish = request, finish
 
     def wait(self):
-        self._request.Wait()
+        if self._request is not None:
+            self._request.Wait()
+            self._request = None
+            if self._finish is not None:
+                self._finish()
 
     def is_completed(self):
-        return self._request.Test()
+        return self._request is None or self._request.Test()

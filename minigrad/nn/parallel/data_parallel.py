@@ -31,7 +31,7 @@ class _Bucket:
         self.offsets = np.concatenate([[0], np.cumsum(sizes)])
         self.buffer = np.zeros(self.offsets[-1], dtype=params[0].data.dtype)  # (Σ sizes,)
         self.ready = set()
-        self.request = None
+        self.work = None
 
     def view(self, i):
         return self.buffer[self.offsets[i]:self.offsets[i + 1]].reshape(self.params[i].data.shape)
@@ -106,17 +106,15 @@ class DistributedDataParallel(Module):
 
     def _launch_ready(self, force=False):
         """Start all-reduces strictly in bucket order: every rank must issue its collectives in the same order."""
-        from mpi4py import MPI
         start = time.perf_counter()
         while self._launched < len(self._buckets):
             bucket = self._buckets[self._launched]
             if not force and len(bucket.ready) < len(bucket.params):
                 break
-            bucket.request = dist.process_group._world().Iallreduce(MPI.IN_PLACE, bucket.buffer, op=MPI.SUM)
+            bucket.work = dist.all_reduce(bucket.buffer, op=dist.ReduceOp.AVG, async_op=True)
             self._launched += 1
-        pending = [b.request for b in self._buckets[:self._launched] if b.request is not None]
-        if pending:
-            MPI.Request.Testall(pending)  # MPI progresses non-blocking collectives inside MPI calls
+        for bucket in self._buckets[:self._launched]:
+            bucket.work.is_completed()  # MPI moves non-blocking collectives forward inside MPI calls
         self.comm_seconds += time.perf_counter() - start
 
     def _finish(self):
@@ -128,17 +126,16 @@ class DistributedDataParallel(Module):
         self._launch_ready(force=True)
         start = time.perf_counter()
         for bucket in self._buckets:
-            bucket.request.Wait()
+            bucket.work.wait()  # the mean over ranks
         self.comm_seconds += time.perf_counter() - start
         for bucket in self._buckets:
-            bucket.buffer /= self.world_size
             for i, p in enumerate(bucket.params):
                 if p.grad is None:
                     p.grad = bucket.view(i).copy()
                 else:
                     p.grad[...] = bucket.view(i)
             bucket.ready.clear()
-            bucket.request = None
+            bucket.work = None
         self._launched = 0
         self._finish_queued = False
 
