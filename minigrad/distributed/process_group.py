@@ -260,7 +260,8 @@ class _Work:
 
     def wait(self):
         if self._request is not None:
-            self._request.Wait()
+            while not self._request.Test():  # poll, giving the core away in between: on a machine with more
+                os.sched_yield()             # processes than cores a spinning wait slows the ranks still computing
             self._request = None
             if self._finish is not None:
                 self._finish()
