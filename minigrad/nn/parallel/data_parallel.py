@@ -6,7 +6,8 @@ Every rank runs forward and backward on its own slice of the global batch, then
 
 so every rank's optimizer takes the same step, and the replicas never drift apart. The average runs
 during backward: parameters are grouped into buckets of ~bucket_cap_mb MiB in reverse order of
-registration (roughly the order backward reaches them); when the last gradient of a bucket has been
+registration (the order backward completes them), the first one capped at 1 MiB so that communication
+starts early (as in PyTorch); when the last gradient of a bucket has been
 accumulated (a post-accumulate-grad hook of the engine) the bucket's non-blocking all-reduce starts,
 while backward computes the gradients of earlier layers. At the end of backward (a queued callback)
 DDP waits for the buckets and writes the averages back into `.grad`.
@@ -20,6 +21,8 @@ from ... import autograd
 from ... import distributed as dist
 from ...autograd import no_grad
 from ..module import Module
+
+FIRST_BUCKET_BYTES = 2 ** 20  # the last layers' gradients, ready first, leave in a small bucket right away
 
 
 class _Bucket:
@@ -72,8 +75,9 @@ class DistributedDataParallel(Module):
     def _make_buckets(params, cap_bytes):
         buckets, current = [], []
         for p in params:
+            cap = cap_bytes if buckets else min(cap_bytes, FIRST_BUCKET_BYTES)
             if current and (p.data.dtype != current[0].data.dtype
-                            or sum(q.data.nbytes for q in current) + p.data.nbytes > cap_bytes):
+                            or sum(q.data.nbytes for q in current) + p.data.nbytes > cap):
                 buckets.append(_Bucket(current))
                 current = []
             current.append(p)
