@@ -67,6 +67,12 @@ extern "C" __global__ void through_integer(float *y, long long address)
     y[0] = *p;
 }
 
+extern "C" __global__ void clear_from(float *y, int from, int count)
+{
+    if (threadIdx.x == 0)
+        memset(y + from, 0, count * sizeof(float));   /* a library call: checked all the same */
+}
+
 extern "C" __global__ void vec_add(const float *a, const float *b, float *c, int n)
 {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -216,6 +222,16 @@ def test_write_through_another_threads_local_variable():
     with pytest.raises(KernelFaultError, match=r"thread \(1, 0, 0\) at line 13: wrote 4 bytes at address 0x[0-9a-f]+, "
                                                r"in another thread's local variables"):
         kernel(1, 2, (np.zeros(2, np.float32),))
+
+
+def test_memset_past_the_end_is_caught_before_it_writes(mod):
+    y = np.ones(8, np.float32)
+    stats = mod.get_function("clear_from")(1, 4, (y, np.int32(2), np.int32(6)), count=True)
+    np.testing.assert_array_equal(y, [1, 1, 0, 0, 0, 0, 0, 0])
+    assert stats["y"].writes == 6
+    with pytest.raises(KernelFaultError, match=rf"thread \(0, 0, 0\) at line {line_of('memset(y + from')}: wrote 28 "
+                                               r"bytes at element 2 of argument 0 `float \*y` \(8 elements\), past its"):
+        mod.get_function("clear_from")(1, 4, (np.ones(8, np.float32), np.int32(2), np.int32(7)))
 
 
 def test_signal_faults_name_the_line_too():

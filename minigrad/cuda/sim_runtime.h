@@ -286,3 +286,18 @@ static inline unsigned long long __sim_max_ull(unsigned long long a, unsigned lo
     _Generic((a) + (b), float: fmaxf, double: fmax, unsigned int: __sim_max_u,           \
              long: __sim_max_ll, long long: __sim_max_ll, unsigned long: __sim_max_ull,  \
              unsigned long long: __sim_max_ull, default: __sim_max_i)((a), (b))
+
+/* ---- memcpy, memmove and memset in kernels ------------------------------------ */
+/* Library calls are not instrumented, so in the kernels' source (included after this header)
+ * each one first has its source and destination ranges checked and counted like any access. */
+SIM_SHARED void __sim_check_range(const void *p, size_t bytes, int write);
+#ifndef SIM_SCHEDULER  /* the scheduler's own calls are not a kernel's */
+#define memcpy(d, s, n) ({ void *__d = (d); const void *__s = (s); size_t __n = (n);                 \
+                           __sim_check_range(__s, __n, 0); __sim_check_range(__d, __n, 1);               \
+                           __builtin_memcpy(__d, __s, __n); })
+#define memmove(d, s, n) ({ void *__d = (d); const void *__s = (s); size_t __n = (n);                \
+                            __sim_check_range(__s, __n, 0); __sim_check_range(__d, __n, 1);              \
+                            __builtin_memmove(__d, __s, __n); })
+#define memset(d, c, n) ({ void *__d = (d); int __c = (c); size_t __n = (n);                         \
+                           __sim_check_range(__d, __n, 1); __builtin_memset(__d, __c, __n); })
+#endif

@@ -24,6 +24,7 @@
  * region it missed. The same hook counts each region's reads and writes and, when
  * asked, finds data races with one shadow record per element.
  */
+#define SIM_SCHEDULER
 #include "sim_runtime.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -668,6 +669,11 @@ SIM_CALLBACKS(2)
 SIM_CALLBACKS(4)
 SIM_CALLBACKS(8)
 SIM_CALLBACKS(16)
+void __sim_check_range(const void *p, size_t bytes, int write)
+{
+    sim_access((uintptr_t)p, bytes, write, __builtin_return_address(0));
+}
+
 void __sim_atomic_access(void *p, size_t size, void *pc)
 {
     sim_access((uintptr_t)p, size, 2, pc);
