@@ -13,7 +13,8 @@ from .creation import (arange, empty, eye, from_numpy, full, linspace, ones, one
 from .gradcheck import GradcheckError, gradcheck, max_relative_error
 from .random import manual_seed
 from .serialization import load, save
-from .dtypes import bool_, float16, float32, float64, int8, int16, int32, int64, uint8
+from .amp.autocast import autocast
+from .dtypes import bfloat16, bool_, float16, float32, float64, int8, int16, int32, int64, uint8
 from .tensor import Tensor, cat, matmul, stack, where
 
 bool = bool_  # noqa: A001 - `mg.bool` like `torch.bool`

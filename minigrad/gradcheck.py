@@ -11,7 +11,7 @@ fixed random w (the vector-Jacobian product autograd really computes).
 import numpy as np
 
 from . import autograd
-from .dtypes import float64
+from .dtypes import float64, is_floating
 from .random import generator
 from .tensor import Tensor
 
@@ -33,7 +33,7 @@ def _scalar_loss(outputs, weights):
 def _outputs(fn, inputs):
     out = fn(*inputs)
     outs = out if isinstance(out, (tuple, list)) else (out,)
-    return [o for o in outs if isinstance(o, Tensor) and o.dtype.kind == "f"]
+    return [o for o in outs if isinstance(o, Tensor) and is_floating(o.dtype)]
 
 
 def _prepare(inputs):

@@ -15,7 +15,7 @@ import copy
 import numpy as np
 
 from .autograd import no_grad
-from .dtypes import as_dtype, int8
+from .dtypes import as_dtype, int8, is_floating
 from .tensor import Tensor, as_tensor
 
 __all__ = ["quantize_dynamic", "QuantizedLinear", "QuantizedWeight", "quantize_symmetric", "int8_matmul",
@@ -33,7 +33,7 @@ def quantize_symmetric(x, bits=8):
     Used per output channel for weights (rows of W) and per row for activations. Lesson 12.
     """
     x = np.asarray(x)
-    if x.ndim != 2 or x.dtype.kind != "f":
+    if x.ndim != 2 or not is_floating(x.dtype):
         raise ValueError(f"quantize_symmetric: expected a 2-D float array (rows, k), got {x.dtype} {x.shape}")
     if not 2 <= bits <= 16:
         raise ValueError(f"quantize_symmetric: bits must lie in 2 … 16, got {bits}")
@@ -126,7 +126,7 @@ def dynamic_quantized_linear(x, weight_q, weight_scale, bias=None, backend=None)
     this is for inference.
     """
     x = as_tensor(x)
-    if x.dtype.kind != "f":
+    if not is_floating(x.dtype):
         raise TypeError(f"quantized linear: expected a float input, got dtype {x.dtype}")
     in_features = weight_q.shape[1]
     if x.ndim == 0 or x.shape[-1] != in_features:

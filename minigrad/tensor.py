@@ -10,8 +10,10 @@ import numbers
 import numpy as np
 
 from . import autograd, kernels, special
+from .amp.autocast import is_autocast_enabled, lower_precision
 from .device import array_module, check_device, require_cupy
-from .dtypes import as_dtype, bool_, float32, float64, int32, int64, promote_types, result_dtype
+from .dtypes import (HALF_FLOATS, as_dtype, bfloat16, bool_, float16, float32, float64, int32, int64, is_floating,
+                     is_number, promote_types, result_dtype)
 from .shapes import expand_reduced, normalize_dims, shape_args, sum_to_shape
 
 
@@ -33,7 +35,7 @@ def _to_array(data, dtype=None, device="cpu"):
             array = array.astype(np.float32)  # Python floats default to float32, like PyTorch
         if xp is not np:
             array = xp.asarray(array)
-    if array.dtype.kind not in "biuf":
+    if not is_number(array.dtype):
         raise TypeError(f"minigrad tensors hold numbers; cannot make a tensor from data of dtype {array.dtype}")
     return array
 
@@ -53,7 +55,7 @@ def _operands(a, b):
         if a.data.dtype == b.data.dtype:
             return a, b
     else:
-        if isinstance(b, float) and a.data.dtype.kind != "f":
+        if isinstance(b, float) and not is_floating(a.data.dtype):
             a = a.to(float32)
         elif isinstance(b, int) and not isinstance(b, bool) and a.data.dtype.kind == "b":
             a = a.to(int64)
@@ -119,7 +121,7 @@ class Tensor:
         out.data = data
         out.grad = None
         out._op = op
-        if autograd._mode.enabled and data.dtype.kind == "f" and any(p._requires_grad for p in parents):
+        if autograd._mode.enabled and is_floating(data.dtype) and any(p._requires_grad for p in parents):
             out._requires_grad, out._parents, out._backward = True, parents, backward
         else:
             out._requires_grad, out._parents, out._backward = False, (), None
@@ -164,7 +166,7 @@ class Tensor:
         self.requires_grad_(flag)
 
     def requires_grad_(self, requires_grad=True):
-        if requires_grad and self.data.dtype.kind != "f":
+        if requires_grad and not is_floating(self.data.dtype):
             raise RuntimeError(f"only floating-point tensors can require gradients; this tensor has dtype "
                                f"{self.data.dtype} (convert it first, e.g. t.float())")
         if not requires_grad and self._backward is not None:
@@ -275,6 +277,12 @@ class Tensor:
     def float(self):
         return self.to(float32)
 
+    def half(self):
+        return self.to(float16)
+
+    def bfloat16(self):
+        return self.to(bfloat16)
+
     def double(self):
         return self.to(float64)
 
@@ -318,7 +326,7 @@ class Tensor:
 
     def __truediv__(self, other):
         a, b = _operands(self, other)
-        if a.data.dtype.kind != "f":
+        if not is_floating(a.data.dtype):
             a, b = a.to(float32), b.to(float32)  # true division of integers gives floats, like PyTorch
         out = _elementwise("div", np.true_divide, a, b)
 
@@ -447,14 +455,17 @@ class Tensor:
     def sum(self, dim=None, keepdim=False):
         axes = normalize_dims(dim, self.data.ndim)
         shape = self.data.shape
-        out = self.data.sum(axis=axes, keepdims=keepdim)
+        if self.data.dtype in HALF_FLOATS:  # accumulate in float32, round once (as PyTorch)
+            out = self.data.sum(axis=axes, keepdims=keepdim, dtype=float32).astype(self.data.dtype)
+        else:
+            out = self.data.sum(axis=axes, keepdims=keepdim)
         if self.data.dtype.kind == "b":
             out = out.astype(int64)
         return Tensor.from_op(np.asarray(out), (self,),
                               lambda grad: (expand_reduced(grad, shape, axes, keepdim),), "sum")
 
     def mean(self, dim=None, keepdim=False):
-        if self.data.dtype.kind != "f":
+        if not is_floating(self.data.dtype):
             raise TypeError(f"mean() needs a floating-point tensor, got dtype {self.data.dtype} (use .float())")
         axes = normalize_dims(dim, self.data.ndim)
         count = int(np.prod([self.data.shape[a] for a in axes])) if self.data.ndim else 1
@@ -512,6 +523,8 @@ class Tensor:
 
     def softmax(self, dim=-1):
         """softmax(x)_i = exp(x_i − max x) / Σ_j exp(x_j − max x) (minigrad.special.softmax)."""
+        if self.data.dtype in HALF_FLOATS and is_autocast_enabled():
+            return self.float().softmax(dim)  # autocast keeps softmax in float32
         out = special.softmax(self.data, dim)
 
         def backward(grad):  # J = diag(y) − y yᵀ, so Jᵀg = y ∘ (g − ⟨g, y⟩)
@@ -520,6 +533,8 @@ class Tensor:
 
     def log_softmax(self, dim=-1):
         """log softmax(x)_i = x_i − log Σ_j exp(x_j) (minigrad.special.log_softmax)."""
+        if self.data.dtype in HALF_FLOATS and is_autocast_enabled():
+            return self.float().log_softmax(dim)
         out = special.log_softmax(self.data, dim)
 
         def backward(grad):  # g − softmax(x) · Σ g
@@ -643,7 +658,7 @@ def matmul(a, b):
 
     Backward: dA = dC · Bᵀ and dB = Aᵀ · dC, summed over broadcast batch dims.
     """
-    a, b = _operands(as_tensor(a), b)
+    a, b = _operands(*lower_precision(as_tensor(a), as_tensor(b)))  # autocast: a 16-bit product
     if a.data.ndim == 0 or b.data.ndim == 0:
         raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes {a.shape} and {b.shape}")
     a2 = a.data if a.data.ndim > 1 else a.data[None, :]

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from ..tensor import Tensor
+from .. import tensor as tensor_module  # the module, not the class: minigrad.tensor imports this package
 
 __all__ = ["GradScaler"]
 
@@ -82,7 +82,7 @@ class GradScaler:
         """outputs · S: a Tensor, or a list/tuple of them (the same structure back)."""
         if not self._enabled:
             return outputs
-        if isinstance(outputs, Tensor):
+        if isinstance(outputs, tensor_module.Tensor):
             self._scaled = True
             return outputs * float(self._scale)
         if isinstance(outputs, (list, tuple)):
@@ -140,7 +140,7 @@ class GradScaler:
         if not self._enabled:
             return
         if new_scale is not None:
-            self._scale = float(np.float32(new_scale.item() if isinstance(new_scale, Tensor) else new_scale))
+            self._scale = float(np.float32(new_scale.item() if isinstance(new_scale, tensor_module.Tensor) else new_scale))
         else:
             if not any(s["stepped"] or s["unscaled"] for s in self._per_optimizer.values()):
                 raise RuntimeError("GradScaler.update(): no optimizer was stepped (or unscaled) since the last "

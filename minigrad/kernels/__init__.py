@@ -37,6 +37,7 @@ import numpy as np
 
 from minigrad.backend import backend_for, check_backend
 from minigrad.device import array_module
+from minigrad.dtypes import HALF_FLOATS
 
 __all__ = ["matmul", "matmul_backward", "attention", "attention_backward", "layer_norm", "layer_norm_backward",
            "cross_entropy", "cross_entropy_backward", "adamw_step", "gelu", "gelu_backward"]
@@ -74,11 +75,38 @@ def resolve(op, backend, dtype):
     return name
 
 
+# Outputs that are statistics for the backward pass (row log-sum-exp, mean, 1/σ, Φ(x)): kept in float32 for
+# 16-bit inputs, as PyTorch does, since rounding lse to bfloat16 would put a 2⁻⁸·|lse| error into exp(s − lse).
+STATISTICS = {"attention": (1,), "layer_norm": (1, 2), "cross_entropy": (1,), "gelu": (1,)}
+
+
 def _call(op, backend, dtype, *args, **kwargs):
+    if dtype in HALF_FLOATS and op != "adamw_step":
+        return _through_float32(op, backend, dtype, *args, **kwargs)
     name = resolve(op, backend, dtype)
     if name in ("cuda", "cuda-sim"):
         kwargs["sim"] = name == "cuda-sim"
     return getattr(backend_module(name), op)(*args, **kwargs)
+
+
+def _through_float32(op, backend, dtype, *args, **kwargs):
+    """A 16-bit op as PyTorch's CPU kernels run it: inputs widened to float32, the float32 kernel of the chosen
+    backend (sums accumulate in float32), results rounded once to `dtype`, statistics kept in float32."""
+    widened = [x.astype(np.float32) if getattr(x, "dtype", None) in HALF_FLOATS else x for x in args]
+    result = _call(op, backend, np.dtype(np.float32), *widened, **kwargs)
+    if not isinstance(result, tuple):
+        return result.astype(dtype)
+    keep = STATISTICS.get(op, ())
+    return tuple(r if r is None or i in keep else r.astype(dtype) for i, r in enumerate(result))
+
+
+def check_statistics(op, dtype, **arrays):
+    """Saved statistics (lse, mean, rstd, cdf) have the inputs' dtype, or float32 for 16-bit inputs."""
+    allowed = {dtype, np.dtype(np.float32)} if dtype in HALF_FLOATS else {dtype}
+    for name, x in arrays.items():
+        if x is not None and x.dtype not in allowed:
+            raise TypeError(f"{op}: {name} must be {' or '.join(sorted(map(str, allowed)))} for {dtype} inputs, "
+                            f"got {x.dtype}")
 
 
 # ----------------------------------------------------------------- argument checks
@@ -210,7 +238,8 @@ def attention(q, k, v, is_causal=False, return_lse=False, backend=None):
 
 def attention_backward(q, k, v, out, lse, grad_out, is_causal=False, backend=None):
     """(dq, dk, dv) of attention, from the saved out and lse (B, Tq) and the gradient of out."""
-    dtype = check_arrays("attention_backward", backend, q=q, k=k, v=v, out=out, lse=lse, grad_out=grad_out)
+    dtype = check_arrays("attention_backward", backend, q=q, k=k, v=v, out=out, grad_out=grad_out)
+    check_statistics("attention_backward", dtype, lse=lse)
     _check_flag("attention_backward", "is_causal", is_causal)
     check_attention("attention_backward", q, k, v, out, lse, grad_out)
     if q.shape[0] == 0 or q.shape[1] == 0 or v.shape[2] == 0:
@@ -249,8 +278,8 @@ def layer_norm(x, weight, bias, eps=1e-5, backend=None):
 
 def layer_norm_backward(x, weight, mean, rstd, grad_out, backend=None):
     """(dx, dweight, dbias) of layer_norm from its saved mean and rstd."""
-    dtype = check_arrays("layer_norm_backward", backend,
-                         **_given(x=x, weight=weight, mean=mean, rstd=rstd, grad_out=grad_out))
+    dtype = check_arrays("layer_norm_backward", backend, **_given(x=x, weight=weight, grad_out=grad_out))
+    check_statistics("layer_norm_backward", dtype, mean=mean, rstd=rstd)
     check_layer_norm("layer_norm_backward", x, weight, mean, rstd, grad_out)
     return _call("layer_norm_backward", backend, dtype, x, weight, mean, rstd, grad_out)
 
@@ -282,7 +311,8 @@ def cross_entropy(logits, targets, backend=None):
 
 def cross_entropy_backward(logits, targets, lse, grad=1.0, backend=None):
     """dlogits = grad·(softmax(logits) − onehot(targets))/N, from the saved lse."""
-    dtype = check_arrays("cross_entropy_backward", backend, logits=logits, lse=lse)
+    dtype = check_arrays("cross_entropy_backward", backend, logits=logits)
+    check_statistics("cross_entropy_backward", dtype, lse=lse)
     targets = check_targets("cross_entropy_backward", logits, targets)
     check_shape("cross_entropy_backward", "lse", lse, logits.shape[:1])
     return _call("cross_entropy_backward", backend, dtype, logits, targets, lse, grad)
@@ -311,14 +341,15 @@ def gelu(x, backend=None):
     """(GELU(x), Φ(x)): the exact GELU x·Φ(x) elementwise, any shape, and the normal CDF its backward reuses."""
     dtype = check_arrays("gelu", backend, x=x)
     if x.size == 0:
-        out = array_module(x).zeros(x.shape, dtype)
-        return out, out.copy()
+        xp = array_module(x)
+        return xp.zeros(x.shape, dtype), xp.zeros(x.shape, np.float32 if dtype in HALF_FLOATS else dtype)
     return _call("gelu", backend, dtype, x)
 
 
 def gelu_backward(x, cdf, grad_out, backend=None):
     """dx = grad_out·(Φ(x) + x·φ(x)), from x and the Φ(x) that gelu kept."""
-    dtype = check_arrays("gelu_backward", backend, x=x, cdf=cdf, grad_out=grad_out)
+    dtype = check_arrays("gelu_backward", backend, x=x, grad_out=grad_out)
+    check_statistics("gelu_backward", dtype, cdf=cdf)
     check_shape("gelu_backward", "cdf", cdf, x.shape)
     check_shape("gelu_backward", "grad_out", grad_out, x.shape)
     if x.size == 0:

@@ -15,7 +15,9 @@ import math
 import numpy as np
 
 from .. import kernels
+from ..amp.autocast import lower_precision
 from ..device import array_module
+from ..dtypes import is_floating
 from ..kernels.numpy_backend import causal_mask
 from ..random import generator
 from ..tensor import Tensor, as_tensor, where
@@ -32,7 +34,7 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
     bias added to the scores. is_causal masks keys after the query (j > i). dropout_p drops attention
     weights (call with 0 in eval mode; this function does not know the mode). Lesson `04_attention`.
     """
-    q, k, v = as_tensor(q), as_tensor(k), as_tensor(v)
+    q, k, v = lower_precision(as_tensor(q), as_tensor(k), as_tensor(v))  # autocast: 16-bit attention
     check_attention_shapes(q, k, v)
     if is_causal and attn_mask is not None:
         raise ValueError("scaled_dot_product_attention: pass either attn_mask or is_causal=True, not both "
@@ -56,7 +58,7 @@ def check_attention_shapes(q, k, v):
     if k.shape[-2] != v.shape[-2]:
         raise ValueError(f"scaled_dot_product_attention: k and v need the same sequence length S, got k "
                          f"{k.shape} and v {v.shape}")
-    if q.dtype.kind != "f" or not q.dtype == k.dtype == v.dtype:
+    if not is_floating(q.dtype) or not q.dtype == k.dtype == v.dtype:
         raise TypeError(f"scaled_dot_product_attention needs q, k, v of one float dtype, got {q.dtype}, "
                         f"{k.dtype}, {v.dtype}")
     try:
@@ -125,7 +127,7 @@ def attention_mask(attn_mask, shape, dtype):
                          f"to the attention scores of shape {shape} (…, L, S)") from None
     if mask.dtype == np.bool_:
         return mask.data, None
-    if mask.dtype.kind != "f":
+    if not is_floating(mask.dtype):
         raise TypeError(f"scaled_dot_product_attention: attn_mask must be boolean (True = take part) or float "
                         f"(added to the scores), got dtype {mask.dtype}")
     return None, mask.to(dtype)

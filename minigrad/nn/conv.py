@@ -8,8 +8,10 @@ import math
 
 import numpy as np
 
+from .. import kernels
+from ..amp.autocast import lower_precision
 from ..tensor import Tensor, as_tensor
-from .linear import uniform_parameter
+from .linear import column_sums, uniform_parameter
 from .module import Module
 
 
@@ -67,6 +69,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     """
     x, weight = as_tensor(x), as_tensor(weight)
     bias = None if bias is None else as_tensor(bias)
+    x, weight, bias = lower_precision(x, weight, bias)  # autocast: a 16-bit convolution
     stride, padding = as_pair(stride, "stride", "conv2d"), as_pair(padding, "padding", "conv2d")
     if x.ndim == 3 and weight.ndim == 4 and x.shape[0] == weight.shape[1]:  # one unbatched image
         return conv2d(x.unsqueeze(0), weight, bias, stride, padding).squeeze(0)
@@ -78,7 +81,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     xp[:, ph:ph + H, pw:pw + W] = x.data.transpose(0, 2, 3, 1)
     cols, (Ho, Wo) = im2col(xp, kh, kw, stride)                        # (N·Ho·Wo, kh·kw·C)
     wmat = weight.data.transpose(0, 2, 3, 1).reshape(O, kh * kw * C)   # (O, kh·kw·C)
-    y = cols @ wmat.T                                                  # (N·Ho·Wo, O)
+    y = product(cols, wmat.T)                                          # (N·Ho·Wo, O)
     if bias is not None:
         y += bias.data
     out = y.reshape(N, Ho, Wo, O).transpose(0, 3, 1, 2)                # (N, O, Ho, Wo)
@@ -88,15 +91,20 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
         g = grad.transpose(0, 2, 3, 1).reshape(N * Ho * Wo, O)         # (N·Ho·Wo, O)
         dx = dw = None
         if x.requires_grad:
-            dxp = col2im(g @ wmat, xp.shape, kh, kw, stride, (Ho, Wo))  # (N, Hp, Wp, C)
+            dxp = col2im(product(g, wmat), xp.shape, kh, kw, stride, (Ho, Wo))  # (N, Hp, Wp, C)
             dx = dxp[:, ph:ph + H, pw:pw + W].transpose(0, 3, 1, 2)    # (N, C, H, W)
         if weight.requires_grad:
-            dw = (g.T @ cols).reshape(O, kh, kw, C).transpose(0, 3, 1, 2)  # (O, C, kh, kw)
+            dw = product(g.T, cols).reshape(O, kh, kw, C).transpose(0, 3, 1, 2)  # (O, C, kh, kw)
         if bias is None:
             return dx, dw
-        return dx, dw, g.sum(axis=0)
+        return dx, dw, column_sums(g)
 
     return Tensor.from_op(out, parents, backward, "conv2d")
+
+
+def product(a, b):
+    """a @ b as the NumPy reference computes it (16-bit floats through float32, rounded once)."""
+    return kernels.matmul(a, b, backend="numpy")
 
 
 def _check_conv_args(x, weight, bias, stride, padding):

@@ -5,11 +5,13 @@ import numpy as np
 
 from .. import kernels
 from ..random import generator
+from ..amp.autocast import lower_precision
+from ..dtypes import HALF_FLOATS
 from ..tensor import Tensor, as_tensor
 from .module import Module, Parameter
 
 
-_KERNEL_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))  # the dtypes every backend's matmul takes
+_KERNEL_FLOATS = (np.dtype(np.float32), np.dtype(np.float64)) + HALF_FLOATS  # what minigrad.kernels.matmul takes
 
 
 def uniform_parameter(shape, bound):
@@ -25,6 +27,7 @@ def linear(x, weight, bias=None):
     Backward: dx = dy W, dW = dyᵀ x, db = Σ dy over the folded rows (one GEMM for each of dx and dW).
     """
     x, weight = as_tensor(x), as_tensor(weight)
+    x, weight, bias = lower_precision(x, weight, bias)  # autocast: a 16-bit product
     if getattr(weight, "is_quantized", False):  # int8 weights: minigrad.quantization's product
         return weight.linear(x, bias)
     if weight.ndim != 2:
@@ -42,9 +45,13 @@ def linear(x, weight, bias=None):
         y = (x.reshape(-1, weight.shape[1]) @ weight.T).reshape(*x.shape[:-1], out_features)
         return y if bias is None else y + bias
     x2 = x.data.reshape(-1, weight.shape[1])                           # (N, in)
-    out = kernels.matmul(x2, weight.data.T)                            # (N, out), a fresh array
+    if x.dtype in HALF_FLOATS:  # 16-bit: product and bias in float32, rounded once (PyTorch's addmm)
+        out = kernels.matmul(x2.astype(np.float32), weight.data.T.astype(np.float32))
+    else:
+        out = kernels.matmul(x2, weight.data.T)                        # (N, out), a fresh array
     if bias is not None:
         out += bias.data
+    out = out.astype(x.dtype, copy=False)
 
     def backward(grad):
         g = grad.reshape(-1, out_features)                             # (N, out)
@@ -52,9 +59,16 @@ def linear(x, weight, bias=None):
         dw = kernels.matmul(g.T, x2) if weight.requires_grad else None                      # (out, in)
         if bias is None:
             return dx, dw
-        return dx, dw, g.sum(axis=0) if bias.requires_grad else None                         # (out,)
+        return dx, dw, column_sums(g) if bias.requires_grad else None                         # (out,)
     parents = (x, weight) if bias is None else (x, weight, bias)
     return Tensor.from_op(out.reshape(*x.shape[:-1], out_features), parents, backward, "linear")
+
+
+def column_sums(g):
+    """Σ over rows of g (N, out): the bias gradient; 16-bit rows are summed in float32 and rounded once."""
+    if g.dtype in HALF_FLOATS:
+        return g.sum(axis=0, dtype=np.float32).astype(g.dtype)
+    return g.sum(axis=0)
 
 
 class Linear(Module):

@@ -2,6 +2,8 @@
 import numpy as np
 
 from .. import kernels
+from ..amp.autocast import full_precision
+from ..dtypes import HALF_FLOATS
 from ..special import sigmoid
 from ..tensor import Tensor, as_tensor
 from .module import Module
@@ -17,12 +19,12 @@ def mse_loss(input, target):
 
     Backward: d input = 2(input − target)/n, d target = −2(input − target)/n.
     """
-    x, y = as_tensor(input), as_tensor(target)
+    x, y = full_precision(as_tensor(input), as_tensor(target))  # autocast keeps losses in float32
     _same_shape("mse_loss", x, y, "input", "target")
     y = y.to(x.dtype)
     diff = x.data - y.data
     n = diff.size
-    loss = (diff * diff).sum() / n
+    loss = (diff * diff).sum(dtype=np.float32 if x.dtype in HALF_FLOATS else None) / n
 
     def backward(grad):
         dx = grad * (2 / n) * diff
@@ -44,7 +46,7 @@ def cross_entropy(logits, target, ignore_index=-100):
     rows only and the ignored rows get no gradient (a loss on the answer tokens only: lesson
     11_fine_tuning). If every target is ignored the loss is NaN, as in PyTorch (0/0).
     """
-    logits = as_tensor(logits)
+    logits, = full_precision(as_tensor(logits))  # autocast keeps losses in float32
     y = np.asarray(target.data if isinstance(target, Tensor) else target)
     if logits.ndim < 2:
         raise ValueError(f"cross_entropy expected logits (N, C) or (N, C, d1, ...), got shape {logits.shape}")
@@ -89,7 +91,7 @@ def binary_cross_entropy(input, target):
     dp = (p − y) / max(p(1 − p), 1e-12) / n (the clamp bounds it where p(1 − p) → 0);
     dy = (log(1 − p) − log p) / n with the clamped logs.
     """
-    p, y = as_tensor(input), as_tensor(target)
+    p, y = full_precision(as_tensor(input), as_tensor(target))
     _same_shape("binary_cross_entropy", p, y, "input", "target")
     y = y.to(p.dtype)
     if p.data.size and (p.data.min() < 0 or p.data.max() > 1):
@@ -116,7 +118,7 @@ def binary_cross_entropy_with_logits(input, target):
     overflow and no log sees 0: finite for logits of ±1e4.
     Backward: dz = (σ(z) − y) / n, dy = −z / n.
     """
-    z, y = as_tensor(input), as_tensor(target)
+    z, y = full_precision(as_tensor(input), as_tensor(target))
     _same_shape("binary_cross_entropy_with_logits", z, y, "input", "target")
     y = y.to(z.dtype)
     zd, yd = z.data, y.data

@@ -3,6 +3,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..dtypes import bfloat16, float16, float32, float64, is_floating
 from ..tensor import Tensor
 
 
@@ -145,6 +146,33 @@ class Module:
                                  f"in the state dict, but the module expects {target.shape}")
             target.data[...] = array.astype(target.data.dtype, copy=False)
         return missing, unexpected
+
+    # ----- dtype and device ------------------------------------------------------------------
+    def to(self, target):
+        """`model.to(mg.float16)` or `model.to("cpu")`: every parameter and floating buffer converted in place,
+        like PyTorch's (integer buffers keep their dtype when the target is a dtype); returns the module."""
+        for module in self.modules():
+            for registry in (module._parameters, module._buffers):
+                for name, t in registry.items():
+                    if t is None or not (isinstance(target, str) and target.split(":")[0] in ("cpu", "cuda")
+                                         or is_floating(t.dtype)):
+                        continue
+                    t.data = t.to(target).data
+                    if t.grad is not None:
+                        t.grad = None  # a gradient of the old dtype or device would not match
+        return self
+
+    def half(self):
+        return self.to(float16)
+
+    def bfloat16(self):
+        return self.to(bfloat16)
+
+    def float(self):
+        return self.to(float32)
+
+    def double(self):
+        return self.to(float64)
 
     def num_parameters(self):
         return sum(p.numel() for p in self.parameters())

@@ -4,6 +4,7 @@ import math
 import numpy as np
 
 from .. import kernels
+from ..amp.autocast import full_precision
 from ..tensor import Tensor, as_tensor
 from .module import Module, Parameter
 
@@ -25,6 +26,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     x = as_tensor(x)
     weight = None if weight is None else as_tensor(weight)
     bias = None if bias is None else as_tensor(bias)
+    x, weight, bias = full_precision(x, weight, bias)  # autocast keeps norms in float32
     shape = _as_shape(normalized_shape)
     k = len(shape)
     if k == 0 or x.ndim < k or x.shape[x.ndim - k:] != shape:
