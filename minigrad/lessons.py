@@ -32,11 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .resources import lessons_dir
+
 SOLUTION_TAG = "solution"
 LESSON_METADATA = "minigrad"  # cell metadata of an exercise: {"wrong": "<a plausible wrong solution>"}
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError(\"write your solution here, then run the check below\")\n"
 MARKDOWN_STUB = "*Your answer here.*\n"
-DEFAULT_LESSONS_DIR = Path(__file__).resolve().parent.parent / "lessons"
+DEFAULT_LESSONS_DIR = lessons_dir()  # lessons/ of the checkout, or the copy a wheel carries
 DEFAULT_STUDENT_DIR = Path.home() / "minigrad-student"
 DIGEST_SALT = "minigrad-lessons:"
 

@@ -47,7 +47,7 @@ def backend(request):
 
 def layout(x, how):
     """x itself, or an array equal to x laid out otherwise in memory (a view where NumPy allows)."""
-    if how == "contiguous":
+    if how == "contiguous" or (how == "transposed" and x.ndim < 2):
         return x
     if how == "transposed":  # the transpose of a C-contiguous array, transposed back: a Fortran-order view
         return np.ascontiguousarray(np.swapaxes(x, -1, -2)).swapaxes(-1, -2)
@@ -101,6 +101,15 @@ CASES = [
                      ((3, 9, 9, 16, 16), "contiguous"), ((2, 7, 4, 5, 3), "strided"),
                      ((1, 0, 4, 8, 8), "contiguous")]
       for causal in (False, True)),
+    *(Case(op, s, how) for op in ("layer_norm", "layer_norm_backward") for s, how in [
+        (((1, 1), (1,), (1,)), "contiguous"), (((5, 7), (7,), (7,)), "contiguous"),
+        (((2, 3, 9), (9,), (9,)), "transposed"), (((6, 33), (33,), (33,)), "strided"),
+        (((0, 4), (4,), (4,)), "contiguous"),
+    ]),
+    *(Case(op, s, how) for op in ("cross_entropy", "cross_entropy_backward") for s, how in [
+        (((1, 1),), "contiguous"), (((5, 7),), "contiguous"), (((16, 96),), "transposed"), (((9, 13),), "strided"),
+    ]),
+    Case("adamw_step", ((3,), (4, 5), (1,))),
     *(Case(op, s, how) for op in ("gelu", "gelu_backward") for s, how in [
         (((1,),), "contiguous"), (((7,),), "contiguous"), (((0, 3),), "contiguous"),
         (((3, 5, 7),), "contiguous"), (((9, 6),), "transposed"), (((4, 11),), "strided"),
@@ -130,6 +139,28 @@ def run(case, backend, dtype, seed=0):
         saved = [layout(x.astype(cast[0].dtype), case.how) for x in (out, grad_out)]
         return kernels.attention_backward(*cast, saved[0], lse.astype(cast[0].dtype), saved[1],
                                           is_causal=case.causal, backend=on)
+    if case.op == "layer_norm":
+        return kernels.layer_norm(*cast, 1e-5, backend=on)
+    if case.op == "layer_norm_backward":
+        _, mean, rstd = numpy_backend.layer_norm(*inputs, 1e-5)
+        grad_out = layout(rng.standard_normal(inputs[0].shape).astype(cast[0].dtype), case.how)
+        return kernels.layer_norm_backward(cast[0], cast[1], mean.astype(cast[0].dtype),
+                                           rstd.astype(cast[0].dtype), grad_out, backend=on)
+    if case.op == "cross_entropy":
+        targets = rng.integers(0, case.shapes[0][1], case.shapes[0][0])
+        return kernels.cross_entropy(cast[0], targets, backend=on)
+    if case.op == "cross_entropy_backward":
+        targets = rng.integers(0, case.shapes[0][1], case.shapes[0][0])
+        lse = numpy_backend.cross_entropy(inputs[0], targets)[1]
+        return kernels.cross_entropy_backward(cast[0], targets, lse.astype(cast[0].dtype), 0.5, backend=on)
+    if case.op == "adamw_step":  # in place: the updated parameters and moments are the results
+        state = [[x.astype(cast[0].dtype) for x in group] for group in
+                 (inputs, [rng.standard_normal(x.shape) for x in inputs],  # params, grads
+                  [rng.standard_normal(x.shape) * 0.1 for x in inputs],  # exp_avgs
+                  [rng.uniform(0.5, 1.0, x.shape) for x in inputs])]  # exp_avg_sqs
+        kernels.adamw_step(*state, [1, 3, 7], lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1,
+                           backend=on)
+        return tuple(state[0] + state[2] + state[3])
     if case.op == "gelu":
         return kernels.gelu(*cast, backend=on)
     if case.op == "gelu_backward":
@@ -142,7 +173,7 @@ def run(case, backend, dtype, seed=0):
 
 def tolerance(dtype, case):
     """Worst error allowed, relative to the largest reference value: a few ulps × √(terms summed)."""
-    terms = max(max(s[-1] for s in case.shapes if s), 1) if case.op.startswith(("matmul", "attention")) else 1
+    terms = max([1] + [n for s in case.shapes for n in s])
     return 64 * float(np.finfo(dtype).eps) * math.sqrt(terms)
 
 

@@ -14,16 +14,15 @@ they compute in float32 and return float64 with float32's precision. On a GPU,
 NumPy inputs are copied to the device and the results copied back; CuPy inputs
 stay on the device.
 """
-import pathlib
-
 import numpy as np
 
+from minigrad.resources import kernel_dir
 from minigrad.shapes import sum_to_shape
 
 # float32 kernels only (see above); GELU has no CUDA kernel, so it runs on the reference.
 KERNELS = {name: (np.dtype(np.float32),) for name in ("matmul", "matmul_backward", "attention", "attention_backward")}
 
-KERNEL_DIR = pathlib.Path(__file__).resolve().parents[2] / "kernels"
+KERNEL_DIR = kernel_dir()  # kernels/ of the checkout, or the copy a wheel carries
 
 MATMUL_VERSIONS = ("v1", "v2", "v3")
 ATTENTION_FORWARD_VERSIONS = ("v1", "v2")
