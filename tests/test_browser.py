@@ -39,7 +39,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 RUN_TIMEOUT_S = 150  # lesson 00 runs in well under a minute on two busy cores
 
-pytestmark = pytest.mark.slow  # about a minute and a half on two busy cores
+pytestmark = pytest.mark.slow  # under a minute on an idle 2-core machine, ~2 min under heavy load
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright's Python package drives the browser: "
                                "pip install -e '.[test]'")
@@ -113,12 +113,12 @@ def browser():
         chromium.close()
 
 
-def run_all(browser, url, path, shots, name):
-    """Open the notebook at `path`, run all cells, wait until the kernel is done; returns
-    (page, outputs per cell as nbformat dicts, cell types, tags per cell, screenshot path)."""
+def start_run(browser, url, path, name):
+    """Open the notebook at `path` in a page of its own (and a JupyterLab workspace of its own), wait for its
+    kernel, press "Run all"; returns the page."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
-    page.goto(f"{url}/lab/tree/{path}?reset", wait_until="domcontentloaded")  # reset: only this notebook open
+    page.goto(f"{url}/lab/workspaces/{name}/tree/{path}?reset", wait_until="domcontentloaded")
     page.wait_for_function("window.jupyterapp && window.jupyterapp.shell.currentWidget "
                            "&& window.jupyterapp.shell.currentWidget.sessionContext "
                            "&& window.jupyterapp.shell.currentWidget.sessionContext.session "
@@ -132,6 +132,11 @@ def run_all(browser, url, path, shots, name):
         window.jupyterapp.commands.execute('notebook:run-all-cells').then(() => { window.minigradRunAll = 'done'; },
                                                                            () => { window.minigradRunAll = 'done'; });
     }""")
+    return page
+
+
+def finish_run(page, shots, name):
+    """Wait until the page's "Run all" is done; returns (page, the cells as nbformat dicts, screenshot path)."""
     page.wait_for_function("window.minigradRunAll === 'done' "
                            "&& window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
                            timeout=RUN_TIMEOUT_S * 1000, polling=500)
@@ -141,6 +146,15 @@ def run_all(browser, url, path, shots, name):
     cells = json.loads(page.evaluate("""() => JSON.stringify(
         window.jupyterapp.shell.currentWidget.content.model.sharedModel.cells.map(c => c.toJSON()))"""))
     return page, cells, shot
+
+
+@pytest.fixture(scope="module")
+def runs(jupyterlab, browser, shots):
+    """Lesson 00 and its student copy, run at the same time (two pages, two kernels): {name: (page, cells, shot)}."""
+    url, _ = jupyterlab
+    pages = {name: start_run(browser, url, path, name)
+             for name, path in (("lesson-00", LESSON), ("student-00", f"student/{LESSON}"))}
+    return {name: finish_run(page, shots, name) for name, page in pages.items()}
 
 
 def first_error(cells):
@@ -158,9 +172,8 @@ def rendered(page):
     return math, figures
 
 
-def test_lesson_00_runs_clean_in_jupyterlab(jupyterlab, browser, shots):
-    url, _ = jupyterlab
-    page, cells, shot = run_all(browser, url, LESSON, shots, "lesson-00")
+def test_lesson_00_runs_clean_in_jupyterlab(runs, shots):
+    page, cells, shot = runs["lesson-00"]
     where = f"(screenshots in {shots}; this page: {shot})"
     index, error = first_error(cells)
     assert error is None, f"cell {index} has an error output: {error['ename']}: {error['evalue']} {where}"
@@ -171,9 +184,8 @@ def test_lesson_00_runs_clean_in_jupyterlab(jupyterlab, browser, shots):
     assert figures >= 1, f"no figure in the outputs {where}"
 
 
-def test_student_copy_runs_up_to_its_first_exercise_stub(jupyterlab, browser, shots):
-    url, folder = jupyterlab
-    page, cells, shot = run_all(browser, url, f"student/{LESSON}", shots, "student-00")
+def test_student_copy_runs_up_to_its_first_exercise_stub(runs, shots):
+    page, cells, shot = runs["student-00"]
     where = f"(screenshots in {shots}; this page: {shot})"
     stubs = [i for i, c in enumerate(cells) if "solution" in c.get("metadata", {}).get("tags", [])
              and c["cell_type"] == "code"]
