@@ -39,7 +39,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 RUN_TIMEOUT_S = 150  # lesson 00 runs in well under a minute on two busy cores
 
-pytestmark = pytest.mark.slow  # under a minute on an idle 2-core machine, ~2 min under heavy load
+pytestmark = pytest.mark.slow  # measured ~2 min at load average ~15 on 2 cores (lesson 00 alone: 36 s there)
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright's Python package drives the browser: "
                                "pip install -e '.[test]'")
