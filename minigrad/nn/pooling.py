@@ -31,8 +31,8 @@ def max_pool2d(x, kernel_size, stride=None):
 
     # kh·kw elementwise maxima over strided slices, in the input's own memory order
     # (channels-last after a conv). Even when the windows tile the image this beats
-    # reshaping it into window-major order, which has to copy it: on the 2x2 pooling
-    # of bench_cnn_step, 8x faster forward and 2.4x faster backward.
+    # reshaping it into window-major order, which has to copy it (benchmarks/bench_cnn_step.py
+    # times the pooling inside the CNN step).
     offsets = [(p, q) for p in range(kh) for q in range(kw)]
     out = offset_view(x.data, 0, 0).copy(order="K")                   # (…, Ho, Wo)
     for p, q in offsets[1:]:
