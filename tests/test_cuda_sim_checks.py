@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minigrad.cuda import DataRaceError, KernelFaultError, LaunchStats, SimModule, build
+from minigrad.cuda import DataRaceError, KernelFaultError, LaunchStats, SimModule
 
 ROOT = Path(__file__).resolve().parents[1]
 BROKEN = Path(__file__).parent / "cuda_broken"
