@@ -6,8 +6,10 @@ and values, O(1) tokens and O(T) attention. The two give the same tokens (greedy
 model is `python -m minigrad gpt`'s default configuration with random weights (speed does not depend on
 training); the prompt is one token, as `python -m minigrad sample` starts from a newline. Both modes are
 run in turn, median of --repeats, at 1 and 2 threads (threadpoolctl for NumPy's BLAS,
-MINIGRAD_NUM_THREADS for the C kernels is left as set). The machine is shared: compare the ratio.
-Target: with cache >= 4x faster.
+MINIGRAD_NUM_THREADS for the C kernels is left as set). Wall time and CPU time (all threads of this
+process) are both shown: on a shared, loaded machine each of the cached loop's many small operations
+waits for a core, and the CPU time is the steadier figure. Compare the ratios. Target: with cache >= 4x
+faster.
 
     python benchmarks/bench_generate.py
     python benchmarks/bench_generate.py --tokens 400 --block-size 512
@@ -55,19 +57,20 @@ def main():
           f"1-token prompt, greedy; median of {args.repeats} (wall s); load average {os.getloadavg()[0]:.1f}")
     if args.tokens + 1 > args.block_size:
         print(f"note: past block_size {args.block_size} the window slides and both modes recompute it every step")
-    print(f"{'threads':>7} {'no cache':>10} {'cache':>10} {'speed-up':>9}")
+    print(f"{'threads':>7} {'':>5} {'no cache':>10} {'cache':>10} {'speed-up':>9}")
     for threads in args.threads:
         with threadpool_limits(threads):
-            times = {True: [], False: []}
+            wall, cpu, outputs = {True: [], False: []}, {True: [], False: []}, {}
             for _ in range(args.repeats):
                 for use_cache in (True, False):
-                    start = time.perf_counter()
-                    out = model.generate(prompt, args.tokens, temperature=0, use_cache=use_cache)
-                    times[use_cache].append(time.perf_counter() - start)
-                    outputs = {use_cache: out} if use_cache else {**outputs, use_cache: out}
+                    start, start_cpu = time.perf_counter(), time.process_time()
+                    outputs[use_cache] = model.generate(prompt, args.tokens, temperature=0, use_cache=use_cache)
+                    wall[use_cache].append(time.perf_counter() - start)
+                    cpu[use_cache].append(time.process_time() - start_cpu)
             assert np.array_equal(outputs[True], outputs[False]), "the cache changed the greedy tokens"
-        cached, plain = np.median(times[True]), np.median(times[False])
-        print(f"{threads:>7} {plain:>10.2f} {cached:>10.2f} {plain / cached:>8.1f}x")
+        for name, times in (("wall", wall), ("CPU", cpu)):
+            cached, plain = np.median(times[True]), np.median(times[False])
+            print(f"{threads:>7} {name:>5} {plain:>9.2f}s {cached:>9.2f}s {plain / cached:>8.1f}x")
 
 
 if __name__ == "__main__":
