@@ -12,6 +12,7 @@ import numpy as np
 from . import autograd, kernels, special
 from .amp.autocast import is_autocast_enabled, lower_precision
 from .device import array_module, check_device, require_cupy
+from .kernels.halfconv import cast
 from .dtypes import (HALF_FLOATS, as_dtype, bfloat16, bool_, float16, float32, float64, int32, int64, is_floating,
                      is_number, promote_types, result_dtype)
 from .shapes import expand_reduced, normalize_dims, shape_args, sum_to_shape
@@ -271,8 +272,8 @@ class Tensor:
         source_dtype = self.data.dtype
 
         def backward(grad):
-            return (grad.astype(source_dtype),)
-        return Tensor.from_op(self.data.astype(dtype), (self,), backward, "to")
+            return (cast(grad, source_dtype),)
+        return Tensor.from_op(cast(self.data, dtype), (self,), backward, "to")
 
     def float(self):
         return self.to(float32)

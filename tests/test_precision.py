@@ -441,3 +441,35 @@ def test_training_with_autocast_and_grad_scaler_tracks_float32():
         return loss.item()
     full, mixed = train(False), train(True)
     assert mixed == pytest.approx(full, rel=0.02) and full < np.log(16) - 0.5
+
+
+# ----------------------------------------------------------------------------- the conversion kernel
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_float16_conversions_equal_numpys_bit_for_bit(c_kernels_built, portable):
+    """Every one of the 65536 float16 patterns widened; awkward float32s narrowed (ties, subnormals,
+    overflow to inf, NaN), through the F16C version and the portable one."""
+    from minigrad.kernels.halfconv import cast
+    halves = np.arange(2 ** 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    widened, expected = cast(halves, np.float32, portable=portable), halves.astype(np.float32)
+    nan = np.isnan(expected)
+    np.testing.assert_array_equal(widened[~nan].view(np.uint32), expected[~nan].view(np.uint32))
+    assert np.isnan(widened[nan]).all()
+    x = np.concatenate([awkward_float32s(), np.float32([65504, 65519.996, 65520, -7e4, 2.0 ** -25,
+                                                        1.5 * 2.0 ** -24, 2.5 * 2.0 ** -24, np.nan])])
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = x.astype(np.float16)
+    narrowed = cast(x, np.float16, portable=portable)
+    nan = np.isnan(expected)
+    np.testing.assert_array_equal(narrowed[~nan].view(np.uint16), expected[~nan].view(np.uint16))
+    assert np.isnan(narrowed[nan]).all()
+
+
+def test_bfloat16_conversions_equal_ml_dtypes(c_kernels_built):
+    from minigrad.kernels.halfconv import cast
+    x = np.concatenate([awkward_float32s(), np.float32([np.nan, -np.nan])])
+    narrowed = cast(x, mg.bfloat16)
+    nan = np.isnan(x)
+    np.testing.assert_array_equal(narrowed[~nan].view(np.uint16), bfloat16_reference(x[~nan]))
+    assert np.isnan(narrowed[nan].astype(np.float32)).all()
+    np.testing.assert_array_equal(cast(narrowed, np.float32)[~nan], narrowed[~nan].astype(np.float32))

@@ -38,6 +38,7 @@ import numpy as np
 from minigrad.backend import backend_for, check_backend
 from minigrad.device import array_module
 from minigrad.dtypes import HALF_FLOATS
+from minigrad.kernels.halfconv import cast
 
 __all__ = ["matmul", "matmul_backward", "attention", "attention_backward", "layer_norm", "layer_norm_backward",
            "cross_entropy", "cross_entropy_backward", "adamw_step", "gelu", "gelu_backward"]
@@ -92,12 +93,12 @@ def _call(op, backend, dtype, *args, **kwargs):
 def _through_float32(op, backend, dtype, *args, **kwargs):
     """A 16-bit op as PyTorch's CPU kernels run it: inputs widened to float32, the float32 kernel of the chosen
     backend (sums accumulate in float32), results rounded once to `dtype`, statistics kept in float32."""
-    widened = [x.astype(np.float32) if getattr(x, "dtype", None) in HALF_FLOATS else x for x in args]
+    widened = [cast(x, np.float32) if getattr(x, "dtype", None) in HALF_FLOATS else x for x in args]
     result = _call(op, backend, np.dtype(np.float32), *widened, **kwargs)
     if not isinstance(result, tuple):
-        return result.astype(dtype)
+        return cast(result, dtype)
     keep = STATISTICS.get(op, ())
-    return tuple(r if r is None or i in keep else r.astype(dtype) for i, r in enumerate(result))
+    return tuple(r if r is None or i in keep else cast(r, dtype) for i, r in enumerate(result))
 
 
 def check_statistics(op, dtype, **arrays):

@@ -7,6 +7,7 @@ from .. import kernels
 from ..random import generator
 from ..amp.autocast import lower_precision
 from ..dtypes import HALF_FLOATS
+from ..kernels.halfconv import cast
 from ..tensor import Tensor, as_tensor
 from .module import Module, Parameter
 
@@ -46,12 +47,12 @@ def linear(x, weight, bias=None):
         return y if bias is None else y + bias
     x2 = x.data.reshape(-1, weight.shape[1])                           # (N, in)
     if x.dtype in HALF_FLOATS:  # 16-bit: product and bias in float32, rounded once (PyTorch's addmm)
-        out = kernels.matmul(x2.astype(np.float32), weight.data.T.astype(np.float32))
+        out = kernels.matmul(cast(x2, np.float32), cast(weight.data, np.float32).T)
     else:
         out = kernels.matmul(x2, weight.data.T)                        # (N, out), a fresh array
     if bias is not None:
         out += bias.data
-    out = out.astype(x.dtype, copy=False)
+    out = cast(out, x.dtype) if out.dtype != x.dtype else out
 
     def backward(grad):
         g = grad.reshape(-1, out_features)                             # (N, out)
