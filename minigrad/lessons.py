@@ -16,7 +16,8 @@ Check cells must not give the answer away, so a check compares against an
 independent computation (gradcheck, autograd, a formula computed another way)
 or, for a number or a choice that nothing else can check, against a digest:
 `check_answer(answer, answer_digest(the_right_answer))` — the lesson stores
-only the digest, printed once by its author.
+only the digest, printed once by its author. A backward rule the learner writes
+in NumPy is checked by `mg.gradcheck(numpy_op(forward, backward), inputs)`.
 
 Notebooks are read and written as plain JSON (nbformat 4), so this module
 needs neither Jupyter nor matplotlib, and `import minigrad` never loads it.
