@@ -1,7 +1,7 @@
 """Where a tensor's data lives: NumPy on the CPU, CuPy on a CUDA GPU."""
 import numpy as np
 
-_INSTALL_HINT = 'install it with `pip install -e ".[cuda]"` (CuPy for CUDA 12)'
+_INSTALL_HINT = 'install it with `pip install -e ".[cuda]"` (CuPy for CUDA 13)'
 
 
 def check_device(device):
