@@ -1,9 +1,9 @@
-"""The main job without a notebook: train a character-level GPT, or sample from one.
+"""The main job without a notebook: train a GPT on byte-pair (BPE) tokens or characters, or sample from one.
 
     python -m minigrad gpt                       # train on Python's own docs, ~4 minutes on 2 cores
     python -m minigrad gpt --steps 200 --corpus my.txt --checkpoint my.npz
     python -m minigrad gpt --resume gpt.npz --steps 400    # continue a run where it stopped
-    python -m minigrad gpt --tokenizer bpe --vocab-size 1024   # byte-pair tokens instead of characters
+    python -m minigrad gpt --tokenizer char                # one token per character (default: BPE, 512 tokens)
     python -m minigrad sample gpt.npz --tokens 400 --prompt "def " --temperature 0.7 --top-p 0.9
 
 A checkpoint holds the model, the optimizer's state, the step and both random generators, so a
@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 DEFAULTS = dict(block_size=128, batch_size=16, n_layer=4, n_head=4, d_model=128)
-DEFAULT_TOKENIZER, DEFAULT_VOCAB_SIZE = "char", 1024
+DEFAULT_TOKENIZER, DEFAULT_VOCAB_SIZE = "bpe", 512  # chosen by measurement: see make_tokenizer
 CONFIG_KEYS = ("vocab_size", "block_size", "n_layer", "n_head", "d_model")
 # Entries of a checkpoint that are not model parameters: the rest is the model's state dict.
 RUN_PREFIXES = ("config.", "vocab", "tokenizer.", "optimizer.", "train.")
@@ -66,7 +66,13 @@ def split_tokens(tokens, block_size, held_out=0.1):
 
 def make_tokenizer(args, text):
     """char: one token per distinct character of the corpus. bpe: byte-pair merges learned from the
-    training part of the corpus only, so the held-out text is as new to the tokenizer as to the model."""
+    training part of the corpus only, so the held-out text is as new to the tokenizer as to the model.
+
+    The default, BPE with 512 tokens, was measured on Python's docs with the default model (2 cores shared
+    with other jobs, load ~12, OPENBLAS_NUM_THREADS=1, backend c): 1.27 nats per character on held-out
+    text after 240 s (939 steps), against 1.63 for characters after 600 steps (346 s); 1,024 tokens gave
+    the same at 600 steps but a wider train/val gap (more overfitting of the small corpus).
+    """
     from minigrad.text import BPETokenizer, CharTokenizer
     kind = args.tokenizer or DEFAULT_TOKENIZER
     if kind == "char":
@@ -535,7 +541,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m minigrad", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     formatter = HelpWithDefaults
-    gpt = commands.add_parser("gpt", help="train a character-level GPT and save a checkpoint",
+    gpt = commands.add_parser("gpt", help="train a GPT (BPE tokens or characters) and save a checkpoint",
                               formatter_class=formatter)
     gpt.add_argument("--steps", type=positive_int, default=None,
                      help="train until this step (default: for --minutes; with --resume, the total step count)")

@@ -9,8 +9,9 @@ import pytest
 import minigrad as mg
 from minigrad.__main__ import get_batch, load_checkpoint, python_docs_text
 
-TINY = ["--n-layer", "1", "--n-head", "2", "--d-model", "16", "--block-size", "16", "--batch-size", "4",
-        "--backend", "numpy", "--eval-seconds", "0", "--sample-tokens", "20"]
+TINY_MODEL = ["--n-layer", "1", "--n-head", "2", "--d-model", "16", "--block-size", "16", "--batch-size", "4",
+              "--backend", "numpy", "--eval-seconds", "0", "--sample-tokens", "20"]
+TINY = ["--tokenizer", "char"] + TINY_MODEL  # these tests read the character vocabulary
 
 
 def run(*args):
@@ -85,7 +86,7 @@ def test_bpe_tokenizer_is_trained_on_the_training_text_and_saved_in_the_checkpoi
     corpus.write_text(text)
     checkpoint = tmp_path / "bpe.npz"
     result = run("gpt", "--steps", "3", "--corpus", str(corpus), "--checkpoint", str(checkpoint),
-                 "--tokenizer", "bpe", "--vocab-size", "300", *TINY)
+                 "--tokenizer", "bpe", "--vocab-size", "300", *TINY_MODEL)
     assert result.returncode == 0, result.stderr
     model, tokenizer, config = load_checkpoint(str(checkpoint))
     expected = BPETokenizer()
@@ -111,9 +112,11 @@ def test_char_losses_are_the_same_per_token_and_per_character(tmp_path, corpus):
 @pytest.mark.parametrize("args,message", [
     (["--tokenizer", "bpe", "--vocab-size", "100"], "--vocab-size: .*vocab_size must be an integer >= 256.*100"),
     (["--tokenizer", "char", "--vocab-size", "300"], "--vocab-size sets the size of a BPE vocabulary"),
+    (["--vocab-size", "100"], "--vocab-size: .*vocab_size must be an integer >= 256.*100"),  # BPE is the default
 ])
 def test_bad_tokenizer_options_give_one_line_errors(tmp_path, corpus, args, message):
-    result = run("gpt", "--steps", "1", "--corpus", str(corpus), "--checkpoint", str(tmp_path / "x.npz"), *args, *TINY)
+    result = run("gpt", "--steps", "1", "--corpus", str(corpus), "--checkpoint", str(tmp_path / "x.npz"), *args,
+                 *TINY_MODEL)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert re.search(message, result.stderr), result.stderr
 

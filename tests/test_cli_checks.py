@@ -11,7 +11,8 @@ import pytest
 import minigrad as mg
 from minigrad.__main__ import load_checkpoint
 
-TINY = ["--n-layer", "1", "--n-head", "2", "--d-model", "16", "--block-size", "16", "--batch-size", "4",
+TINY = ["--tokenizer", "char", "--n-layer", "1", "--n-head", "2", "--d-model", "16", "--block-size", "16",
+        "--batch-size", "4",
         "--backend", "numpy", "--eval-seconds", "0", "--sample-tokens", "5"]
 
 

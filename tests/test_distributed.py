@@ -175,8 +175,8 @@ def test_ring_cost_model():
     assert dist.ring_cost(1e6, 1, 1e-6, 1e-9) == 0
 
 
-CLI_ARGS = ["gpt", "--steps", "5", "--batch-size", "4", "--block-size", "16", "--n-layer", "1", "--n-head", "2",
-            "--d-model", "16", "--eval-seconds", "0", "--sample-tokens", "5", "--backend", "numpy", "--lr", "1e-2"]
+CLI_ARGS = ["gpt", "--tokenizer", "char", "--steps", "5", "--batch-size", "4", "--block-size", "16", "--n-layer", "1",
+            "--n-head", "2", "--d-model", "16", "--eval-seconds", "0", "--sample-tokens", "5", "--backend", "numpy", "--lr", "1e-2"]
 
 
 def loss_lines(stdout):
