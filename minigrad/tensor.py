@@ -342,11 +342,13 @@ class Tensor:
 
         def backward(grad):
             grad_a = grad_b = None
-            if a._requires_grad:  # d(a^b)/da = b·a^(b−1)
-                grad_a = sum_to_shape(grad * b.data * a.data ** (b.data - 1), a.data.shape)
-            if b._requires_grad:  # d(a^b)/db = a^b·ln a  (taken as 0 where a = 0)
-                log_a = np.log(np.where(a.data > 0, a.data, 1))
-                grad_b = sum_to_shape(grad * out * log_a, b.data.shape)
+            with np.errstate(divide="ignore", invalid="ignore"):  # 0^−1 and ln 0 are ±∞, ln(−1) is NaN: as PyTorch
+                if a._requires_grad:  # d(a^b)/da = b·a^(b−1), taken as 0 where b = 0 (also at a = 0: 0·∞)
+                    grad_a = sum_to_shape(np.where(b.data == 0, 0, grad * b.data * a.data ** (b.data - 1)),
+                                         a.data.shape)
+                if b._requires_grad:  # d(a^b)/db = a^b·ln a, taken as 0 where a = 0 and b >= 0 (0·(−∞))
+                    grad_b = sum_to_shape(np.where((a.data == 0) & (b.data >= 0), 0, grad * out * np.log(a.data)),
+                                         b.data.shape)
             return grad_a, grad_b
         return Tensor.from_op(out, (a, b), backward, "pow")
 
@@ -430,12 +432,14 @@ class Tensor:
         return Tensor.from_op(out, (self,), lambda grad: (grad * out * (1 - out),), "sigmoid")
 
     def relu(self):
-        mask = self.data > 0
-        return Tensor.from_op(self.data * mask, (self,), lambda grad: (grad * mask,), "relu")
+        """max(x, 0), NaN staying NaN; the gradient passes where not x <= 0 (at NaN too, as in PyTorch)."""
+        x = self.data
+        return Tensor.from_op(np.maximum(x, 0), (self,), lambda grad: (grad * ~(x <= 0),), "relu")
 
     def abs(self):
+        """|x|, with gradient sign(x): 0 at 0 and at NaN (as in PyTorch)."""
         x = self.data
-        return Tensor.from_op(np.abs(x), (self,), lambda grad: (grad * np.sign(x),), "abs")
+        return Tensor.from_op(np.abs(x), (self,), lambda grad: (grad * np.sign(np.nan_to_num(x)),), "abs")
 
     def clamp(self, min=None, max=None):
         """Limit values to [min, max]; the gradient passes where the input lies inside the range."""
@@ -473,16 +477,42 @@ class Tensor:
         return self.sum(dim, keepdim) / count
 
     def max(self, dim=None, keepdim=False):
-        """Largest value (over all elements, or along `dim` like `amax`); ties share the gradient equally."""
-        return self._extreme(np.max, dim, keepdim)
+        """Largest value: over all elements (the gradient shared by every element equal to it, or by every
+        NaN when it is NaN), or along one dim (values only; the gradient to the one index argmax gives),
+        as PyTorch's max() and max(dim).values."""
+        return self._extreme(np.max, np.argmax, dim, keepdim)
 
     def min(self, dim=None, keepdim=False):
-        return self._extreme(np.min, dim, keepdim)
+        return self._extreme(np.min, np.argmin, dim, keepdim)
 
-    amax = max
-    amin = min
+    def amax(self, dim=None, keepdim=False):
+        """Largest value over dim (all by default); ties share the gradient equally, as PyTorch's amax."""
+        return self._reduce_extreme(np.max, dim, keepdim, "amax")
 
-    def _extreme(self, reduce, dim, keepdim):
+    def amin(self, dim=None, keepdim=False):
+        return self._reduce_extreme(np.min, dim, keepdim, "amin")
+
+    def _extreme(self, reduce, arg, dim, keepdim):
+        if dim is None:
+            return self._reduce_extreme(reduce, dim, keepdim, "max", nan_ties=True)
+        if not isinstance(dim, (int, np.integer)):
+            return self._reduce_extreme(reduce, dim, keepdim, "max")
+        if self.data.size == 0:
+            raise ValueError(f"max/min of an empty tensor of shape {self.shape} has no value")
+        (axis,) = normalize_dims(dim, self.data.ndim)
+        x = self.data
+        index = np.expand_dims(arg(x, axis=axis), axis) if x.ndim else np.zeros((), dtype=np.intp)  # first hit
+        out = np.take_along_axis(x, index, axis) if x.ndim else x
+
+        def backward(grad):
+            full = np.zeros(x.shape, dtype=grad.dtype)
+            if not x.ndim:
+                return (grad + full,)
+            np.put_along_axis(full, index, grad if keepdim else np.expand_dims(grad, axis), axis)
+            return (full,)
+        return Tensor.from_op(out if keepdim or not x.ndim else out.squeeze(axis), (self,), backward, "max")
+
+    def _reduce_extreme(self, reduce, dim, keepdim, op, nan_ties=False):
         if self.data.size == 0:
             raise ValueError(f"max/min of an empty tensor of shape {self.shape} has no value")
         axes = normalize_dims(dim, self.data.ndim)
@@ -490,11 +520,11 @@ class Tensor:
         out = np.asarray(reduce(x, axis=axes, keepdims=True))
 
         def backward(grad):
-            hits = x == out
+            hits = np.isnan(x) if nan_ties and np.isnan(out).any() else x == out
             grad = grad if keepdim else np.expand_dims(grad, axes) if x.ndim else grad
             return (hits * (grad / hits.sum(axis=axes, keepdims=True)),)
         return Tensor.from_op(out if keepdim else out.reshape([n for i, n in enumerate(x.shape) if i not in axes]),
-                              (self,), backward, "max")
+                              (self,), backward, op)
 
     def argmax(self, dim=None, keepdim=False):
         if dim is None:
@@ -515,12 +545,20 @@ class Tensor:
         centered = x - x.mean(axis=axes, keepdims=True)
         out = np.asarray((centered ** 2).sum(axis=axes, keepdims=keepdim) / denominator)
 
-        def backward(grad):
-            return (expand_reduced(grad, x.shape, axes, keepdim) * (2 / denominator) * centered,)
+        def backward(grad):  # with n − δ = 0 the variance is NaN (0/0) and so is its gradient, as in PyTorch
+            scale = 2 / denominator if denominator else np.inf  # a Python float keeps x's dtype (also bfloat16)
+            return (expand_reduced(grad, x.shape, axes, keepdim) * scale * centered,)
         return Tensor.from_op(out.astype(x.dtype, copy=False), (self,), backward, "var")
 
     def std(self, dim=None, keepdim=False, unbiased=False):
-        return self.var(dim, keepdim, unbiased).sqrt()
+        """√Var(x); d√v/dv = 1/(2√v) is taken as 0 where √v = 0 (a constant input), as PyTorch does."""
+        variance = self.var(dim, keepdim, unbiased)
+        out = np.sqrt(variance.data)
+
+        def backward(grad):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return (np.where(out == 0, 0, grad / (2 * out)),)
+        return Tensor.from_op(out, (variance,), backward, "std")
 
     def softmax(self, dim=-1):
         """softmax(x)_i = exp(x_i − max x) / Σ_j exp(x_j − max x) (minigrad.special.softmax)."""
