@@ -71,7 +71,7 @@ def main():
         print(f"{name:<10} {forward:>14.2f} {both:>14.2f}")
     if "torch" in results:
         (mf, mb), (tf, tb) = results["minigrad"], results["torch"]
-        print(f"ratio minigrad/torch: forward {mf / tf:.2f}x, forward+backward {mb / tb:.2f}x (target <= 2x)")
+        print(f"ratio minigrad/torch: forward {mf / tf:.2f}x, forward+backward {mb / tb:.2f}x (target <= 1.0x, issue 15)")
     total, numpy_only = import_time()
     print(f"python -c 'import minigrad': {total:.3f} s wall (python + numpy alone: {numpy_only:.3f} s; target < 0.3 s)")
 

@@ -59,6 +59,48 @@ class enable_grad(set_grad_enabled):
         super().__init__(True)
 
 
+# ----- in-place safety: PyTorch's version counter ---------------------------------------------------
+# Every tensor counts the in-place changes to its memory (views share the count). An op records the count
+# of each tensor its backward reads; backward() compares, and refuses to use a value that has changed since.
+
+NOTHING_SAVED = ((), (), None)
+
+
+def saved_versions(tensors, output=None):
+    """What an op records: the tensors its backward reads, their versions now, and the output's if it reads it."""
+    if not tensors and output is None:
+        return NOTHING_SAVED
+    return tensors, tuple(t._version_counter[0] for t in tensors), None if output is None else output._version_counter[0]
+
+
+def modified_in_place(tensor, how):
+    """Count an in-place change of `tensor`'s memory (`how` names it for the error message)."""
+    counter = tensor._version_counter
+    counter[0] += 1
+    counter[1] = how
+
+
+def check_saved_versions(node):
+    """Raise if a tensor node's backward reads was changed in place after the op used it."""
+    tensors, versions, output_version = node._saved
+    for t, version in zip(tensors, versions):
+        if t._version_counter[0] != version:
+            index = next(i for i, p in enumerate(node._parents) if p is t)  # `in` would compare elementwise
+            _raise_modified(node, t, version, f"input {index}")
+    if output_version is not None and node._version_counter[0] != output_version:
+        _raise_modified(node, node, output_version, "own output")
+
+
+def _raise_modified(node, tensor, version, which):
+    counter = tensor._version_counter
+    kind = "a leaf" if tensor._backward is None else "the output of " + (tensor._op or "an op")
+    raise RuntimeError(
+        f"backward through {node._op or 'an op'}: its {which}, a {tensor.data.dtype} tensor of shape "
+        f"{tuple(tensor.data.shape)} ({kind}), was modified in place by {counter[1]} after {node._op or 'the op'} "
+        f"used it (it is at version {counter[0]}, {node._op or 'the op'} saw version {version}), so the gradient "
+        f"would be computed from the wrong values. Change it only after backward(), or compute from a copy.")
+
+
 def _released(grad):
     raise RuntimeError("Trying to backward through the graph a second time: its intermediate values were "
                        "freed after the first backward(). Call backward(retain_graph=True) the first time "
@@ -158,6 +200,8 @@ def _chain_rule(root, gradient, retain_graph):
             for hook in _post_accumulate_grad_hooks.get(id(node), ()):
                 hook(node)
             continue
+        if node._saved is not NOTHING_SAVED:
+            check_saved_versions(node)
         parent_grads = node._backward(grad)
         for parent, parent_grad in zip(node._parents, parent_grads):
             if parent_grad is None or not parent._requires_grad:
@@ -170,3 +214,4 @@ def _chain_rule(root, gradient, retain_graph):
         if not retain_graph:
             node._parents = ()
             node._backward = _released
+            node._saved = NOTHING_SAVED

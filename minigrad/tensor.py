@@ -96,7 +96,8 @@ def _is_basic_index(idx):
 class Tensor:
     """An n-dimensional array with an optional gradient, PyTorch-shaped (see shared/API.md)."""
 
-    __slots__ = ("data", "grad", "_requires_grad", "_parents", "_backward", "_op", "__weakref__")
+    __slots__ = ("data", "grad", "_requires_grad", "_parents", "_backward", "_op", "_version_counter", "_saved",
+                 "__weakref__")
     __array_ufunc__ = None  # `ndarray + Tensor` defers to Tensor.__radd__ instead of looping elementwise
 
     def __init__(self, data, dtype=None, requires_grad=False, device="cpu"):
@@ -106,15 +107,21 @@ class Tensor:
         self._parents = ()
         self._backward = None
         self._op = ""
+        self._version_counter = [0, ""]  # [in-place changes so far, the last one]: see autograd.modified_in_place
+        self._saved = autograd.NOTHING_SAVED
         if requires_grad:
             self.requires_grad_(True)
 
     # ----- building the graph -------------------------------------------------------------
     @staticmethod
-    def from_op(data, parents, backward, op=""):
+    def from_op(data, parents, backward, op="", saved=None, saves_output=False, view_of=None):
         """The output of an op: `data` computed from `parents`, with `backward(grad) -> grads per parent`.
 
         No graph is recorded under `no_grad`, when no parent needs a gradient, or for integer outputs.
+        `saved` are the inputs whose values backward reads (all parents unless the op says fewer) and
+        `saves_output` says it reads the output too: their versions are recorded, so that changing one in
+        place before backward raises instead of giving a wrong gradient. `view_of`: the output shares that
+        tensor's memory, and so its version counter.
         """
         out = Tensor.__new__(Tensor)
         if not isinstance(data, np.ndarray) and isinstance(data, np.generic):
@@ -122,10 +129,17 @@ class Tensor:
         out.data = data
         out.grad = None
         out._op = op
-        if autograd._mode.enabled and is_floating(data.dtype) and any(p._requires_grad for p in parents):
-            out._requires_grad, out._parents, out._backward = True, parents, backward
-        else:
-            out._requires_grad, out._parents, out._backward = False, (), None
+        out._version_counter = [0, ""] if view_of is None else view_of._version_counter
+        if autograd._mode.enabled and is_floating(data.dtype):
+            for p in parents:  # a plain loop: any() over a generator costs more than the rest of this call
+                if p._requires_grad:
+                    out._requires_grad, out._parents, out._backward = True, parents, backward
+                    out._saved = (autograd.NOTHING_SAVED if saved == () and not saves_output else
+                                  autograd.saved_versions(parents if saved is None else saved,
+                                                          out if saves_output else None))
+                    return out
+        out._requires_grad, out._parents, out._backward = False, (), None
+        out._saved = autograd.NOTHING_SAVED
         return out
 
     @staticmethod
@@ -134,7 +148,13 @@ class Tensor:
         xp = array_module(like.data)
         out.data = xp.asarray(value, dtype=like.data.dtype)
         out.grad, out._requires_grad, out._parents, out._backward, out._op = None, False, (), None, ""
+        out._version_counter, out._saved = [0, ""], autograd.NOTHING_SAVED
         return out
+
+    @property
+    def _version(self):
+        """How many times this tensor's memory was changed in place (shared with its views), as in PyTorch."""
+        return self._version_counter[0]
 
     def backward(self, gradient=None, retain_graph=False):
         """Accumulate d(self)/d(leaf) into `.grad` of every leaf that requires grad."""
@@ -180,11 +200,12 @@ class Tensor:
         return self._backward is None
 
     def detach(self):
-        """The same data, cut from the graph."""
-        return Tensor.from_op(self.data, (), None)
+        """The same data, cut from the graph (and sharing its version counter, like the memory)."""
+        return Tensor.from_op(self.data, (), None, view_of=self)
 
     def zero_(self):
         self.data[...] = 0
+        autograd.modified_in_place(self, "zero_()")
         return self
 
     # ----- attributes ---------------------------------------------------------------------
@@ -265,15 +286,15 @@ class Tensor:
 
             def backward(grad):
                 return (require_cupy().asarray(grad) if source == "cuda" else grad.get(),)
-            return Tensor.from_op(data, (self,), backward, "to")
+            return Tensor.from_op(data, (self,), backward, "to", saved=())
         dtype = as_dtype(target)
         if dtype == self.data.dtype:
             return self
         source_dtype = self.data.dtype
 
         def backward(grad):
-            return (cast(grad, source_dtype),)
-        return Tensor.from_op(cast(self.data, dtype), (self,), backward, "to")
+            return (grad.astype(source_dtype),)
+        return Tensor.from_op(self.data.astype(dtype), (self,), backward, "to", saved=())
 
     def float(self):
         return self.to(float32)
@@ -308,14 +329,14 @@ class Tensor:
 
         def backward(grad):
             return sum_to_shape(grad, a.data.shape), sum_to_shape(grad, b.data.shape)
-        return Tensor.from_op(_elementwise("add", np.add, a, b), (a, b), backward, "add")
+        return Tensor.from_op(_elementwise("add", np.add, a, b), (a, b), backward, "add", saved=())
 
     def __sub__(self, other):
         a, b = _operands(self, other)
 
         def backward(grad):
             return sum_to_shape(grad, a.data.shape), sum_to_shape(-grad, b.data.shape)
-        return Tensor.from_op(_elementwise("sub", np.subtract, a, b), (a, b), backward, "sub")
+        return Tensor.from_op(_elementwise("sub", np.subtract, a, b), (a, b), backward, "sub", saved=())
 
     def __mul__(self, other):
         a, b = _operands(self, other)
@@ -334,7 +355,7 @@ class Tensor:
         def backward(grad):
             return (sum_to_shape(grad / b.data, a.data.shape) if a._requires_grad else None,
                     sum_to_shape(-grad * out / b.data, b.data.shape) if b._requires_grad else None)
-        return Tensor.from_op(out, (a, b), backward, "div")
+        return Tensor.from_op(out, (a, b), backward, "div", saved=(b,), saves_output=b._requires_grad)
 
     def __pow__(self, exponent):
         a, b = _operands(self, exponent)
@@ -350,14 +371,14 @@ class Tensor:
                     grad_b = sum_to_shape(np.where((a.data == 0) & (b.data >= 0), 0, grad * out * np.log(a.data)),
                                          b.data.shape)
             return grad_a, grad_b
-        return Tensor.from_op(out, (a, b), backward, "pow")
+        return Tensor.from_op(out, (a, b), backward, "pow", saves_output=b._requires_grad)
 
     def __matmul__(self, other):
         a, b = _operands(self, other)
         return matmul(a, b)
 
     def __neg__(self):
-        return Tensor.from_op(-self.data, (self,), lambda grad: (-grad,), "neg")
+        return Tensor.from_op(-self.data, (self,), lambda grad: (-grad,), "neg", saved=())
 
     def __radd__(self, other):
         return self + other
@@ -412,7 +433,7 @@ class Tensor:
     # ----- elementwise functions ----------------------------------------------------------
     def exp(self):
         out = np.exp(self.data)
-        return Tensor.from_op(out, (self,), lambda grad: (grad * out,), "exp")
+        return Tensor.from_op(out, (self,), lambda grad: (grad * out,), "exp", saved=(), saves_output=True)
 
     def log(self):
         x = self.data
@@ -420,21 +441,23 @@ class Tensor:
 
     def sqrt(self):
         out = np.sqrt(self.data)
-        return Tensor.from_op(out, (self,), lambda grad: (grad / (2 * out),), "sqrt")
+        return Tensor.from_op(out, (self,), lambda grad: (grad / (2 * out),), "sqrt", saved=(), saves_output=True)
 
     def tanh(self):
         out = np.tanh(self.data)
-        return Tensor.from_op(out, (self,), lambda grad: (grad * (1 - out * out),), "tanh")
+        return Tensor.from_op(out, (self,), lambda grad: (grad * (1 - out * out),), "tanh", saved=(),
+                              saves_output=True)
 
     def sigmoid(self):
         """σ(x) = 1/(1+e^−x) (minigrad.special.sigmoid); dσ/dx = σ(1 − σ)."""
         out = special.sigmoid(self.data)
-        return Tensor.from_op(out, (self,), lambda grad: (grad * out * (1 - out),), "sigmoid")
+        return Tensor.from_op(out, (self,), lambda grad: (grad * out * (1 - out),), "sigmoid", saved=(),
+                              saves_output=True)
 
     def relu(self):
         """max(x, 0), NaN staying NaN; the gradient passes where not x <= 0 (at NaN too, as in PyTorch)."""
-        x = self.data
-        return Tensor.from_op(np.maximum(x, 0), (self,), lambda grad: (grad * ~(x <= 0),), "relu")
+        out = np.maximum(self.data, 0)  # out <= 0 exactly where x <= 0, so backward reads the output only
+        return Tensor.from_op(out, (self,), lambda grad: (grad * ~(out <= 0),), "relu", saved=(), saves_output=True)
 
     def abs(self):
         """|x|, with gradient sign(x): 0 at 0 and at NaN (as in PyTorch)."""
@@ -452,7 +475,8 @@ class Tensor:
             inside &= x >= min
         if max is not None:
             inside &= x <= max
-        return Tensor.from_op(out.astype(x.dtype, copy=False), (self,), lambda grad: (grad * inside,), "clamp")
+        return Tensor.from_op(out.astype(x.dtype, copy=False), (self,), lambda grad: (grad * inside,), "clamp",
+                              saved=())
 
     clip = clamp
 
@@ -467,7 +491,7 @@ class Tensor:
         if self.data.dtype.kind == "b":
             out = out.astype(int64)
         return Tensor.from_op(np.asarray(out), (self,),
-                              lambda grad: (expand_reduced(grad, shape, axes, keepdim),), "sum")
+                              lambda grad: (expand_reduced(grad, shape, axes, keepdim),), "sum", saved=())
 
     def mean(self, dim=None, keepdim=False):
         if not is_floating(self.data.dtype):
@@ -510,7 +534,8 @@ class Tensor:
                 return (grad + full,)
             np.put_along_axis(full, index, grad if keepdim else np.expand_dims(grad, axis), axis)
             return (full,)
-        return Tensor.from_op(out if keepdim or not x.ndim else out.squeeze(axis), (self,), backward, "max")
+        return Tensor.from_op(out if keepdim or not x.ndim else out.squeeze(axis), (self,), backward, "max",
+                              saved=())
 
     def _reduce_extreme(self, reduce, dim, keepdim, op, nan_ties=False):
         if self.data.size == 0:
@@ -524,7 +549,7 @@ class Tensor:
             grad = grad if keepdim else np.expand_dims(grad, axes) if x.ndim else grad
             return (hits * (grad / hits.sum(axis=axes, keepdims=True)),)
         return Tensor.from_op(out if keepdim else out.reshape([n for i, n in enumerate(x.shape) if i not in axes]),
-                              (self,), backward, op)
+                              (self,), backward, op, saves_output=True)
 
     def argmax(self, dim=None, keepdim=False):
         if dim is None:
@@ -548,7 +573,7 @@ class Tensor:
         def backward(grad):  # with n − δ = 0 the variance is NaN (0/0) and so is its gradient, as in PyTorch
             scale = 2 / denominator if denominator else np.inf  # a Python float keeps x's dtype (also bfloat16)
             return (expand_reduced(grad, x.shape, axes, keepdim) * scale * centered,)
-        return Tensor.from_op(out.astype(x.dtype, copy=False), (self,), backward, "var")
+        return Tensor.from_op(out.astype(x.dtype, copy=False), (self,), backward, "var", saved=())
 
     def std(self, dim=None, keepdim=False, unbiased=False):
         """√Var(x); d√v/dv = 1/(2√v) is taken as 0 where √v = 0 (a constant input), as PyTorch does."""
@@ -558,7 +583,7 @@ class Tensor:
         def backward(grad):
             with np.errstate(divide="ignore", invalid="ignore"):
                 return (np.where(out == 0, 0, grad / (2 * out)),)
-        return Tensor.from_op(out, (variance,), backward, "std")
+        return Tensor.from_op(out, (variance,), backward, "std", saved=(), saves_output=True)
 
     def softmax(self, dim=-1):
         """softmax(x)_i = exp(x_i − max x) / Σ_j exp(x_j − max x) (minigrad.special.softmax)."""
@@ -568,7 +593,7 @@ class Tensor:
 
         def backward(grad):  # J = diag(y) − y yᵀ, so Jᵀg = y ∘ (g − ⟨g, y⟩)
             return (out * (grad - (grad * out).sum(axis=dim, keepdims=True)),)
-        return Tensor.from_op(out, (self,), backward, "softmax")
+        return Tensor.from_op(out, (self,), backward, "softmax", saved=(), saves_output=True)
 
     def log_softmax(self, dim=-1):
         """log softmax(x)_i = x_i − log Σ_j exp(x_j) (minigrad.special.log_softmax)."""
@@ -578,7 +603,7 @@ class Tensor:
 
         def backward(grad):  # g − softmax(x) · Σ g
             return (grad - np.exp(out) * grad.sum(axis=dim, keepdims=True),)
-        return Tensor.from_op(out, (self,), backward, "log_softmax")
+        return Tensor.from_op(out, (self,), backward, "log_softmax", saved=(), saves_output=True)
 
     # ----- shape --------------------------------------------------------------------------
     def reshape(self, *shape):
@@ -589,14 +614,14 @@ class Tensor:
         except ValueError:
             raise ValueError(f"reshape: cannot view a tensor of shape {tuple(source)} ({self.data.size} elements) "
                              f"as shape {shape}") from None
-        return Tensor.from_op(out, (self,), lambda grad: (grad.reshape(source),), "reshape")
+        return Tensor.from_op(out, (self,), lambda grad: (grad.reshape(source),), "reshape", saved=(), view_of=self)
 
     view = reshape
 
     def transpose(self, dim0, dim1):
         d0, d1 = normalize_dims((dim0, dim1), self.data.ndim)
         return Tensor.from_op(np.swapaxes(self.data, d0, d1), (self,),
-                              lambda grad: (np.swapaxes(grad, d0, d1),), "transpose")
+                              lambda grad: (np.swapaxes(grad, d0, d1),), "transpose", saved=(), view_of=self)
 
     def permute(self, *dims):
         dims = normalize_dims(shape_args(dims), self.data.ndim)
@@ -604,7 +629,7 @@ class Tensor:
             raise ValueError(f"permute needs each of the {self.data.ndim} dims exactly once, got {dims}")
         inverse = np.argsort(dims)
         return Tensor.from_op(self.data.transpose(dims), (self,),
-                              lambda grad: (grad.transpose(inverse),), "permute")
+                              lambda grad: (grad.transpose(inverse),), "permute", saved=(), view_of=self)
 
     @property
     def T(self):
@@ -639,7 +664,7 @@ class Tensor:
         target = tuple(self.data.shape[i - extra] if s == -1 else s for i, s in enumerate(sizes))
         source = self.data.shape
         return Tensor.from_op(np.broadcast_to(self.data, target), (self,),
-                              lambda grad: (sum_to_shape(grad, source),), "expand")
+                              lambda grad: (sum_to_shape(grad, source),), "expand", saved=(), view_of=self)
 
     def contiguous(self):
         return self
@@ -657,13 +682,15 @@ class Tensor:
             else:  # integer arrays may repeat an index: add.at sums every use
                 np.add.at(full, idx, grad)
             return (full,)
-        return Tensor.from_op(np.asarray(out) if basic else out, (self,), backward, "index")
+        return Tensor.from_op(np.asarray(out) if basic else out, (self,), backward, "index", saved=(),
+                              view_of=self if basic else None)
 
     def __setitem__(self, idx, value):
         if self._requires_grad and autograd._mode.enabled:
             raise RuntimeError("in-place assignment into a tensor that requires grad would break its gradient; "
                                "do it under mg.no_grad(), or build a new tensor (e.g. with mg.where)")
         self.data[_index_data(idx)] = value.data if isinstance(value, Tensor) else value
+        autograd.modified_in_place(self, "t[index] = value")
 
     def masked_fill(self, mask, value):
         mask = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
@@ -748,7 +775,8 @@ def cat(tensors, dim=0):
             raise ValueError(f"cat along dim {dim}: shapes {[t.shape for t in tensors]} differ outside that dim")
     out = np.concatenate([t.data for t in tensors], axis=axis)
     splits = np.cumsum([t.data.shape[axis] for t in tensors])[:-1]
-    return Tensor.from_op(out, tuple(tensors), lambda grad: tuple(np.split(grad, splits, axis=axis)), "cat")
+    return Tensor.from_op(out, tuple(tensors), lambda grad: tuple(np.split(grad, splits, axis=axis)), "cat",
+                          saved=())
 
 
 def stack(tensors, dim=0):
@@ -760,7 +788,7 @@ def stack(tensors, dim=0):
     axis = dim % (tensors[0].data.ndim + 1)
     out = np.stack([t.data for t in tensors], axis=axis)
     return Tensor.from_op(out, tuple(tensors),
-                          lambda grad: tuple(np.moveaxis(grad, axis, 0)), "stack")
+                          lambda grad: tuple(np.moveaxis(grad, axis, 0)), "stack", saved=())
 
 
 def where(condition, a, b):
@@ -781,4 +809,4 @@ def where(condition, a, b):
         zero = np.zeros((), dtype=grad.dtype)
         return (sum_to_shape(np.where(cond, grad, zero), a.data.shape),
                 sum_to_shape(np.where(cond, zero, grad), b.data.shape))
-    return Tensor.from_op(out, (a, b), backward, "where")
+    return Tensor.from_op(out, (a, b), backward, "where", saved=())

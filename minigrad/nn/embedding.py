@@ -28,7 +28,7 @@ def embedding(idx, weight):
         np.add.at(dw, ids.reshape(-1), grad.reshape(-1, weight.shape[1]))
         return (dw,)
 
-    return Tensor.from_op(out, (weight,), backward, "embedding")
+    return Tensor.from_op(out, (weight,), backward, "embedding", saved=())  # backward reads the ids only
 
 
 class Embedding(Module):

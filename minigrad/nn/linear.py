@@ -62,7 +62,7 @@ def linear(x, weight, bias=None):
             return dx, dw
         return dx, dw, column_sums(g) if bias.requires_grad else None                         # (out,)
     parents = (x, weight) if bias is None else (x, weight, bias)
-    return Tensor.from_op(out.reshape(*x.shape[:-1], out_features), parents, backward, "linear")
+    return Tensor.from_op(out.reshape(*x.shape[:-1], out_features), parents, backward, "linear", saved=(x, weight))
 
 
 def column_sums(g):

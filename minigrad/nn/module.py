@@ -3,6 +3,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..autograd import modified_in_place
 from ..dtypes import bfloat16, float16, float32, float64, is_floating
 from ..tensor import Tensor
 
@@ -145,6 +146,7 @@ class Module:
                 raise ValueError(f"load_state_dict for {type(self).__name__}: {name!r} has shape {array.shape} "
                                  f"in the state dict, but the module expects {target.shape}")
             target.data[...] = array.astype(target.data.dtype, copy=False)
+            modified_in_place(target, "load_state_dict()")
         return missing, unexpected
 
     # ----- dtype and device ------------------------------------------------------------------

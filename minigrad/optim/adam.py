@@ -4,6 +4,7 @@ import math
 import numpy as np
 
 from .. import kernels
+from ..autograd import modified_in_place
 from .optimizer import Optimizer
 
 
@@ -99,4 +100,6 @@ class AdamW(Adam):
                                    [s["exp_avg"] for _, s in members], [s["exp_avg_sq"] for _, s in members],
                                    [int(s["step"]) for _, s in members], group["lr"], beta1, beta2, group["eps"],
                                    group["weight_decay"], backend=None if contiguous else "numpy")  # C updates in place
+                for p, _ in members:
+                    modified_in_place(p, "AdamW.step()")
         return loss

@@ -11,6 +11,8 @@ in `update(p, state, group)`.
 """
 import numpy as np
 
+from ..autograd import modified_in_place
+
 
 class Optimizer:
     """Holds `param_groups` (a list of dicts, each with "params" and its hyperparameters) like PyTorch.
@@ -77,6 +79,7 @@ class Optimizer:
             for p in group["params"]:
                 if p.grad is not None:
                     self.update(p, self.state.setdefault(id(p), {}), group)
+                    modified_in_place(p, f"{type(self).__name__}.step()")  # a graph that used p is stale now
         return loss
 
     def update(self, p, state, group):
