@@ -101,6 +101,11 @@ def test_bpe_tokenizer_is_trained_on_the_training_text_and_saved_in_the_checkpoi
                  "--top-k", "50", "--temperature", "0.7")
     assert sample.returncode == 0, sample.stderr
     assert sample.stdout.startswith("def ")
+    clash = run("gpt", "--resume", str(checkpoint), "--steps", "4", "--corpus", str(corpus), "--tokenizer", "char")
+    assert clash.returncode == 2 and "the checkpoint's tokenizer is bpe with 300 tokens" in clash.stderr
+    resumed = run("gpt", "--resume", str(checkpoint), "--steps", "4", "--corpus", str(corpus), *TINY_MODEL)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout and "BPETokenizer of 300 tokens" in resumed.stdout
 
 
 def test_char_losses_are_the_same_per_token_and_per_character(tmp_path, corpus):
