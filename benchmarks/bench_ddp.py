@@ -9,7 +9,8 @@ are averaged by DistributedDataParallel (buckets all-reduced during backward). T
 the global batch per second of the slowest rank; ideal scaling on 2 cores is 2.0×. The communication
 share is the time a rank spent inside MPI calls for the gradients (DDP's comm_seconds) over its step
 time; the standalone all-reduce of all gradients is timed too, for the cost model. The two
-configurations alternate so both see the same machine load; compare the ratio.
+configurations alternate so both see the same machine load; compare the ratio (the ratio of the median
+step times, and the median of the per-round ratios, which pairs runs made next to each other in time).
 """
 import argparse
 import json
@@ -100,8 +101,11 @@ def main():
           f"1 thread per rank (OPENBLAS/OMP/MINIGRAD_NUM_THREADS=1), median of {args.rounds} alternating rounds "
           f"of {args.steps} steps")
     print(f"1 rank : {one * 1e3:7.1f} ms/step  {tokens / one:8,.0f} tok/s")
+    paired = [a["step"] / b["step"] for a, b in zip(results[1], results[2])]  # runs next to each other in time
     print(f"2 ranks: {two * 1e3:7.1f} ms/step  {tokens / two:8,.0f} tok/s  speed-up {one / two:.2f}× "
           f"(scaling efficiency {one / two / 2:.0%})")
+    print(f"speed-up per round (1-rank run / the 2-rank run right after it): "
+          f"{', '.join(f'{r:.2f}' for r in paired)}; median {np.median(paired):.2f}×")
     print(f"communication inside the step (DDP, per rank): {comm * 1e3:.1f} ms = {comm / two:.1%} of the step; "
           f"a standalone all-reduce of all {results[2][0]['bytes'] / 2 ** 20:.2f} MiB of gradients: "
           f"{allreduce * 1e3:.1f} ms")
