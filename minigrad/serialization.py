@@ -14,9 +14,11 @@ import zipfile
 
 import numpy as np
 
+from .dtypes import bfloat16, is_number
 from .tensor import Tensor
 
 _SINGLE = "__minigrad_tensor__"
+_BFLOAT16 = "__minigrad_bfloat16__/"  # NumPy's format has no bfloat16: its bits are stored as uint16 here
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _NPY_MAGIC = b"\x93NUMPY"
 _PICKLE_MAGIC = b"\x80"  # the PROTO opcode that starts every pickle of protocol 2 and later
@@ -26,7 +28,7 @@ def _host(value, name):
     if isinstance(value, Tensor):
         return value.numpy()
     array = np.asarray(value.get() if hasattr(value, "get") and not isinstance(value, dict) else value)
-    if array.dtype.kind not in "biuf":
+    if not is_number(array.dtype):
         raise TypeError(f"mg.save stores numbers only; entry {name!r} has dtype {array.dtype}")
     return array
 
@@ -53,6 +55,8 @@ def save(obj, path):
     try:
         with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
             for name, array in arrays.items():
+                if array.dtype == bfloat16:
+                    name, array = _BFLOAT16 + name, array.view(np.uint16)
                 with archive.open(name + ".npy", "w", force_zip64=True) as member:
                     np.lib.format.write_array(member, array, allow_pickle=False)
         umask = os.umask(0)
@@ -106,6 +110,10 @@ def load(path):
     for name, array in arrays.items():
         if array.dtype.kind not in "biuf":
             _refuse(path, f"entry {name!r} has dtype {array.dtype}; mg.load reads numeric arrays only")
+    for name in [n for n in arrays if n.startswith(_BFLOAT16)]:
+        if arrays[name].dtype != np.uint16:
+            _refuse(path, f"entry {name!r} should hold bfloat16 bits as uint16, has dtype {arrays[name].dtype}")
+        arrays[name[len(_BFLOAT16):]] = arrays.pop(name).view(bfloat16)
     if set(arrays) == {_SINGLE}:
         return Tensor(arrays[_SINGLE])
     return {name: Tensor(array) for name, array in arrays.items()}

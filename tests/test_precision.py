@@ -473,3 +473,15 @@ def test_bfloat16_conversions_equal_ml_dtypes(c_kernels_built):
     np.testing.assert_array_equal(narrowed[~nan].view(np.uint16), bfloat16_reference(x[~nan]))
     assert np.isnan(narrowed[nan].astype(np.float32)).all()
     np.testing.assert_array_equal(cast(narrowed, np.float32)[~nan], narrowed[~nan].astype(np.float32))
+
+
+def test_16_bit_state_dicts_save_and_load(tmp_path):
+    mg.manual_seed(0)
+    state = {"w": mg.randn(3, 4).bfloat16(), "h": mg.randn(5).half(), "i": mg.tensor([1, 2])}
+    mg.save(state, tmp_path / "s.npz")
+    back = mg.load(tmp_path / "s.npz")
+    assert {k: v.dtype for k, v in back.items()} == {k: v.dtype for k, v in state.items()}
+    for k in state:
+        np.testing.assert_array_equal(back[k].numpy().view(np.uint8), state[k].numpy().view(np.uint8))
+    mg.save(mg.ones(2).bfloat16(), tmp_path / "t.npz")
+    assert mg.load(tmp_path / "t.npz").dtype == mg.bfloat16
