@@ -96,7 +96,7 @@ def generation_table(threads, repeats, new_tokens):
     float_mb = sum(v.data.nbytes for v in model.state_dict().values()) / 2 ** 20
     quant_mb = sum(v.data.nbytes for v in quantized.state_dict().values()) / 2 ** 20
     print(f"{'state dict':>24}: {float_mb:.2f} MiB float32, {quant_mb:.2f} MiB quantized "
-          f"({float_mb / quant_mb:.2f}x smaller; embeddings, norms and the fused qkv projection stay float32)")
+          f"({float_mb / quant_mb:.2f}x smaller; embeddings and norms stay float32)")
 
 
 def main():
