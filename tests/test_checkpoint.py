@@ -104,3 +104,17 @@ def test_bad_input_is_named():
         checkpoint(mg.ones(2), mg.ones(2))
     with pytest.raises(TypeError, match="must return a Tensor or a tuple of Tensors, got float"):
         checkpoint(lambda t: 1.0, mg.ones(2, requires_grad=True))
+
+
+def test_recomputation_runs_in_the_forwards_autocast_precision():
+    """Backward runs outside the autocast block; the recomputed block must still compute in bfloat16."""
+    def step(use_checkpoint):
+        mg.manual_seed(7)
+        block = nn.TransformerBlock(16, 2)
+        x = mg.randn(2, 6, 16, requires_grad=True)
+        with mg.autocast(dtype=mg.bfloat16):
+            out = checkpoint(block, x) if use_checkpoint else block(x)
+        out.float().sum().backward()
+        return x.grad, [p.grad for p in block.parameters()]
+    (gx, gp), (cx, cp) = step(False), step(True)
+    assert np.array_equal(gx, cx) and all(np.array_equal(a, b) for a, b in zip(gp, cp))

@@ -6,10 +6,11 @@ inputs; in the backward pass it runs fn again, this time recording, and backprop
 copy. Each checkpointed segment costs one extra forward; the memory of its intermediates is needed only
 while that one segment is being differentiated.
 
-The random generator's state is saved before the forward and restored for the recomputation, so dropout
-draws the same masks and the gradients equal those of the plain run exactly.
+The random generator's state (and the autocast precision) are saved before the forward and restored for the
+recomputation, so dropout draws the same masks and the gradients equal those of the plain run exactly.
 """
 from .. import autograd
+from ..amp.autocast import autocast, get_autocast_dtype
 from ..random import generator
 from ..tensor import Tensor
 
@@ -39,7 +40,7 @@ def checkpoint(fn, *args, **kwargs):
                         f"got {type(fn).__name__}")
     if not autograd.is_grad_enabled():
         return fn(*args, **kwargs)  # no graph would be kept anyway
-    state = _random_state()
+    state, precision = _random_state(), get_autocast_dtype()
     with autograd.no_grad():
         outputs = fn(*args, **kwargs)
     single = isinstance(outputs, Tensor)
@@ -57,7 +58,7 @@ def checkpoint(fn, *args, **kwargs):
         _set_random_state(state)
         try:
             inputs = [a.detach().requires_grad_(a.requires_grad) if isinstance(a, Tensor) else a for a in args]
-            with autograd.enable_grad():
+            with autograd.enable_grad(), autocast(dtype=precision, enabled=precision is not None):
                 result = fn(*inputs, **kwargs)
         finally:
             _set_random_state(after)  # draws after this backward are those the plain run would make
