@@ -46,9 +46,13 @@ class set_grad_enabled(contextlib.ContextDecorator):
 
 
 class no_grad(set_grad_enabled):
-    """Inside `with mg.no_grad():` (or a function decorated with `@mg.no_grad()`) no graph is built."""
+    """Inside `with mg.no_grad():` (or a function decorated with `@mg.no_grad()` or `@mg.no_grad`) no graph is built."""
 
-    def __init__(self):
+    def __new__(cls, func=None):
+        # the bare `@mg.no_grad` hands over the function itself, as PyTorch allows: decorate it at once
+        return super().__new__(cls) if func is None else cls()(func)
+
+    def __init__(self, func=None):
         super().__init__(False)
 
 

@@ -275,18 +275,31 @@ class Tensor:
         return (self[i] for i in range(len(self)))
 
     # ----- dtype and device ---------------------------------------------------------------
-    def to(self, target):
-        """`t.to("cuda")`, `t.to("cpu")` or `t.to(mg.float64)`; gradients flow back through the move."""
-        if isinstance(target, str) and target.split(":")[0] in ("cpu", "cuda"):
-            device = check_device(target)
-            if device == self.device:
-                return self
-            data = require_cupy().asarray(self.data) if device == "cuda" else self.data.get()
-            source = self.device
+    def to(self, *args, device=None, dtype=None):
+        """`t.to("cuda")`, `t.to(mg.float64)`, `t.to("cpu", mg.float16)` or `t.to(dtype=..., device=...)`, the
+        forms PyTorch takes; gradients flow back through the move and the cast."""
+        if len(args) > 2:
+            raise TypeError(f"Tensor.to() takes a device, a dtype or one of each, got {len(args)} arguments {args}")
+        for arg in args:
+            if isinstance(arg, str) and arg.split(":")[0] in ("cpu", "cuda"):
+                device = arg
+            else:
+                dtype = arg
+        moved = self if device is None else self._to_device(device)
+        return moved if dtype is None else moved._to_dtype(dtype)
 
-            def backward(grad):
-                return (require_cupy().asarray(grad) if source == "cuda" else grad.get(),)
-            return Tensor.from_op(data, (self,), backward, "to", saved=())
+    def _to_device(self, target):
+        device = check_device(target)
+        if device == self.device:
+            return self
+        data = require_cupy().asarray(self.data) if device == "cuda" else self.data.get()
+        source = self.device
+
+        def backward(grad):
+            return (require_cupy().asarray(grad) if source == "cuda" else grad.get(),)
+        return Tensor.from_op(data, (self,), backward, "to", saved=())
+
+    def _to_dtype(self, target):
         dtype = as_dtype(target)
         if dtype == self.data.dtype:
             return self

@@ -17,7 +17,8 @@ from ..parallel.sharded import ShardedParameter
 
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0):
     """Scale the gradients in place so that their global 2-norm is at most max_norm; return that norm
-    (before clipping) as a float, like `torch.nn.utils.clip_grad_norm_`. Parameters without .grad are skipped.
+    (before clipping) as a NumPy float64 scalar: a Python float that also has `.item()`, so code written for
+    `torch.nn.utils.clip_grad_norm_`'s 0-d tensor reads it too. Parameters without .grad are skipped.
     """
     if norm_type != 2.0:
         raise ValueError(f"clip_grad_norm_: only the 2-norm is implemented, got norm_type={norm_type}")
@@ -35,4 +36,4 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0):
     if coef < 1:
         for _, g in grads:
             g *= g.dtype.type(coef)
-    return total
+    return np.float64(total)
