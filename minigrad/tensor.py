@@ -306,8 +306,8 @@ class Tensor:
         source_dtype = self.data.dtype
 
         def backward(grad):
-            return (grad.astype(source_dtype),)
-        return Tensor.from_op(self.data.astype(dtype), (self,), backward, "to", saved=())
+            return (cast(grad, source_dtype),)
+        return Tensor.from_op(cast(self.data, dtype), (self,), backward, "to", saved=())
 
     def float(self):
         return self.to(float32)
