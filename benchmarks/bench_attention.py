@@ -16,8 +16,12 @@ alike; what to read are the ratios in the same row, never the absolute times.
             reset (/proc/self/clear_refs), one call, VmHWM minus the RSS before.
 PyTorch is optional (`pip install torch`); without it its columns are blank.
 threadpoolctl (extra "bench") puts NumPy's BLAS on the same thread count.
-Targets (issue 4): forward >= 5x faster than NumPy at T = 2048 and within 2x of
-SDPA; backward within 2x of SDPA's; peak extra memory at T = 4096 < 32 MiB.
+Targets: forward >= 5x faster than NumPy at T = 2048 (issue 4); forward and
+backward each <= 0.6x SDPA's time, causal and not, T 128..4096, on 1 and 2
+threads (issue 15: the C/torch columns); peak extra memory at T = 4096 < 32 MiB.
+On a shared machine wall-clock medians swing with other processes' load
+(printed above the table); --cpu-time times one thread's CPU time instead
+(1 thread only), which the load hardly moves.
 """
 import argparse
 import os
@@ -31,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import describe  # noqa: E402
 from minigrad.kernels import c_backend, numpy_backend  # noqa: E402
 
 HEADS, D = 8, 64
@@ -77,16 +82,16 @@ def calls(method, t, causal, threads):
     return forward, lambda: torch.autograd.grad(out, (tq, tk, tv), tgrad, retain_graph=True)
 
 
-def median_times(functions, repeats):
+def median_times(functions, repeats, clock=time.perf_counter):
     """Median seconds of each function over `repeats` rounds, one call of each per round."""
     for f in functions:
         f()  # warm-up: first-touch page faults, thread pools
     times = [[] for _ in functions]
     for _ in range(repeats):
         for f, record in zip(functions, times):
-            start = time.perf_counter()
+            start = clock()
             f()
-            record.append(time.perf_counter() - start)
+            record.append(clock() - start)
     return [statistics.median(record) for record in times]
 
 
@@ -130,6 +135,8 @@ def main():
     parser.add_argument("--t", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time this thread's CPU time (needs --threads 1): steady on a busy machine")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     parser.add_argument("--memory-only", action="store_true", help="skip the timings")
     parser.add_argument("--memory-probe", nargs=4, metavar=("METHOD", "DIRECTION", "T", "CAUSAL"),
@@ -148,8 +155,13 @@ def main():
         blas = f"NumPy's BLAS on {args.threads}"
     except ImportError:
         pass
-    print(f"attention, {HEADS} heads, d = {D}, float32, {args.threads} threads ({blas}), "
-          f"median of {args.repeats}; methods: {', '.join(methods)}")
+    if args.cpu_time and args.threads != 1:
+        raise SystemExit("--cpu-time measures one thread: use it with --threads 1")
+    clock = time.thread_time if args.cpu_time else time.perf_counter
+    print(describe())
+    print(f"attention, {HEADS} heads, d = {D}, float32, 4-D (B, H, T, d) input to SDPA, {args.threads} threads "
+          f"({blas}), median of {args.repeats} {'CPU' if args.cpu_time else 'wall-clock'} times; "
+          f"methods: {', '.join(methods)}")
     print(f"{'T':>5} {'causal':>6} | {'forward ms: C':>13} {'NumPy':>8} {'torch':>8} | {'NumPy/C':>7} "
           f"{'C/torch':>7} | {'backward ms: C':>14} {'NumPy':>8} {'torch':>8} | {'NumPy/C':>7} {'C/torch':>7}"
           + ("" if args.no_memory else f" | {'peak extra MiB fwd C':>20} {'NumPy':>7} {'torch':>7} "
@@ -160,8 +172,8 @@ def main():
             if not args.memory_only:
                 passes = {m: calls(m, t, causal, args.threads) for m in methods}
                 repeats = args.repeats if t <= 2048 else max(3, args.repeats // 2)
-                forward = dict(zip(methods, median_times([passes[m][0] for m in methods], repeats)))
-                backward = dict(zip(methods, median_times([passes[m][1] for m in methods], repeats)))
+                forward = dict(zip(methods, median_times([passes[m][0] for m in methods], repeats, clock)))
+                backward = dict(zip(methods, median_times([passes[m][1] for m in methods], repeats, clock)))
                 del passes
             ms = {m: (1e3 * forward.get(m, np.nan), 1e3 * backward.get(m, np.nan)) for m in METHODS}
             line = (f"{t:5d} {str(causal):>6} | {fmt(ms['c'][0], 13)} {fmt(ms['numpy'][0])} {fmt(ms['torch'][0])} | "

@@ -386,8 +386,8 @@ int FN(attention_forward_flash)(const real *q, const real *k, const real *v,
 
             int64_t nkb = FN(key_blocks_seen)(qb, tq, tk, causal);
             for (int64_t kb = 0; kb < nkb; kb++) {
-                int64_t k0 = kb * BK, bk = min_i64(BK, tk - k0);
-                FN(gemm_acc)(bq_pad, BK, d, qs, d, 1, kt + k0 * d, BK, s, BK, 0); /* S = Q K^T / sqrt(d) */
+                int64_t k0 = kb * BK, bk = min_i64(BK, tk - k0), kn = round_up(bk, NR);
+                FN(gemm_acc)(bq_pad, kn, d, qs, d, 1, kt + k0 * d, BK, s, BK, 0); /* S = Q K^T / sqrt(d) */
                 for (int64_t r = 0; r < bq; r++)
                     m_new[r] = FN(row_max)(s + r * BK, FN(visible_keys)(q0 + r, k0, bk, causal), m[r]);
                 FN(probabilities)(p, rowsum, s, m_new, q0, bq, bq_pad, k0, bk, causal);
@@ -412,12 +412,16 @@ int FN(attention_forward_flash)(const real *q, const real *k, const real *v,
     return failed ? -1 : 0;
 }
 
-/* dS = P * (dP - D_i), in place over dP; D_i = rowsum(dO * O) = sum_j P_ij dP_ij. */
-static void FN(score_grad)(real *dp, const real *p, const real *drows, int64_t bq)
+/* dS = P * (dP - D_i), in place over the first kn columns of dP, 0 in the
+ * rest of the block (never computed there); D_i = rowsum(dO * O) = sum_j P_ij dP_ij. */
+static void FN(score_grad)(real *dp, const real *p, const real *drows, int64_t bq, int64_t kn)
 {
-    for (int64_t r = 0; r < bq; r++)
-        for (int64_t c = 0; c < BK; c++)
+    for (int64_t r = 0; r < bq; r++) {
+        for (int64_t c = 0; c < kn; c++)
             dp[r * BK + c] = p[r * BK + c] * (dp[r * BK + c] - drows[r]);
+        for (int64_t c = kn; c < BK; c++)
+            dp[r * BK + c] = 0;
+    }
 }
 
 /* One thread's buffers for the backward; the shapes are those of one block,
@@ -441,6 +445,7 @@ static void FN(key_block_grads)(const FN(grad_buffers) *w, const FN(head_problem
                                   const real *qs_all, const real *do_all, real *dq_all, int64_t k0)
 {
     int64_t bk = min_i64(BK, h->tk - k0), nqb = (h->tq + BQ - 1) / BQ;
+    int64_t kn = round_up(bk, NR), kr = round_up(bk, MR); /* the block's keys, padded for the micro-kernel */
     int64_t d = h->d, dv = h->dv, dpad = h->dpad, dvpad = h->dvpad;
     FN(pack_panels_t)(w->kt, h->k + k0 * d, bk, d);
     FN(pack_panels_t)(w->vt, h->v + k0 * dv, bk, dv);
@@ -452,12 +457,12 @@ static void FN(key_block_grads)(const FN(grad_buffers) *w, const FN(head_problem
     for (int64_t qb = h->causal ? k0 / BQ : 0; qb < nqb; qb++) {
         int64_t q0 = qb * BQ, bq = min_i64(BQ, h->tq - q0), bq_pad = round_up(bq, MR);
         const real *qs = qs_all + q0 * dpad, *dob = do_all + q0 * dvpad;
-        FN(gemm_acc)(bq_pad, BK, d, qs, dpad, 1, w->kt, BK, w->ds, BK, 0); /* S */
+        FN(gemm_acc)(bq_pad, kn, d, qs, dpad, 1, w->kt, BK, w->ds, BK, 0); /* S */
         FN(probabilities)(w->p, w->rowsum, w->ds, h->lse + q0, q0, bq, bq_pad, k0, bk, h->causal);
-        FN(gemm_acc)(bq_pad, BK, dv, dob, dvpad, 1, w->vt, BK, w->ds, BK, 0); /* dP = dO V^T */
-        FN(score_grad)(w->ds, w->p, h->drows + q0, bq);
-        FN(gemm_acc)(BK, dvpad, bq, w->p, 1, BK, dob, dvpad, w->dvacc, dvpad, 1); /* dV += P^T dO */
-        FN(gemm_acc)(BK, dpad, bq, w->ds, 1, BK, qs, dpad, w->dkacc, dpad, 1); /* dK += dS^T Q/sqrt(d) */
+        FN(gemm_acc)(bq_pad, kn, dv, dob, dvpad, 1, w->vt, BK, w->ds, BK, 0); /* dP = dO V^T */
+        FN(score_grad)(w->ds, w->p, h->drows + q0, bq, kn);
+        FN(gemm_acc)(kr, dvpad, bq, w->p, 1, BK, dob, dvpad, w->dvacc, dvpad, 1); /* dV += P^T dO */
+        FN(gemm_acc)(kr, dpad, bq, w->ds, 1, BK, qs, dpad, w->dkacc, dpad, 1); /* dK += dS^T Q/sqrt(d) */
         if (dq_all != NULL)
             FN(gemm_acc)(bq_pad, dpad, bk, w->ds, BK, 1, w->kblk, dpad, dq_all + q0 * dpad, dpad, 1);
     }
@@ -483,11 +488,11 @@ static void FN(query_block_grads)(const FN(grad_buffers) *w, const FN(head_probl
     memset(w->dqacc, 0, sizeof(real) * BQ * dpad);
     int64_t nkb = FN(key_blocks_seen)(q0 / BQ, h->tq, h->tk, h->causal);
     for (int64_t k0 = 0; k0 < nkb * BK; k0 += BK) {
-        int64_t bk = min_i64(BK, h->tk - k0);
-        FN(gemm_acc)(bq_pad, BK, d, w->qs, dpad, 1, kt_all + k0 * d, BK, w->ds, BK, 0); /* S */
+        int64_t bk = min_i64(BK, h->tk - k0), kn = round_up(bk, NR);
+        FN(gemm_acc)(bq_pad, kn, d, w->qs, dpad, 1, kt_all + k0 * d, BK, w->ds, BK, 0); /* S */
         FN(probabilities)(w->p, w->rowsum, w->ds, h->lse + q0, q0, bq, bq_pad, k0, bk, h->causal);
-        FN(gemm_acc)(bq_pad, BK, dv, w->dob, dvpad, 1, vt_all + k0 * dv, BK, w->ds, BK, 0); /* dP */
-        FN(score_grad)(w->ds, w->p, h->drows + q0, bq);
+        FN(gemm_acc)(bq_pad, kn, dv, w->dob, dvpad, 1, vt_all + k0 * dv, BK, w->ds, BK, 0); /* dP */
+        FN(score_grad)(w->ds, w->p, h->drows + q0, bq, kn);
         FN(gemm_acc)(bq_pad, dpad, bk, w->ds, BK, 1, k_all + k0 * dpad, dpad, w->dqacc, dpad, 1); /* dQ += dS K */
     }
     for (int64_t r = 0; r < bq; r++)
