@@ -18,12 +18,12 @@ import pstats
 import time
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 import minigrad as mg
 import minigrad.nn as nn
 import minigrad.nn.functional as F
 import minigrad.optim as optim
+from bench_gpt_step import limited_threads  # BLAS, OpenMP and the C kernels on the same thread count
 
 BATCH = 64
 
@@ -96,7 +96,7 @@ def main():
     opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     if args.profile:
-        with threadpool_limits(1):
+        with limited_threads(1):
             profiler = cProfile.Profile()
             profiler.enable()
             for _ in range(args.steps):
@@ -120,7 +120,7 @@ def main():
             topt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9)
             tx, ty = torch.from_numpy(images), torch.from_numpy(labels)
             steps.append(lambda: torch_step(tmodel, topt, tx, ty))
-        with threadpool_limits(threads):
+        with limited_threads(threads):
             ms = median_ms(steps, args.steps)
         line = f"threads={threads}: minigrad {ms[0]:7.2f} ms"
         if torch is not None:

@@ -2,7 +2,7 @@
 
 The model is the char-level GPT of the lessons: vocab 96, context 128, batch 16, 4 layers, 4 heads,
 d_model 128, MLP 4x, float32. PyTorch (when installed) runs the same architecture with the same weights
-and the same batch, in the same process, at the same thread count (threadpoolctl limits NumPy's BLAS,
+and the same batch, in the same process, at the same thread count (limited_threads: NumPy's BLAS, OpenMP and the C kernels;
 torch.set_num_threads limits PyTorch), one step of each in turn so that both see the same machine load.
 Compare the ratios, not the absolute times.
 
@@ -40,6 +40,23 @@ from minigrad.kernels import OPS
 
 CONFIG = dict(vocab_size=96, block_size=128, n_layer=4, n_head=4, d_model=128)
 BATCH = 16
+
+
+@contextlib.contextmanager
+def limited_threads(threads):
+    """NumPy's BLAS and every OpenMP pool (threadpoolctl) and minigrad's C kernels ($MINIGRAD_NUM_THREADS,
+    which they read on each call; they size their pool from the core count, not from OpenMP's limit)
+    on `threads` threads for the block."""
+    previous = os.environ.get("MINIGRAD_NUM_THREADS")
+    os.environ["MINIGRAD_NUM_THREADS"] = str(threads)
+    try:
+        with threadpool_limits(threads):
+            yield
+    finally:
+        if previous is None:
+            del os.environ["MINIGRAD_NUM_THREADS"]
+        else:
+            os.environ["MINIGRAD_NUM_THREADS"] = previous
 
 
 def minigrad_step(model, opt, x, y):
@@ -151,7 +168,7 @@ def main():
 
 
 def profile_step(model, opt, x, y, steps, threads):
-    with threadpool_limits(threads):
+    with limited_threads(threads):
         minigrad_step(model, opt, x, y)
         profiler = cProfile.Profile(time.process_time)  # CPU time: waits for a busy core left out
         profiler.enable()
@@ -216,7 +233,7 @@ def compare_with_torch(model, opt, state, x, y, args):
         if torch is not None:
             torch.set_num_threads(threads)
             steps["torch"] = lambda: torch_step(tmodel, topt, tx, ty)
-        with threadpool_limits(threads):
+        with limited_threads(threads):
             ms = interleaved_median_ms(steps, args.steps)
             if args.load:
                 with busy_process():

@@ -3,7 +3,7 @@
 The model reads a batch of 16 sequences of 64 steps of 32 features with one recurrent layer of 128 hidden
 units (nn.RNN with tanh, or nn.LSTM), and a Linear(128, 10) head on the last hidden state; cross-entropy
 loss, Adam(lr=1e-3). PyTorch (when installed) runs the same model with the same weights and batch, in the
-same process, at the same thread count (threadpoolctl limits NumPy's BLAS and the C kernels' OpenMP,
+same process, at the same thread count (NumPy's BLAS, OpenMP and the C kernels: bench_gpt_step.limited_threads,
 torch.set_num_threads limits PyTorch), one step of each in turn so that load from other processes falls
 on both alike. Compare the ratios, not the absolute times.
 
@@ -17,13 +17,12 @@ import pstats
 import time
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 import minigrad as mg
 import minigrad.nn as nn
 import minigrad.nn.functional as F
 import minigrad.optim as optim
-from bench_gpt_step import interleaved_median_ms, machine  # the same timing and machine report as the GPT benchmark
+from bench_gpt_step import interleaved_median_ms, limited_threads, machine  # the same timing and machine report as the GPT benchmark
 
 INPUT, HIDDEN, BATCH, STEPS, CLASSES = 32, 128, 16, 64, 10
 
@@ -97,7 +96,7 @@ def main():
         xt = mg.tensor(x)
         step = lambda: train_step(model, opt, xt, y, F.cross_entropy)  # noqa: E731
         if args.profile:
-            with threadpool_limits(1):
+            with limited_threads(1):
                 step()
                 profiler = cProfile.Profile(time.process_time)  # CPU time: waits for a busy core left out
                 profiler.enable()
@@ -121,7 +120,7 @@ def main():
         for threads in args.threads:
             if torch is not None:
                 torch.set_num_threads(threads)
-            with threadpool_limits(threads):
+            with limited_threads(threads):
                 ms = interleaved_median_ms(steps, args.steps)
             (ours, ours_cpu) = ms["minigrad"]
             line = f"{cell.upper():>4} threads={threads}: minigrad {ours:7.2f} ms ({ours_cpu:6.2f} CPU)"
