@@ -276,8 +276,7 @@ class _Recurrent(Module):
     def _input_projection(self, x, k):
         """gx = x W_ihᵀ + b_ih + b_hh for every time step of layer k at once: (T, B, in) → (T, B, gates·H)."""
         w_ih, _, b_ih, b_hh = self.layer_parameters(k)
-        gx = linear(x, w_ih, b_ih)
-        return gx if b_hh is None else gx + b_hh
+        return linear(x, w_ih, None if b_ih is None else b_ih + b_hh)  # the two biases summed before the big add
 
     def _initial(self, state, batch, unbatched, like):
         """An initial state (num_layers, B, hidden) (zeros when None), as a list of per-layer (B, hidden)."""
