@@ -67,6 +67,18 @@ def pair(array, requires_grad=True):
             torch.tensor(array.copy(), requires_grad=requires_grad))
 
 
+def agree_with_torch(outs, touts, leaves, tol=1e-5):
+    """Each output equals torch's, and so does each leaf's gradient of Σ_i (i+1)·sum(out_i) (a weight per
+    output, so that a gradient routed to the wrong output shows)."""
+    sum((o * (i + 1)).sum() for i, o in enumerate(outs)).backward()
+    sum((o * (i + 1)).sum() for i, o in enumerate(touts)).backward()
+    for o, t in zip(outs, touts):
+        assert o.shape == tuple(t.shape)
+        close(o, t, tol)
+    for leaf, tleaf in leaves:
+        close(leaf.grad, tleaf.grad, tol)
+
+
 RNG = np.random.default_rng(0)
 
 
@@ -291,12 +303,7 @@ def test_operators_broadcast_and_reduce_gradients_like_torch():
     b, tb = pair(RNG.standard_normal((4, 3)) + 3)
     outs = [a + b, a - b, a * b, a / b, a ** 2, a ** b, -a, 2 * a, 2 - a, 1 / a, 2 ** a]
     touts = [ta + tb, ta - tb, ta * tb, ta / tb, ta ** 2, ta ** tb, -ta, 2 * ta, 2 - ta, 1 / ta, 2 ** ta]
-    sum(o.sum() for o in outs).backward()
-    sum(o.sum() for o in touts).backward()
-    for o, t in zip(outs, touts):
-        close(o, t)
-    close(a.grad, ta.grad)
-    close(b.grad, tb.grad)
+    agree_with_torch(outs, touts, ((a, ta), (b, tb)))
 
 
 @needs_torch
@@ -305,13 +312,8 @@ def test_matmul_batches_like_numpy_matmul():
                              ((2, 3, 4), (4, 5))):
         a, ta = pair(RNG.standard_normal(shape_a))
         b, tb = pair(RNG.standard_normal(shape_b))
-        out, tout = a @ b, ta @ tb
-        assert out.shape == tuple(tout.shape) == np.matmul(a.data, b.data).shape
-        close(out, tout)
-        out.sum().backward()
-        tout.sum().backward()
-        close(a.grad, ta.grad)
-        close(b.grad, tb.grad)
+        assert (a @ b).shape == np.matmul(a.data, b.data).shape
+        agree_with_torch([a @ b], [ta @ tb], ((a, ta), (b, tb)))
     close(mg.matmul(mg.tensor(np.eye(2)), mg.tensor([[1.0, 2.0], [3.0, 4.0]])), [[1, 2], [3, 4]])
 
 
@@ -330,11 +332,7 @@ def test_indexing_slices_ints_int_arrays_masks():
     mask = x.data[:, 0] > 0
     outs = [x[1:3], x[2], x[:, 1], x[index], x[mask], x[index, 1]]
     touts = [tx[1:3], tx[2], tx[:, 1], tx[torch.tensor(index)], tx[torch.tensor(mask)], tx[torch.tensor(index), 1]]
-    sum((o * (i + 1)).sum() for i, o in enumerate(outs)).backward()
-    sum((o * (i + 1)).sum() for i, o in enumerate(touts)).backward()
-    for o, t in zip(outs, touts):
-        close(o, t)
-    close(x.grad, tx.grad)                                           # repeated indices accumulate
+    agree_with_torch(outs, touts, ((x, tx),))                        # repeated indices accumulate
 
 
 @needs_torch
@@ -419,12 +417,7 @@ def test_cat_stack_where():
     outs = [mg.cat([a, b], -1), mg.cat([a, c], 0), mg.stack([a, c], 1), mg.where(a > 0, a, c), mg.where(a > 0, a, 0.0)]
     touts = [torch.cat([ta, tb], -1), torch.cat([ta, tc], 0), torch.stack([ta, tc], 1), torch.where(ta > 0, ta, tc),
              torch.where(ta > 0, ta, 0.0)]
-    sum((o * (i + 1)).sum() for i, o in enumerate(outs)).backward()
-    sum((o * (i + 1)).sum() for i, o in enumerate(touts)).backward()
-    for o, t in zip(outs, touts):
-        close(o, t)
-    for x, tx in ((a, ta), (b, tb), (c, tc)):
-        close(x.grad, tx.grad)
+    agree_with_torch(outs, touts, ((a, ta), (b, tb), (c, tc)))
 
 
 def test_no_grad_context_and_decorator():
@@ -458,12 +451,7 @@ def test_functional_like_torch():
              tF.linear(tx, tw, tb), tF.linear(tx, tw), tF.layer_norm(tx, (5,)),
              tF.layer_norm(tx, (5,), tw[0], tb[0].reshape(1) * torch.ones(5, dtype=torch.float64), 1e-3),
              tF.mse_loss(tx, tw[:2])]
-    sum((o * (i + 1)).sum() for i, o in enumerate(outs)).backward()
-    sum((o * (i + 1)).sum() for i, o in enumerate(touts)).backward()
-    for o, t in zip(outs, touts):
-        close(o, t)
-    for v, tv in ((x, tx), (w, tw), (b, tb)):
-        close(v.grad, tv.grad)
+    agree_with_torch(outs, touts, ((x, tx), (w, tw), (b, tb)))
 
 
 @needs_torch
@@ -478,13 +466,7 @@ def test_conv_pool_embedding_like_torch():
             F.embedding(mg.tensor(idx), e)]
     touts = [tF.conv2d(tx, tw, tb), tF.conv2d(tx, tw, None, 2, 1), tF.max_pool2d(tx, 2), tF.max_pool2d(tx, 3, 2),
              tF.embedding(torch.tensor(idx), te)]
-    sum((o * (i + 1)).sum() for i, o in enumerate(outs)).backward()
-    sum((o * (i + 1)).sum() for i, o in enumerate(touts)).backward()
-    for o, t in zip(outs, touts):
-        assert o.shape == tuple(t.shape)
-        close(o, t)
-    for v, tv in ((x, tx), (w, tw), (b, tb), (e, te)):
-        close(v.grad, tv.grad)
+    agree_with_torch(outs, touts, ((x, tx), (w, tw), (b, tb), (e, te)))
 
 
 def test_convolve2d_is_the_flipped_kernel_sum():
@@ -541,12 +523,7 @@ def test_scaled_dot_product_attention_like_torch():
     outs = [F.scaled_dot_product_attention(q, k, v), F.scaled_dot_product_attention(q, k, v, is_causal=True),
             F.scaled_dot_product_attention(q, k, v, attn_mask=mg.tensor(mask))]
     touts = [sdpa(tq, tk, tv), sdpa(tq, tk, tv, is_causal=True), sdpa(tq, tk, tv, attn_mask=torch.tensor(mask))]
-    sum((o * (i + 1)).sum() for i, o in enumerate(outs)).backward()
-    sum((o * (i + 1)).sum() for i, o in enumerate(touts)).backward()
-    for o, t in zip(outs, touts):
-        close(o, t)
-    for x, tx in ((q, tq), (k, tk), (v, tv)):
-        close(x.grad, tx.grad)
+    agree_with_torch(outs, touts, ((q, tq), (k, tk), (v, tv)))
 
 
 def test_positional_encoding_formula():
