@@ -101,8 +101,8 @@ def problems(rng):
     h, gh = (rng.standard_normal((ROWS, HIDDEN)).astype(f32) for _ in range(2))
 
     def gelu_c(threads):
-        o, cdf = c_backend.gelu(h)
-        return c_backend.gelu_backward(h, cdf, gh)
+        o, cdf = c_backend.gelu(h, num_threads=threads)
+        return c_backend.gelu_backward(h, cdf, gh, num_threads=threads)
 
     def gelu_numpy():
         o, cdf = numpy_backend.gelu(h)

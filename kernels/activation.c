@@ -47,36 +47,44 @@ static inline double normal_cdf_f64(double x)
     return 0.5 * erfc(-x * INV_SQRT2);  /* not ½(1 + erf): that cancels in the left tail */
 }
 
+/* ~40 flops an element: a thread per 2^15 elements at least; threads take
+ * chunks of 2^13 as they come free (a paused thread holds up one chunk). */
+#define MIN_WORK_PER_THREAD (double)(1 << 15)
+#define CHUNK 8192
+
 /* Φ of a float or a double: the function for the template's `real`. */
 #define NORMAL_CDF(x) _Generic((x), float: normal_cdf_f32, double: normal_cdf_f64)(x)
 
 #define TEMPLATE "activation.c"
 #include "instantiate.h"
 
-void gelu_forward_f32(const float *x, float *out, float *cdf, int64_t n)
+void gelu_forward_f32(const float *x, float *out, float *cdf, int64_t n, int nthreads)
 {
-    DISPATCH(gelu_forward_f32, (x, out, cdf, n));
+    DISPATCH(gelu_forward_f32, (x, out, cdf, n, nthreads));
 }
 
-void gelu_backward_f32(const float *x, const float *cdf, const float *grad, float *dx, int64_t n)
+void gelu_backward_f32(const float *x, const float *cdf, const float *grad, float *dx, int64_t n, int nthreads)
 {
-    DISPATCH(gelu_backward_f32, (x, cdf, grad, dx, n));
+    DISPATCH(gelu_backward_f32, (x, cdf, grad, dx, n, nthreads));
 }
 
-void gelu_forward_f64(const double *x, double *out, double *cdf, int64_t n)
+void gelu_forward_f64(const double *x, double *out, double *cdf, int64_t n, int nthreads)
 {
-    DISPATCH(gelu_forward_f64, (x, out, cdf, n));
+    DISPATCH(gelu_forward_f64, (x, out, cdf, n, nthreads));
 }
 
-void gelu_backward_f64(const double *x, const double *cdf, const double *grad, double *dx, int64_t n)
+void gelu_backward_f64(const double *x, const double *cdf, const double *grad, double *dx, int64_t n,
+                       int nthreads)
 {
-    DISPATCH(gelu_backward_f64, (x, cdf, grad, dx, n));
+    DISPATCH(gelu_backward_f64, (x, cdf, grad, dx, n, nthreads));
 }
 
 #else /* TEMPLATE: real, FN, EXP */
 
-void FN(gelu_forward)(const real *restrict x, real *restrict out, real *restrict cdf, int64_t n)
+void FN(gelu_forward)(const real *restrict x, real *restrict out, real *restrict cdf, int64_t n, int nthreads)
 {
+#pragma omp parallel for simd schedule(dynamic, CHUNK) \
+    num_threads(thread_count(nthreads, ceil_div(n, CHUNK), 40.0 * n, MIN_WORK_PER_THREAD))
     for (int64_t i = 0; i < n; i++) {
         real c = NORMAL_CDF(x[i]);
         cdf[i] = c;
@@ -85,8 +93,10 @@ void FN(gelu_forward)(const real *restrict x, real *restrict out, real *restrict
 }
 
 void FN(gelu_backward)(const real *restrict x, const real *restrict cdf, const real *restrict grad,
-                       real *restrict dx, int64_t n)
+                       real *restrict dx, int64_t n, int nthreads)
 {
+#pragma omp parallel for simd schedule(dynamic, CHUNK) \
+    num_threads(thread_count(nthreads, ceil_div(n, CHUNK), 20.0 * n, MIN_WORK_PER_THREAD))
     for (int64_t i = 0; i < n; i++) {
         real pdf = EXP((real)-0.5 * x[i] * x[i]) * (real)INV_SQRT_2PI;
         dx[i] = grad[i] * (cdf[i] + x[i] * pdf);

@@ -239,13 +239,17 @@ def test_adamw_step_rejects_bad_input():
 def test_gelu_op_matches_the_reference(dtype):
     x = np.concatenate([np.linspace(-9, 9, 301), rand(5, 7).ravel()]).astype(dtype)
     grad = rand(x.size, seed=1).astype(dtype)
-    out, cdf = c_backend.gelu(x)
     out_ref, cdf_ref = numpy_backend.gelu(x.astype(np.float64))
     tol = dict(rtol=2e-6, atol=2e-7) if dtype == np.float32 else dict(rtol=1e-14, atol=1e-15)
-    np.testing.assert_allclose(out, out_ref, **tol)
-    np.testing.assert_allclose(cdf, cdf_ref, **tol)
-    np.testing.assert_allclose(c_backend.gelu_backward(x, cdf, grad),
-                               numpy_backend.gelu_backward(x.astype(np.float64), cdf_ref, grad.astype(np.float64)),
+    for threads in (1, 2):
+        out, cdf = c_backend.gelu(x, num_threads=threads)
+        np.testing.assert_allclose(out, out_ref, **tol)
+        np.testing.assert_allclose(cdf, cdf_ref, **tol)
+        np.testing.assert_allclose(c_backend.gelu_backward(x, cdf, grad, num_threads=threads),
+                                   numpy_backend.gelu_backward(x.astype(np.float64), cdf_ref, grad.astype(np.float64)),
+                                   **tol)
+    big = rand(300_000, dtype=dtype)  # enough elements for two threads: both halves right
+    np.testing.assert_allclose(c_backend.gelu(big, num_threads=2)[0], numpy_backend.gelu(big.astype(np.float64))[0],
                                **tol)
 
 

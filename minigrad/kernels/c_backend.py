@@ -522,17 +522,18 @@ def adamw_step(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, ep
         _threads(num_threads))
 
 
-def gelu(x):
+def gelu(x, num_threads=None):
     """(GELU(x), Φ(x)) in one pass, in C (kernels/activation.c). See numpy_backend.gelu."""
     dtype = _check_floats("gelu", x=x)
     x = _c_array(x)
     out, cdf = np.empty(x.shape, dtype), np.empty(x.shape, dtype)
     _, lib = load()
-    getattr(lib, f"gelu_forward_{_suffix(dtype)}")(_pointer(x), _pointer(out), _pointer(cdf), x.size)
+    getattr(lib, f"gelu_forward_{_suffix(dtype)}")(_pointer(x), _pointer(out), _pointer(cdf), x.size,
+                                                    _threads(num_threads))
     return out, cdf
 
 
-def gelu_backward(x, cdf, grad_out):
+def gelu_backward(x, cdf, grad_out, num_threads=None):
     """grad_out·(Φ(x) + x·φ(x)) from the saved Φ, in C (kernels/activation.c)."""
     dtype = _check_floats("gelu_backward", x=x, cdf=cdf, grad_out=grad_out)
     check_shape("gelu_backward", "cdf", cdf, x.shape)
@@ -540,5 +541,6 @@ def gelu_backward(x, cdf, grad_out):
     x, cdf, grad_out = _c_array(x), _c_array(cdf), _c_array(grad_out)
     dx = np.empty(x.shape, dtype)
     _, lib = load()
-    getattr(lib, f"gelu_backward_{_suffix(dtype)}")(_pointer(x), _pointer(cdf), _pointer(grad_out), _pointer(dx), x.size)
+    getattr(lib, f"gelu_backward_{_suffix(dtype)}")(_pointer(x), _pointer(cdf), _pointer(grad_out), _pointer(dx),
+                                                     x.size, _threads(num_threads))
     return dx
