@@ -502,6 +502,13 @@ def test_losses_like_torch():
     sum(touts).backward()
     for v, tv in ((logits, tlogits), (p, tp), (z, tz)):
         close(v.grad, tv.grad)
+    one, tone = pair(RNG.standard_normal(4))                         # one unbatched example: logits (C,)
+    agree_with_torch([F.cross_entropy(one, mg.tensor(np.array(2)))],
+                     [tF.cross_entropy(tone, torch.tensor(2))], ((one, tone),))
+    spatial, tspatial = pair(RNG.standard_normal((2, 5, 3)))         # (N, C, d1) with targets (N, d1)
+    target = RNG.integers(0, 5, (2, 3))
+    agree_with_torch([F.cross_entropy(spatial, mg.tensor(target))],
+                     [tF.cross_entropy(tspatial, torch.tensor(target))], ((spatial, tspatial),))
 
 
 def test_dropout():

@@ -75,8 +75,9 @@ def test_cross_entropy_bad_targets():
         F.cross_entropy(z, np.array([0, 1]))
     with pytest.raises(TypeError, match=r"integer class targets, got dtype float64"):
         F.cross_entropy(z, np.array([0.0, 1.0, 2.0]))
-    with pytest.raises(ValueError, match=r"logits \(N, C\) or \(N, C, d1, \.\.\.\), got shape \(4,\)"):
-        F.cross_entropy(t64(np.zeros(4)), np.array(1))
+    with pytest.raises(ValueError, match=r"\(C,\) with a single target, got logits of shape \(4,\) and targets "
+                       r"of shape \(2,\)"):
+        F.cross_entropy(t64(np.zeros(4)), np.array([1, 2]))  # (C,) logits take one 0-d target, as in PyTorch
 
 
 # ----- binary cross entropy ------------------------------------------------------------------------

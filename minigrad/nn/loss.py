@@ -36,8 +36,8 @@ def mse_loss(input, target):
 def cross_entropy(logits, target, ignore_index=-100):
     """L = −(1/M) Σₘ log softmax(zₘ)[yₘ] = (1/M) Σₘ (log Σ_c e^{zₘ,c} − zₘ,yₘ)   (lesson 01_gradient_descent)
 
-    logits (N, C) with integer targets (N,), or (N, C, d₁, …) with targets (N, d₁, …)
-    like PyTorch (for a sequence model pass logits.reshape(B·T, C), targets.reshape(B·T)).
+    logits (N, C) with integer targets (N,), or (N, C, d₁, …) with targets (N, d₁, …), or one example's
+    logits (C,) with a 0-d target, like PyTorch (for a sequence model pass logits.reshape(B·T, C), targets.reshape(B·T)).
     The log-sum-exp subtracts the row max, so logits of ±1e4 stay finite.
     Backward: dz = (softmax(z) − onehot(y)) / M, softmax recomputed from the row log-sum-exp, so no (M, C)
     array is kept. Both run in `minigrad.kernels.cross_entropy` / `cross_entropy_backward` on the current
@@ -48,8 +48,11 @@ def cross_entropy(logits, target, ignore_index=-100):
     """
     logits, = full_precision(as_tensor(logits))  # autocast keeps losses in float32
     y = np.asarray(target.data if isinstance(target, Tensor) else target)
+    if logits.ndim == 1 and y.ndim == 0:  # one unbatched example, logits (C,) and a class index, as PyTorch takes
+        return cross_entropy(logits.reshape(1, -1), y.reshape(1), ignore_index)
     if logits.ndim < 2:
-        raise ValueError(f"cross_entropy expected logits (N, C) or (N, C, d1, ...), got shape {logits.shape}")
+        raise ValueError(f"cross_entropy expected logits (N, C), (N, C, d1, ...) or (C,) with a single target, got "
+                         f"logits of shape {logits.shape} and targets of shape {y.shape}")
     C = logits.shape[1]
     expected = logits.shape[:1] + logits.shape[2:]
     if y.shape != expected:
