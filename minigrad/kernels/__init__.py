@@ -117,10 +117,10 @@ def _describe(arrays):
 
 
 def _is_number_dtype(dtype, floats_only):
+    if dtype in FLOATS or dtype in HALF_FLOATS:  # the common cases first (HALF_FLOATS holds ml_dtypes' bfloat16,
+        return True                              # whose dtype kind is "V")
     if not dtype.isnative:
         return False
-    if dtype.name == "bfloat16":  # ml_dtypes' bfloat16 (its dtype kind is "V")
-        return True
     return dtype.kind == "f" if floats_only else dtype.kind in "biuf"
 
 
