@@ -69,8 +69,11 @@ def chosen(op, backend):
 
 
 def resolve(op, backend, dtype):
-    """The backend that runs function `op` on `dtype`: the one asked for if its table has both, else "numpy"."""
+    """The backend that runs function `op` on `dtype`: the one asked for if its table has both, else "numpy".
+    16-bit floats run on the float32 kernels (see _through_float32), so their float32 entry decides."""
     name = chosen(op, backend)
+    if dtype in HALF_FLOATS and op != "adamw_step":
+        dtype = np.dtype(np.float32)
     if name != "numpy" and dtype not in backend_module(name).KERNELS.get(op, ()):
         return "numpy"
     return name
