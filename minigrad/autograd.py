@@ -120,15 +120,6 @@ def topological_order(root):
     is complete, and its post-accumulate hook fires, as early as the graph allows (data-parallel
     training sends it while backward goes on).
     """
-    height = {}
-    for node in _depth_first(root, lambda parents: parents):
-        height[id(node)] = 1 + max((height[id(p)] for p in node._parents if p._requires_grad), default=-1)
-    return _depth_first(root, lambda parents: sorted(parents, key=lambda p: height[id(p)]))
-
-
-def _depth_first(root, push_order):
-    """Post-order DFS from root over inputs that need a gradient; push_order(parents) is the order they are
-    stacked in (the last one stacked is explored first)."""
     order, visited = [], set()
     stack = [(root, False)]
     while stack:
@@ -140,9 +131,22 @@ def _depth_first(root, push_order):
             continue
         visited.add(id(node))
         stack.append((node, True))
-        for parent in push_order([p for p in node._parents if p._requires_grad and id(p) not in visited]):
+        parents = [p for p in node._parents if p._requires_grad and id(p) not in visited]
+        # stacked lowest first, so the highest is explored first (heights: Tensor.from_op)
+        if len(parents) == 2:  # the common case (binary ops), without sort's overhead
+            low, high = parents if parents[0]._height <= parents[1]._height else parents[::-1]
+            stack.append((low, False))
+            stack.append((high, False))
+            continue
+        if len(parents) > 2:
+            parents.sort(key=_height)
+        for parent in parents:
             stack.append((parent, False))
     return order
+
+
+def _height(node):
+    return node._height
 
 
 class RemovableHandle:

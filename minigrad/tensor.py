@@ -96,7 +96,7 @@ def _is_basic_index(idx):
 class Tensor:
     """An n-dimensional array with an optional gradient, PyTorch-shaped (see shared/API.md)."""
 
-    __slots__ = ("data", "grad", "_requires_grad", "_parents", "_backward", "_op", "_version_counter", "_saved",
+    __slots__ = ("data", "grad", "_requires_grad", "_parents", "_backward", "_op", "_version_counter", "_saved", "_height",
                  "__weakref__")
     __array_ufunc__ = None  # `ndarray + Tensor` defers to Tensor.__radd__ instead of looping elementwise
 
@@ -109,6 +109,7 @@ class Tensor:
         self._op = ""
         self._version_counter = [0, ""]  # [in-place changes so far, the last one]: see autograd.modified_in_place
         self._saved = autograd.NOTHING_SAVED
+        self._height = 0
         if requires_grad:
             self.requires_grad_(True)
 
@@ -130,16 +131,18 @@ class Tensor:
         out.grad = None
         out._op = op
         out._version_counter = [0, ""] if view_of is None else view_of._version_counter
+        height = -1  # the longest path down to a leaf, among inputs that need a gradient (autograd's order)
         if autograd._mode.enabled and is_floating(data.dtype):
             for p in parents:  # a plain loop: any() over a generator costs more than the rest of this call
-                if p._requires_grad:
-                    out._requires_grad, out._parents, out._backward = True, parents, backward
-                    out._saved = (autograd.NOTHING_SAVED if saved == () and not saves_output else
-                                  autograd.saved_versions(parents if saved is None else saved,
-                                                          out if saves_output else None))
-                    return out
-        out._requires_grad, out._parents, out._backward = False, (), None
-        out._saved = autograd.NOTHING_SAVED
+                if p._requires_grad and p._height > height:
+                    height = p._height
+        if height >= 0:
+            out._requires_grad, out._parents, out._backward, out._height = True, parents, backward, height + 1
+            out._saved = (autograd.NOTHING_SAVED if saved == () and not saves_output else
+                          autograd.saved_versions(parents if saved is None else saved, out if saves_output else None))
+        else:
+            out._requires_grad, out._parents, out._backward, out._height = False, (), None, 0
+            out._saved = autograd.NOTHING_SAVED
         return out
 
     @staticmethod
@@ -148,7 +151,7 @@ class Tensor:
         xp = array_module(like.data)
         out.data = xp.asarray(value, dtype=like.data.dtype)
         out.grad, out._requires_grad, out._parents, out._backward, out._op = None, False, (), None, ""
-        out._version_counter, out._saved = [0, ""], autograd.NOTHING_SAVED
+        out._version_counter, out._saved, out._height = [0, ""], autograd.NOTHING_SAVED, 0
         return out
 
     @property
