@@ -22,16 +22,7 @@ import numpy as np
 
 from minigrad.__main__ import python_docs_text
 from minigrad.text import BPETokenizer
-
-
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from machine import cpu_model_and_flags
 
 
 def one_megabyte_text(docs, size=1_000_000):
@@ -60,7 +51,7 @@ def main():
     args = parser.parse_args()
     import tiktoken
 
-    print(f"CPU: {cpu_model()}; Python {platform.python_version()}; tiktoken {tiktoken.__version__}; "
+    print(f"CPU: {cpu_model_and_flags()[0]}; Python {platform.python_version()}; tiktoken {tiktoken.__version__}; "
           f"RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'unset')} (tiktoken's encode_ordinary is "
           f"single-threaded); medians of {args.repeats}")
     docs = python_docs_text()

@@ -16,25 +16,14 @@ faster.
 """
 import argparse
 import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 
 import minigrad as mg
 import minigrad.nn as nn
 from minigrad.__main__ import DEFAULT_TOKENIZER, DEFAULT_VOCAB_SIZE, DEFAULTS
-
-
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from machine import cpu_model_and_flags
 
 
 def main():
@@ -52,7 +41,7 @@ def main():
     mg.manual_seed(0)
     model = nn.GPT(**config).eval()
     prompt = np.zeros((1, 1), dtype=np.int64)
-    print(f"CPU: {cpu_model()}; backend {mg.get_backend()}; MINIGRAD_NUM_THREADS="
+    print(f"CPU: {cpu_model_and_flags()[0]}; backend {mg.get_backend()}; MINIGRAD_NUM_THREADS="
           f"{os.environ.get('MINIGRAD_NUM_THREADS', 'unset')}; GPT {config}; {args.tokens} new tokens from a "
           f"1-token prompt, greedy; median of {args.repeats} (wall s); load average {os.getloadavg()[0]:.1f}")
     if args.tokens + 1 > args.block_size:

@@ -11,9 +11,7 @@ thread count; compare ratios, not times.
 """
 import argparse
 import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -23,27 +21,14 @@ import minigrad.nn as nn
 import minigrad.nn.functional as F
 import minigrad.optim as optim
 from minigrad import kernels
+from machine import cpu_model_and_flags
 
 NUMPY_HALF = "float16, NumPy's own a @ b"
 GPT_CONFIG = dict(vocab_size=96, block_size=64, n_layer=2, n_head=4, d_model=128)
 
 
-def cpu_description():
-    model, flags = platform.processor() or platform.machine(), ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                wanted = ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx512_fp16")
-                flags = " ".join(f for f in line.split(":", 1)[1].split() if f in wanted)
-                break
-    except OSError:
-        pass
-    return model, flags
-
-
 def interleaved_median_ms(functions, repeats):
+    """Each function once per round, rounds repeated: the same machine load for all; median ms each."""
     for f in functions.values():
         f()
     times = {name: [] for name in functions}
@@ -109,8 +94,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--n", type=int, default=256)
     args = parser.parse_args()
-    model, flags = cpu_description()
-    print(f"CPU: {model}; flags: {flags}; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}; "
+    model, flags = cpu_model_and_flags()
+    print(f"CPU: {model}; flags: {' '.join(flags)}; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}; "
           "NumPy's BLAS limited per table with threadpoolctl, MINIGRAD_NUM_THREADS set per table")
     for threads in args.threads:
         matmul_table(threads, args.repeats, args.n)

@@ -11,9 +11,6 @@ All variants run interleaved in one process at each thread count; compare ratios
 """
 import argparse
 import os
-import platform
-import time
-from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -21,36 +18,10 @@ from threadpoolctl import threadpool_limits
 import minigrad as mg
 import minigrad.nn as nn
 from minigrad import quantization as Q
+from bench_precision import interleaved_median_ms  # the same timing loop
+from machine import cpu_model_and_flags
 
 GPT_CONFIG = dict(vocab_size=256, block_size=128, n_layer=4, n_head=8, d_model=512)
-
-
-def cpu_description():
-    model, flags = platform.processor() or platform.machine(), ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni")
-                flags = " ".join(f for f in line.split(":", 1)[1].split() if f in wanted)
-                break
-    except OSError:
-        pass
-    return model, flags
-
-
-def interleaved_median_ms(functions, repeats):
-    """Each function once per round, rounds repeated: the same machine load for all; median ms each."""
-    for f in functions.values():
-        f()
-    times = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, f in functions.items():
-            start = time.perf_counter()
-            f()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1000 * float(np.median(t)) for name, t in times.items()}
 
 
 def kernel_table(threads, repeats):
@@ -105,8 +76,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--new-tokens", type=int, default=32)
     args = parser.parse_args()
-    model, flags = cpu_description()
-    print(f"CPU: {model}; flags: {flags}; VNNI kernel usable: {Q.vnni_available()}")
+    model, flags = cpu_model_and_flags()
+    print(f"CPU: {model}; flags: {' '.join(flags)}; VNNI kernel usable: {Q.vnni_available()}")
     print(f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "
           f"MINIGRAD_NUM_THREADS set per table; NumPy BLAS limited with threadpoolctl")
     for threads in args.threads:

@@ -3,7 +3,8 @@ instruction sets and thread settings do not compare (PERF_NOTES.md)."""
 import os
 import platform
 
-SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16")
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+              "avx512_bf16", "avx512_fp16")
 
 
 def cpu_model_and_flags():
