@@ -592,14 +592,35 @@ def test_modules_take_pytorchs_state_dicts_and_agree():
 
 
 @needs_torch
+def test_recurrent_modules_take_initial_states_as_torch():
+    x = RNG.standard_normal((2, 5, 3)).astype(np.float32)
+    h0, c0 = (RNG.standard_normal((2, 2, 4)).astype(np.float32) for _ in range(2))   # (num_layers, B, H)
+    rnn, trnn = nn.RNN(3, 4, num_layers=2), torch.nn.RNN(3, 4, num_layers=2, batch_first=True)
+    out, h = load_torch_state(rnn, trnn)(mg.tensor(x), mg.tensor(h0))
+    tout, th = trnn(torch.tensor(x), torch.tensor(h0))
+    close(out, tout, 1e-5)
+    close(h, th, 1e-5)
+    lstm, tlstm = nn.LSTM(3, 4, num_layers=2), torch.nn.LSTM(3, 4, num_layers=2, batch_first=True)
+    out, (h, c) = load_torch_state(lstm, tlstm)(mg.tensor(x), (mg.tensor(h0), mg.tensor(c0)))
+    tout, (th, tc) = tlstm(torch.tensor(x), (torch.tensor(h0), torch.tensor(c0)))
+    for ours, theirs in ((out, tout), (h, th), (c, tc)):
+        close(ours, theirs, 1e-5)
+    cell, tcell = nn.RNNCell(3, 4), torch.nn.RNNCell(3, 4)
+    close(load_torch_state(cell, tcell)(mg.tensor(x[:, 0]), mg.tensor(h0[0])),
+          tcell(torch.tensor(x[:, 0]), torch.tensor(h0[0])), 1e-5)
+
+
+@needs_torch
 def test_multihead_self_attention_is_torchs_with_q_k_v_equal():
     ours, theirs = nn.MultiheadAttention(8, 2), torch.nn.MultiheadAttention(8, 2, batch_first=True)
     assert sorted(ours.state_dict()) == sorted(theirs.state_dict())
     load_torch_state(ours, theirs)
     x = RNG.standard_normal((2, 5, 8)).astype(np.float32)
     tx = torch.tensor(x)
-    out = ours(mg.tensor(x))
-    close(out[0] if isinstance(out, tuple) else out, theirs(tx, tx, tx, need_weights=False)[0], 1e-4)
+    close(ours(mg.tensor(x)), theirs(tx, tx, tx, need_weights=False)[0], 1e-4)
+    causal = torch.nn.Transformer.generate_square_subsequent_mask(5)
+    close(ours(mg.tensor(x), is_causal=True),
+          theirs(tx, tx, tx, attn_mask=causal, is_causal=True, need_weights=False)[0], 1e-4)
 
 
 def test_module_protocol():
@@ -855,8 +876,11 @@ def test_generate_greedy_cache_and_sampling_controls():
         want = int(np.argmax(gpt(mg.tensor(context)).numpy()[0, -1]))
         assert greedy.numpy()[0, 6] == want                           # greedy = argmax of the last logits
         np.testing.assert_array_equal(gpt.generate(idx, 5, top_k=1).numpy(), greedy.numpy()[:, :8])
+        mg.manual_seed(5)
         sampled = gpt.generate(idx, 5, temperature=1.0, top_p=0.9)
         assert sampled.shape == (1, 8) and sampled.numpy().min() >= 0 and sampled.numpy().max() < 13
+        mg.manual_seed(5)                                             # sampling follows mg.manual_seed
+        np.testing.assert_array_equal(gpt.generate(idx, 5, temperature=1.0, top_p=0.9).numpy(), sampled.numpy())
 
 
 def test_lora_linear_apply_and_merge():
