@@ -23,9 +23,14 @@ def embedding(idx, weight):
         raise IndexError(f"embedding: token id {bad} is out of range for a table of {n} rows (expected 0 <= id < {n})")
     out = weight.data[ids]                                             # (…, d)
 
-    def backward(grad):
+    def backward(grad):  # the rows of g grouped by id (a stable sort), each group summed in one reduceat
+        flat = ids.reshape(-1)                                         # (N,)
+        order = np.argsort(flat, kind="stable")
+        sorted_ids = flat[order]
+        starts = np.flatnonzero(np.concatenate(([True], sorted_ids[1:] != sorted_ids[:-1])))  # first row of each id
         dw = np.zeros(weight.shape, dtype=grad.dtype)
-        np.add.at(dw, ids.reshape(-1), grad.reshape(-1, weight.shape[1]))
+        if flat.size:
+            dw[sorted_ids[starts]] = np.add.reduceat(grad.reshape(-1, weight.shape[1])[order], starts, axis=0)
         return (dw,)
 
     return Tensor.from_op(out, (weight,), backward, "embedding", saved=())  # backward reads the ids only
