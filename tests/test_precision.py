@@ -485,3 +485,21 @@ def test_16_bit_state_dicts_save_and_load(tmp_path):
         np.testing.assert_array_equal(back[k].numpy().view(np.uint8), state[k].numpy().view(np.uint8))
     mg.save(mg.ones(2).bfloat16(), tmp_path / "t.npz")
     assert mg.load(tmp_path / "t.npz").dtype == mg.bfloat16
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("make", [lambda p: optim.SGD(p, lr=0.1, momentum=0.9), lambda p: optim.Adam(p, lr=0.01),
+                                  lambda p: optim.AdamW(p, lr=0.01)], ids=["SGD", "Adam", "AdamW"])
+def test_optimizers_keep_16_bit_parameters(dtype, make):
+    """Parameters stay 16-bit and move as the float32 update would, up to the dtype's rounding."""
+    mg.manual_seed(0)
+    start = mg.randn(6, 4)
+    grad = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    low, full = mg.tensor(start.data, dtype=dtype, requires_grad=True), mg.tensor(start.data, requires_grad=True)
+    for p, opt in ((low, make([low])), (full, make([full]))):
+        for _ in range(3):
+            p.grad = grad.astype(p.dtype)
+            opt.step()
+    assert low.dtype == getattr(mg, dtype)
+    eps = float(np.finfo(low.dtype).eps)
+    np.testing.assert_allclose(low.data.astype(np.float32), full.data, atol=4 * eps * np.abs(full.data).max())
