@@ -13,6 +13,7 @@ faster.
 
     python benchmarks/bench_generate.py
     python benchmarks/bench_generate.py --tokens 400 --block-size 512
+    python benchmarks/bench_generate.py --backend numpy      # NumPy for every product (default: minigrad's)
 """
 import argparse
 import os
@@ -32,7 +33,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--block-size", type=int, default=DEFAULTS["block_size"])
+    parser.add_argument("--backend", default=None, help="minigrad backend (default: minigrad's default)")
     args = parser.parse_args()
+    if args.backend:
+        mg.set_backend(args.backend)
     from threadpoolctl import threadpool_limits
 
     vocab = DEFAULT_VOCAB_SIZE if DEFAULT_TOKENIZER == "bpe" else 103  # the docs have 103 distinct characters
