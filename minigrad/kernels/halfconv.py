@@ -21,6 +21,8 @@ def _kernels():
             _lib = load()
         except RuntimeError:
             _lib = False  # not built: NumPy's astype does the same, slower
+        if _lib and not hasattr(_lib[1], "f16_to_f32"):
+            _lib = False  # a build older than kernels/halfconv.c: the same, slower, until `python build.py`
     return _lib
 
 
