@@ -69,7 +69,7 @@ def vnni_available():
         _, lib = _kernels()
     except RuntimeError:
         return False
-    return bool(lib.qmatmul_has_vnni())
+    return hasattr(lib, "qmatmul_has_vnni") and bool(lib.qmatmul_has_vnni())
 
 
 def _kernels():
@@ -112,9 +112,9 @@ def int8_matmul(a, b, backend="c", version=None, num_threads=None):
 
 
 def _default_backend():
+    """"c" when the int8 kernel is built (an older build lacks it: the NumPy reference then), else "numpy"."""
     try:
-        _kernels()
-        return "c"
+        return "c" if hasattr(_kernels()[1], "qmatmul_s8") else "numpy"
     except RuntimeError:
         return "numpy"
 
