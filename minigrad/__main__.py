@@ -1,6 +1,6 @@
 """The main job without a notebook: train a GPT on byte-pair (BPE) tokens or characters, or sample from one.
 
-    python -m minigrad gpt                       # train on Python's own docs, ~4 minutes on 2 cores
+    python -m minigrad gpt                       # train on Python's own docs for 5 minutes
     python -m minigrad gpt --steps 200 --corpus my.txt --checkpoint my.npz
     python -m minigrad gpt --resume gpt.npz --steps 400    # continue a run where it stopped
     python -m minigrad gpt --tokenizer char                # one token per character (default: BPE, 512 tokens)
@@ -545,7 +545,7 @@ def parse_args(argv):
                               formatter_class=formatter)
     gpt.add_argument("--steps", type=positive_int, default=None,
                      help="train until this step (default: for --minutes; with --resume, the total step count)")
-    gpt.add_argument("--minutes", type=positive_float, default=4.0, help="time budget when --steps is not given")
+    gpt.add_argument("--minutes", type=positive_float, default=5.0, help="time budget when --steps is not given")
     gpt.add_argument("--corpus", help="a UTF-8 text file (default: Python's documentation, pydoc_data.topics)")
     gpt.add_argument("--backend", default=None, choices=["numpy", "c", "cuda", "cuda-sim"],
                      help="kernel backend (default: minigrad's, the fastest one built here)")
