@@ -47,9 +47,9 @@ static inline double normal_cdf_f64(double x)
     return 0.5 * erfc(-x * INV_SQRT2);  /* not ½(1 + erf): that cancels in the left tail */
 }
 
-/* ~40 flops an element: a thread per 2^15 elements at least; threads take
- * chunks of 2^13 as they come free (a paused thread holds up one chunk). */
-#define MIN_WORK_PER_THREAD (double)(1 << 15)
+/* The forward's element (erfc and exp) is worth ~2 of a plain pass
+ * (common.h), the backward's ~1; threads take chunks of 8192 elements as
+ * they come free (a paused thread holds up one chunk). */
 #define CHUNK 8192
 
 /* Φ of a float or a double: the function for the template's `real`. */
@@ -84,7 +84,7 @@ void gelu_backward_f64(const double *x, const double *cdf, const double *grad, d
 void FN(gelu_forward)(const real *restrict x, real *restrict out, real *restrict cdf, int64_t n, int nthreads)
 {
 #pragma omp parallel for simd schedule(dynamic, CHUNK) \
-    num_threads(thread_count(nthreads, ceil_div(n, CHUNK), 40.0 * n, MIN_WORK_PER_THREAD))
+    num_threads(thread_count(nthreads, ceil_div(n, CHUNK), 2.0 * n, MIN_ELEMENTS_PER_THREAD))
     for (int64_t i = 0; i < n; i++) {
         real c = NORMAL_CDF(x[i]);
         cdf[i] = c;
@@ -96,7 +96,7 @@ void FN(gelu_backward)(const real *restrict x, const real *restrict cdf, const r
                        real *restrict dx, int64_t n, int nthreads)
 {
 #pragma omp parallel for simd schedule(dynamic, CHUNK) \
-    num_threads(thread_count(nthreads, ceil_div(n, CHUNK), 20.0 * n, MIN_WORK_PER_THREAD))
+    num_threads(thread_count(nthreads, ceil_div(n, CHUNK), (double)n, MIN_ELEMENTS_PER_THREAD))
     for (int64_t i = 0; i < n; i++) {
         real pdf = EXP((real)-0.5 * x[i] * x[i]) * (real)INV_SQRT_2PI;
         dx[i] = grad[i] * (cdf[i] + x[i] * pdf);

@@ -23,9 +23,7 @@
 #include "common.h"
 #include "adamw.h"
 
-/* Memory-bound, ~12 flops an element: one thread per 2^16 elements at least;
- * threads take chunks of 2^15 elements as they come free. */
-#define MIN_WORK_PER_THREAD (double)(1 << 16)
+/* Threads take chunks of 2^15 elements as they come free. */
 #define CHUNK ((int64_t)1 << 15)
 
 #define TEMPLATE "adamw.c"
@@ -76,7 +74,7 @@ void FN(adamw_step)(int64_t count, real **params, real **grads, real **exp_avgs,
         total += sizes[t];
     int64_t chunks = ceil_div(total, CHUNK);
 #pragma omp parallel for schedule(dynamic, 1) \
-    num_threads(thread_count(nthreads, chunks, (double)total, MIN_WORK_PER_THREAD))
+    num_threads(thread_count(nthreads, chunks, (double)total, MIN_ELEMENTS_PER_THREAD))
     for (int64_t chunk = 0; chunk < chunks; chunk++) {
         /* elements [begin, end) of the numbering, tensor after tensor */
         int64_t begin = chunk * CHUNK, end = min_i64(begin + CHUNK, total);

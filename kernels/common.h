@@ -47,6 +47,13 @@ static inline void *aligned_buffer(size_t bytes)
 
 /* ------------------------------------------------------------ threads -- */
 
+/* The work of the memory-bound kernels (LayerNorm, cross-entropy, AdamW,
+ * GELU) is counted in elements of one pass over memory, about 1 ms per
+ * 2^20 on one core. A second thread only pays for a job of 2 ms or more:
+ * on a busy machine the OS may take a few ms to run a thread it wakes, and
+ * the caller waits for it. */
+#define MIN_ELEMENTS_PER_THREAD (double)(1 << 20)
+
 /* How many threads a parallel kernel wakes: `requested` (<= 0: one per
  * core), never more than the cores this process may run on, never more than
  * there are work items, and only one per `min_flops` of work: waking a

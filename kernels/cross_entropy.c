@@ -20,10 +20,9 @@
 #include "common.h"
 #include "cross_entropy.h"
 
-/* An exp costs ~20 flops: one thread per 2^15 logits at least. Threads take
- * blocks of rows as they come free: a thread paused by the OS on a busy
- * machine holds up only its block. */
-#define MIN_WORK_PER_THREAD (double)(1 << 15)
+/* A logit costs an exp: worth ~4 elements of a plain pass (common.h).
+ * Threads take blocks of rows as they come free: a thread paused by the OS
+ * on a busy machine holds up only its block. */
 #define ROWS_PER_BLOCK 16
 
 #define TEMPLATE "cross_entropy.c"
@@ -72,7 +71,7 @@ double FN(cross_entropy_forward)(const real *restrict logits, const int64_t *res
                                  real *restrict lse, int64_t n, int64_t v, int nthreads)
 {
 #pragma omp parallel for schedule(dynamic, ROWS_PER_BLOCK) \
-    num_threads(thread_count(nthreads, n, (double)n * v, MIN_WORK_PER_THREAD))
+    num_threads(thread_count(nthreads, n, 4.0 * n * v, MIN_ELEMENTS_PER_THREAD))
     for (int64_t i = 0; i < n; i++)
         lse[i] = FN(row_logsumexp)(logits + i * v, v);
     double total = 0; /* summed in row order, after the threads: the same loss on every run */
@@ -87,7 +86,7 @@ void FN(cross_entropy_backward)(const real *logits, const int64_t *restrict targ
 {
     real scale = (real)(grad / (double)n);
 #pragma omp parallel for schedule(dynamic, ROWS_PER_BLOCK) \
-    num_threads(thread_count(nthreads, n, (double)n * v, MIN_WORK_PER_THREAD))
+    num_threads(thread_count(nthreads, n, 4.0 * n * v, MIN_ELEMENTS_PER_THREAD))
     for (int64_t i = 0; i < n; i++) {
         const real *z = logits + i * v;
         real *dz = dlogits + i * v, shift = lse[i];

@@ -25,8 +25,6 @@
 #include "common.h"
 #include "layernorm.h"
 
-/* One thread per 2^17 elements at least: a row pass is memory-bound and short. */
-#define MIN_WORK_PER_THREAD (double)(1 << 17)
 /* Threads take blocks of rows as they come free (a thread the OS pauses on a
  * busy machine holds up only its block), and the backward sums dweight and
  * dbias per block, then over blocks in order: the same result on every run. */
@@ -68,7 +66,7 @@ int FN(layernorm_forward)(const real *restrict x, const real *restrict weight, c
                           int64_t n, int64_t c, double eps, int nthreads)
 {
 #pragma omp parallel for schedule(dynamic, ROWS_PER_BLOCK) \
-    num_threads(thread_count(nthreads, n, (double)n * c, MIN_WORK_PER_THREAD))
+    num_threads(thread_count(nthreads, n, (double)n * c, MIN_ELEMENTS_PER_THREAD))
     for (int64_t i = 0; i < n; i++) {
         const real *xi = x + i * c;
         real *oi = out + i * c;
@@ -104,7 +102,7 @@ int FN(layernorm_backward)(const real *restrict x, const real *restrict weight, 
         return -1;
 
 #pragma omp parallel for schedule(dynamic, 1) \
-    num_threads(thread_count(nthreads, blocks, (double)n * c, MIN_WORK_PER_THREAD))
+    num_threads(thread_count(nthreads, blocks, (double)n * c, MIN_ELEMENTS_PER_THREAD))
     for (int64_t block = 0; block < blocks; block++) {
         real *dw = partial + (size_t)block * 2 * c, *db = dw + c;
         memset(dw, 0, sizeof(real) * 2 * (size_t)c);
