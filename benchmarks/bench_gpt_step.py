@@ -134,6 +134,7 @@ def interleaved_median_ms(steps_by_name, repeats, warmup=2):
     cpu = {name: [] for name in steps_by_name}
     for _ in range(repeats):
         for name, step in steps_by_name.items():
+            time.sleep(0.01)  # the other library's OpenMP workers stop spinning before this one's clock starts
             start, start_cpu = time.perf_counter(), time.process_time()
             step()
             wall[name].append(time.perf_counter() - start)

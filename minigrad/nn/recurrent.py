@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from .. import kernels
 from ..tensor import Tensor, as_tensor, stack
 from .activation import sigmoid, tanh
 from .linear import linear, uniform_parameter
@@ -63,17 +64,17 @@ def lstm_gate_activations(a):
     return a
 
 
-def rnn_step_forward(gx, h, w_hh):
+def rnn_step_forward(gx, h, w_hh, matmul=np.matmul):
     """One tanh RNN step with the input part precomputed: h_t = tanh(gx_t + h_{t−1} W_hhᵀ) (lesson 03_rnn).
 
     gx_t = x_t W_ihᵀ + b_ih + b_hh (B, H), h_{t−1} (B, H), W_hh (H, H) → h_t (B, H).
     """
-    out = h @ w_hh.T                                                   # (B, H)
+    out = matmul(h, w_hh.T)                                            # (B, H)
     out += gx
     return np.tanh(out, out=out)
 
 
-def rnn_step_backward(dh, h_new, w_hh):
+def rnn_step_backward(dh, h_new, w_hh, matmul=np.matmul):
     """The step's backward from dL/dh_t: dz = dh ∘ (1 − h_t²) (the gradient of gx_t), dh_{t−1} = dz W_hh.
 
     Returns (dz, dh_{t−1}); dW_hh = Σ_t dz_tᵀ h_{t−1} is summed over all steps at once by the caller.
@@ -81,10 +82,10 @@ def rnn_step_backward(dh, h_new, w_hh):
     dz = h_new * h_new
     np.subtract(1, dz, out=dz)
     dz *= dh                                                           # (B, H)
-    return dz, dz @ w_hh
+    return dz, matmul(dz, w_hh)
 
 
-def lstm_step_forward(gx, h, c, w_hh, gates, c_new, tanh_c, h_new):
+def lstm_step_forward(gx, h, c, w_hh, gates, c_new, tanh_c, h_new, matmul=np.matmul):
     """One LSTM step with the input part precomputed (lesson 03_rnn), gates in PyTorch's order i, f, g, o:
 
         [i, f, g, o] = σ, σ, tanh, σ of (gx_t + h_{t−1} W_hhᵀ)    gx_t = x_t W_ihᵀ + b_ih + b_hh  (B, 4H)
@@ -94,8 +95,7 @@ def lstm_step_forward(gx, h, c, w_hh, gates, c_new, tanh_c, h_new):
     reads the gates and tanh(c_t) again, so the layer keeps them for every step).
     """
     H = c.shape[-1]
-    np.matmul(h, w_hh.T, out=gates)                                    # (B, 4H)
-    gates += gx
+    np.add(gx, matmul(h, w_hh.T), out=gates)                           # (B, 4H)
     lstm_gate_activations(gates)
     i, f, g, o = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]
     np.multiply(f, c, out=c_new)
@@ -104,7 +104,7 @@ def lstm_step_forward(gx, h, c, w_hh, gates, c_new, tanh_c, h_new):
     np.multiply(o, tanh_c, out=h_new)
 
 
-def lstm_step_backward(dh, dc, c_prev, gates, tanh_c, w_hh, dgates):
+def lstm_step_backward(dh, dc, c_prev, gates, tanh_c, w_hh, dgates, matmul=np.matmul):
     """The step's backward from dL/dh_t and dL/dc_t (dc from step t+1 and from c_t itself); updates dc in place:
 
         dc ← dc + dh ⊙ o ⊙ (1 − tanh²c_t)
@@ -129,7 +129,7 @@ def lstm_step_backward(dh, dc, c_prev, gates, tanh_c, w_hh, dgates):
     np.subtract(1, square[:, 2 * H:3 * H], out=slope[:, 2 * H:3 * H])  # tanh′ = 1 − g²
     dgates *= slope
     dc *= f
-    return dgates @ w_hh, dc
+    return matmul(dgates, w_hh), dc
 
 
 def rnn_tanh_layer(gx, h0, w_hh):
@@ -140,19 +140,20 @@ def rnn_tanh_layer(gx, h0, w_hh):
     """
     gx, h0, w_hh = _same_float(gx, h0, w_hh)
     gxd, wd = gx.data, w_hh.data
+    matmul = step_matmul(gxd.dtype)
     hs = np.empty_like(gxd)                                            # (T, B, H)
     h = h0.data
     for t in range(gxd.shape[0]):
-        h = hs[t] = rnn_step_forward(gxd[t], h, wd)
+        h = hs[t] = rnn_step_forward(gxd[t], h, wd, matmul)
 
     def backward(grad):                                                # grad: dL/dhs (T, B, H)
         dz = np.empty_like(hs)
         dh = np.zeros_like(h0.data)
         for t in reversed(range(hs.shape[0])):
-            dz[t], dh = rnn_step_backward(grad[t] + dh, hs[t], wd)
+            dz[t], dh = rnn_step_backward(grad[t] + dh, hs[t], wd, matmul)
         h_prev = np.concatenate([h0.data[None], hs[:-1]])              # (T, B, H)
         H = wd.shape[0]
-        return dz, dh, dz.reshape(-1, H).T @ h_prev.reshape(-1, H)
+        return dz, dh, kernels.matmul(dz.reshape(-1, H).T, h_prev.reshape(-1, H))
     return Tensor.from_op(hs, (gx, h0, w_hh), backward, "rnn_tanh_layer")
 
 
@@ -165,13 +166,14 @@ def lstm_layer(gx, h0, c0, w_hh):
     """
     gx, h0, c0, w_hh = _same_float(gx, h0, c0, w_hh)
     gxd, wd = gx.data, w_hh.data
+    matmul = step_matmul(gxd.dtype)
     T, B, H = gxd.shape[0], gxd.shape[1], wd.shape[1]
     out = np.empty((2, T, B, H), dtype=gxd.dtype)                      # [h_t for every t, c_t for every t]
     hs, cs = out
     gates, tanh_c = np.empty_like(gxd), np.empty_like(hs)              # (T, B, 4H), (T, B, H)
     h, c = h0.data, c0.data
     for t in range(T):
-        lstm_step_forward(gxd[t], h, c, wd, gates[t], cs[t], tanh_c[t], hs[t])
+        lstm_step_forward(gxd[t], h, c, wd, gates[t], cs[t], tanh_c[t], hs[t], matmul)
         h, c = hs[t], cs[t]
 
     def backward(grad):                                                # grad: (2, T, B, H)
@@ -180,10 +182,20 @@ def lstm_layer(gx, h0, c0, w_hh):
         for t in reversed(range(T)):
             c_prev = cs[t - 1] if t else c0.data
             dc += grad[1, t]
-            dh, dc = lstm_step_backward(grad[0, t] + dh, dc, c_prev, gates[t], tanh_c[t], wd, dgx[t])
+            dh, dc = lstm_step_backward(grad[0, t] + dh, dc, c_prev, gates[t], tanh_c[t], wd, dgx[t], matmul)
         h_prev = np.concatenate([h0.data[None], hs[:-1]])              # (T, B, H)
-        return dgx, dh, dc, dgx.reshape(-1, 4 * H).T @ h_prev.reshape(-1, H)
+        return dgx, dh, dc, kernels.matmul(dgx.reshape(-1, 4 * H).T, h_prev.reshape(-1, H))
     return Tensor.from_op(out, (gx, h0, c0, w_hh), backward, "lstm_layer")
+
+
+def step_matmul(dtype):
+    """The product for one time step, (B, H) by (H, gates·H): too small to share between threads, and called
+    2·T times per layer. So one thread, on the C kernels when the backend table sends matmul there;
+    NumPy's BLAS otherwise (with 2 threads, its pool woken 2·T times made a step ~5x slower)."""
+    if kernels.resolve("matmul", None, dtype) == "c":
+        c_matmul = kernels.backend_module("c").matmul
+        return lambda a, b: c_matmul(a, b, num_threads=1)
+    return np.matmul
 
 
 def _same_float(*tensors):
