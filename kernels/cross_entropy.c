@@ -59,7 +59,7 @@ static real FN(row_logsumexp)(const real *restrict z, int64_t v)
 {
     real m = z[0], sum = 0;
 #pragma omp simd reduction(max : m)
-    for (int64_t c = 1; c < v; c++)
+    for (int64_t c = 0; c < v; c++)
         m = z[c] > m ? z[c] : m;
 #pragma omp simd reduction(+ : sum)
     for (int64_t c = 0; c < v; c++)
