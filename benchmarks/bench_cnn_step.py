@@ -23,7 +23,7 @@ import minigrad as mg
 import minigrad.nn as nn
 import minigrad.nn.functional as F
 import minigrad.optim as optim
-from bench_gpt_step import limited_threads  # BLAS, OpenMP and the C kernels on the same thread count
+from machine import limited_threads  # BLAS, OpenMP and the C kernels on the same thread count
 
 BATCH = 64
 

@@ -14,7 +14,6 @@ step times, and the median of the per-round ratios, which pairs runs made next t
 """
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path

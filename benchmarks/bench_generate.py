@@ -6,7 +6,7 @@ and values, O(1) tokens and O(T) attention. The two give the same tokens (greedy
 model is `python -m minigrad gpt`'s default configuration with random weights (speed does not depend on
 training); the prompt is one token, as `python -m minigrad sample` starts from a newline. Both modes are
 run in turn, median of --repeats, at 1 and 2 threads (threadpoolctl for NumPy's BLAS,
-MINIGRAD_NUM_THREADS for the C kernels is left as set). Wall time and CPU time (all threads of this
+$MINIGRAD_NUM_THREADS for the C kernels, machine.limited_threads). Wall time and CPU time (all threads of this
 process) are both shown: on a shared, loaded machine each of the cached loop's many small operations
 waits for a core, and the CPU time is the steadier figure. Compare the ratios. Target: with cache >= 4x
 faster.
@@ -24,7 +24,7 @@ import numpy as np
 import minigrad as mg
 import minigrad.nn as nn
 from minigrad.__main__ import DEFAULT_TOKENIZER, DEFAULT_VOCAB_SIZE, DEFAULTS
-from machine import cpu_model_and_flags
+from machine import cpu_model_and_flags, limited_threads
 
 
 def main():
@@ -37,7 +37,6 @@ def main():
     args = parser.parse_args()
     if args.backend:
         mg.set_backend(args.backend)
-    from threadpoolctl import threadpool_limits
 
     vocab = DEFAULT_VOCAB_SIZE if DEFAULT_TOKENIZER == "bpe" else 103  # the docs have 103 distinct characters
     config = dict(vocab_size=vocab, block_size=args.block_size, n_layer=DEFAULTS["n_layer"],
@@ -52,7 +51,7 @@ def main():
         print(f"note: past block_size {args.block_size} the window slides and both modes recompute it every step")
     print(f"{'threads':>7} {'':>5} {'no cache':>10} {'cache':>10} {'speed-up':>9}")
     for threads in args.threads:
-        with threadpool_limits(threads):
+        with limited_threads(threads):
             wall, cpu, outputs = {True: [], False: []}, {True: [], False: []}, {}
             for _ in range(args.repeats):
                 for use_cache in (True, False):

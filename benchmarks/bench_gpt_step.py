@@ -29,7 +29,7 @@ import sys
 import time
 
 import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_info
 
 import minigrad as mg
 import minigrad.nn as nn
@@ -37,26 +37,10 @@ import minigrad.nn.functional as F
 import minigrad.optim as optim
 from minigrad.backend import BACKENDS, default_backend
 from minigrad.kernels import OPS
+from machine import limited_threads
 
 CONFIG = dict(vocab_size=96, block_size=128, n_layer=4, n_head=4, d_model=128)
 BATCH = 16
-
-
-@contextlib.contextmanager
-def limited_threads(threads):
-    """NumPy's BLAS and every OpenMP pool (threadpoolctl) and minigrad's C kernels ($MINIGRAD_NUM_THREADS,
-    which they read on each call; they size their pool from the core count, not from OpenMP's limit)
-    on `threads` threads for the block."""
-    previous = os.environ.get("MINIGRAD_NUM_THREADS")
-    os.environ["MINIGRAD_NUM_THREADS"] = str(threads)
-    try:
-        with threadpool_limits(threads):
-            yield
-    finally:
-        if previous is None:
-            del os.environ["MINIGRAD_NUM_THREADS"]
-        else:
-            os.environ["MINIGRAD_NUM_THREADS"] = previous
 
 
 def minigrad_step(model, opt, x, y):

@@ -14,14 +14,13 @@ import os
 import time
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 import minigrad as mg
 import minigrad.nn as nn
 import minigrad.nn.functional as F
 import minigrad.optim as optim
 from minigrad import kernels
-from machine import cpu_model_and_flags
+from machine import cpu_model_and_flags, limited_threads
 
 NUMPY_HALF = "float16, NumPy's own a @ b"
 GPT_CONFIG = dict(vocab_size=96, block_size=64, n_layer=2, n_head=4, d_model=128)
@@ -50,8 +49,7 @@ def matmul_table(threads, repeats, n):
                  "float16 via float32, numpy": lambda: kernels.matmul(a16, b16, backend="numpy"),
                  "float16 via float32, c": lambda: kernels.matmul(a16, b16, backend="c"),
                  "bfloat16 via float32, numpy": lambda: kernels.matmul(abf, bbf, backend="numpy")}
-    with threadpool_limits(threads):
-        os.environ["MINIGRAD_NUM_THREADS"] = str(threads)
+    with limited_threads(threads):
         ms = interleaved_median_ms(functions, repeats)
     print(f"\n-- {n}x{n}x{n} matmul, {threads} thread(s); median ms; ratio = NumPy float16 / variant")
     for name, value in ms.items():
@@ -80,8 +78,7 @@ def gpt_table(threads, repeats):
 
     functions = {"float32": step, "autocast bfloat16": lambda: step(mg.bfloat16),
                  "autocast float16 + GradScaler": lambda: step(mg.float16)}
-    with threadpool_limits(threads):
-        os.environ["MINIGRAD_NUM_THREADS"] = str(threads)
+    with limited_threads(threads):
         ms = interleaved_median_ms(functions, repeats)
     print(f"\n-- GPT training step {GPT_CONFIG}, batch 8, {threads} thread(s); ratio = float32 / variant")
     for name, value in ms.items():

@@ -13,13 +13,12 @@ import argparse
 import os
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 import minigrad as mg
 import minigrad.nn as nn
 from minigrad import quantization as Q
 from bench_precision import interleaved_median_ms  # the same timing loop
-from machine import cpu_model_and_flags
+from machine import cpu_model_and_flags, limited_threads
 
 GPT_CONFIG = dict(vocab_size=256, block_size=128, n_layer=4, n_head=8, d_model=512)
 
@@ -41,8 +40,7 @@ def kernel_table(threads, repeats):
         if Q.vnni_available():
             functions["int8 kernel vnni"] = lambda: Q.int8_matmul(xq, wq, version="vnni", num_threads=threads)
         functions["QuantizedLinear (all)"] = lambda: quantized(x)
-        with threadpool_limits(threads):
-            os.environ["MINIGRAD_NUM_THREADS"] = str(threads)
+        with limited_threads(threads):
             ms = interleaved_median_ms(functions, repeats)
         for name, value in ms.items():
             print(f"{rows:>5} {k:>5} {n:>5} {name:>22} {value:>9.3f} {ms['numpy float32 x @ W.T'] / value:>7.2f}")
@@ -55,8 +53,7 @@ def generation_table(threads, repeats, new_tokens):
     prompt = np.zeros((1, 16), np.int64)
     functions = {"float32": lambda: model.generate(prompt, new_tokens, top_k=1),
                  "int8 (quantize_dynamic)": lambda: quantized.generate(prompt, new_tokens, top_k=1)}
-    with threadpool_limits(threads):
-        os.environ["MINIGRAD_NUM_THREADS"] = str(threads)
+    with limited_threads(threads):
         ms = interleaved_median_ms(functions, repeats)
     same = (model.generate(prompt, new_tokens, top_k=1) == quantized.generate(prompt, new_tokens, top_k=1)).mean()
     print(f"\n-- GPT.generate {new_tokens} tokens after a 16-token prompt, {GPT_CONFIG}, {threads} thread(s)")

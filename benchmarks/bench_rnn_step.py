@@ -22,7 +22,8 @@ import minigrad as mg
 import minigrad.nn as nn
 import minigrad.nn.functional as F
 import minigrad.optim as optim
-from bench_gpt_step import interleaved_median_ms, limited_threads, machine  # the same timing and machine report as the GPT benchmark
+from machine import limited_threads
+from bench_gpt_step import interleaved_median_ms, machine  # the same timing and machine report as the GPT benchmark
 
 INPUT, HIDDEN, BATCH, STEPS, CLASSES = 32, 128, 16, 64, 10
 

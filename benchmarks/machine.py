@@ -1,5 +1,6 @@
 """What machine a benchmark ran on: printed above every figure, since figures from different CPUs,
 instruction sets and thread settings do not compare (PERF_NOTES.md)."""
+import contextlib
 import os
 import platform
 
@@ -49,3 +50,21 @@ def describe():
     lines.append(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())} "
                  "(the machine may be shared: figures are medians of interleaved rounds)")
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def limited_threads(threads):
+    """NumPy's BLAS and every OpenMP pool (threadpoolctl) and minigrad's C kernels ($MINIGRAD_NUM_THREADS,
+    which they read on each call; they size their pool from the core count, not from OpenMP's limit)
+    on `threads` threads for the block: a "1 thread" figure then really uses one core."""
+    from threadpoolctl import threadpool_limits
+    previous = os.environ.get("MINIGRAD_NUM_THREADS")
+    os.environ["MINIGRAD_NUM_THREADS"] = str(threads)
+    try:
+        with threadpool_limits(threads):
+            yield
+    finally:
+        if previous is None:
+            del os.environ["MINIGRAD_NUM_THREADS"]
+        else:
+            os.environ["MINIGRAD_NUM_THREADS"] = previous
