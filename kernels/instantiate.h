@@ -39,29 +39,7 @@
 #define ISA_NAME portable
 #define VECTOR_BYTES 16 /* SSE2 on x86-64, NEON on arm64 */
 
-#define real float
-#define SUFFIX f32
-#define EXP exp_f32
-#define LOG logf
-#define SQRT sqrtf
-#include TEMPLATE
-#undef real
-#undef SUFFIX
-#undef EXP
-#undef LOG
-#undef SQRT
-
-#define real double
-#define SUFFIX f64
-#define EXP exp
-#define LOG log
-#define SQRT sqrt
-#include TEMPLATE
-#undef real
-#undef SUFFIX
-#undef EXP
-#undef LOG
-#undef SQRT
+#include "instantiate_types.h"
 
 #undef ISA_NAME
 #undef VECTOR_BYTES
@@ -72,29 +50,7 @@ TARGET_BEGIN(TARGET_AVX2)
 #define ISA_NAME avx2
 #define VECTOR_BYTES 32
 
-#define real float
-#define SUFFIX f32
-#define EXP exp_f32
-#define LOG logf
-#define SQRT sqrtf
-#include TEMPLATE
-#undef real
-#undef SUFFIX
-#undef EXP
-#undef LOG
-#undef SQRT
-
-#define real double
-#define SUFFIX f64
-#define EXP exp
-#define LOG log
-#define SQRT sqrt
-#include TEMPLATE
-#undef real
-#undef SUFFIX
-#undef EXP
-#undef LOG
-#undef SQRT
+#include "instantiate_types.h"
 
 #undef ISA_NAME
 #undef VECTOR_BYTES
@@ -105,29 +61,7 @@ TARGET_BEGIN(TARGET_AVX512)
 #define ISA_NAME avx512
 #define VECTOR_BYTES 64
 
-#define real float
-#define SUFFIX f32
-#define EXP exp_f32
-#define LOG logf
-#define SQRT sqrtf
-#include TEMPLATE
-#undef real
-#undef SUFFIX
-#undef EXP
-#undef LOG
-#undef SQRT
-
-#define real double
-#define SUFFIX f64
-#define EXP exp
-#define LOG log
-#define SQRT sqrt
-#include TEMPLATE
-#undef real
-#undef SUFFIX
-#undef EXP
-#undef LOG
-#undef SQRT
+#include "instantiate_types.h"
 
 #undef ISA_NAME
 #undef VECTOR_BYTES
