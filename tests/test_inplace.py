@@ -53,7 +53,8 @@ def test_views_share_the_counter_of_the_memory():
 
 
 @pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
-                                  lambda ps: optim.Adam(ps, lr=0.1), lambda ps: optim.AdamW(ps, lr=0.1)])
+                                  lambda ps: optim.Adam(ps, lr=0.1), lambda ps: optim.AdamW(ps, lr=0.1),
+                                  lambda ps: optim.ZeroRedundancyOptimizer(ps, lr=0.1)])
 def test_an_optimizer_step_between_forward_and_backward(make):
     mg.manual_seed(0)
     layer = nn.Linear(3, 2)

@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import distributed as dist
 from ..nn.parallel.sharded import ShardedParameter
+from ..autograd import modified_in_place
 from .adam import AdamW
 
 
@@ -53,6 +54,7 @@ class _FlatGroup:
     def scatter_parameters(self):
         for p, lo, hi in zip(self.params, self.offsets[:-1], self.offsets[1:]):
             p.data[...] = self.flat[lo:hi].reshape(p.data.shape)
+            modified_in_place(p, "ZeroRedundancyOptimizer.step()")  # a graph that used p is stale now
 
 
 class ZeroRedundancyOptimizer:
