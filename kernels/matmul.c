@@ -29,7 +29,8 @@
  *                Thread count from the caller (Python reads
  *                MINIGRAD_NUM_THREADS, default all cores), never more than
  *                the cores, and one thread per 4 MFLOP at most: small
- *                products run on one thread, without waking anyone.
+ *                products run on one thread, without waking anyone, and
+ *                those thinner than a micro-tile skip packing (matmul_thin).
  *
  * Loop nest of versions 3-5 (jc, pc, ic, jr, ir):
  *   for jc in n step NC:            B panel (KC x NC) lives in L3
@@ -425,6 +426,62 @@ int FN(matmul_simd)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                                      alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+/* Thin products, fewer rows than a micro-tile (a Linear layer on one token while generating): packing
+   B would cost more than the product, so each row of C comes straight from A and B. With op(B) = B^T
+   (a Linear weight, rows contiguous) an element is a dot product of two rows, summed in vectors; with
+   op(B) = B, a row of C is a sum of rows of B scaled by A's elements. */
+static real FN(dot)(int64_t k, const real *a, int64_t a_step, const real *b)
+{
+    typedef real vec __attribute__((vector_size(VECTOR_BYTES)));
+    enum { W = VECTOR_BYTES / sizeof(real) };
+    real sum = 0;
+    int64_t p = 0;
+    if (a_step == 1) {
+        vec acc0 = {0}, acc1 = {0};  /* two chains: the FMA latency, not the loads, bounds one */
+        for (; p + 2 * W <= k; p += 2 * W) {
+            vec a0, a1, b0, b1;
+            memcpy(&a0, a + p, sizeof a0);
+            memcpy(&a1, a + p + W, sizeof a1);
+            memcpy(&b0, b + p, sizeof b0);
+            memcpy(&b1, b + p + W, sizeof b1);
+            acc0 += a0 * b0;
+            acc1 += a1 * b1;
+        }
+        acc0 += acc1;
+        for (int lane = 0; lane < W; lane++)
+            sum += acc0[lane];
+    }
+    for (; p < k; p++)
+        sum += a[p * a_step] * b[p];
+    return sum;
+}
+
+static void FN(matmul_thin)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                            real alpha, const real *a, int64_t lda, const real *b, int64_t ldb,
+                            real beta, real *c, int64_t ldc)
+{
+    for (int64_t i = 0; i < m; i++) {
+        real *c_row = c + i * ldc;
+        const real *a_row = trans_a ? a + i : a + i * lda;  /* op(A)[i, p] = a_row[p * a_step] */
+        int64_t a_step = trans_a ? lda : 1;
+        if (trans_b) {
+            for (int64_t j = 0; j < n; j++) {
+                real value = alpha * FN(dot)(k, a_row, a_step, b + j * ldb);
+                c_row[j] = beta == 0 ? value : value + beta * c_row[j];  /* beta == 0 never reads C */
+            }
+            continue;
+        }
+        for (int64_t j = 0; j < n; j++)
+            c_row[j] = beta == 0 ? 0 : beta * c_row[j];
+        for (int64_t p = 0; p < k; p++) {
+            real scale = alpha * a_row[p * a_step];
+            const real *b_row = b + p * ldb;
+            for (int64_t j = 0; j < n; j++)
+                c_row[j] += scale * b_row[j];
+        }
+    }
+}
+
 /* Version 5: version 4 on num_threads OpenMP threads (<= 0: all cores). */
 int FN(matmul_parallel)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                         real alpha, const real *a, int64_t lda, const real *b, int64_t ldb,
@@ -433,6 +490,10 @@ int FN(matmul_parallel)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
     /* Work items of at least one micro-tile row block; a thread per MIN_FLOPS_PER_THREAD at most. */
     int threads = thread_count(num_threads, ceil_div(m, MR) * ceil_div(n, NR), 2.0 * m * n * k,
                                MIN_FLOPS_PER_THREAD);
+    if (m < MR && threads == 1 && k > 0) {
+        FN(matmul_thin)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return 0;
+    }
     return FN(matmul_packed_threads)(FN(micro_kernel_simd), threads, trans_a, trans_b, m, n, k,
                                      alpha, a, lda, b, ldb, beta, c, ldc);
 }

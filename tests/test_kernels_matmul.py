@@ -82,9 +82,10 @@ def test_non_square_shapes_match_numpy(m, k, n, version, dtype):
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
 @pytest.mark.parametrize("beta", [0.0, 1.5])
-def test_gemm_formula_with_transposes_alpha_beta(beta, trans_b, trans_a, version, dtype):
+@pytest.mark.parametrize("m", [37, 1, 5])  # 1 and 5: fewer rows than a micro-tile, the unpacked "thin" path
+def test_gemm_formula_with_transposes_alpha_beta(m, beta, trans_b, trans_a, version, dtype):
     rng = np.random.default_rng(7)
-    m, k, n = 37, 300, 21
+    k, n = 300, 21
     a = random(rng, (k, m) if trans_a else (m, k), dtype)
     b = random(rng, (n, k) if trans_b else (k, n), dtype)
     c = random(rng, (m, n), dtype)
@@ -97,11 +98,13 @@ def test_gemm_formula_with_transposes_alpha_beta(beta, trans_b, trans_a, version
 
 @requires_c
 @pytest.mark.parametrize("version", VERSIONS)
-def test_beta_zero_never_reads_c(version):
-    a, b = np.ones((9, 5)), np.ones((5, 20))
-    c = np.full((9, 20), np.nan)
-    c_backend.gemm(a, b, c, beta=0.0, version=version)
-    np.testing.assert_array_equal(c, np.full((9, 20), 5.0))
+@pytest.mark.parametrize("m", [9, 2])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_beta_zero_never_reads_c(trans_b, m, version):
+    a, b = np.ones((m, 5)), np.ones((20, 5) if trans_b else (5, 20))
+    c = np.full((m, 20), np.nan)
+    c_backend.gemm(a, b, c, beta=0.0, trans_b=trans_b, version=version)
+    np.testing.assert_array_equal(c, np.full((m, 20), 5.0))
 
 
 def strided_views(rng, dtype):
