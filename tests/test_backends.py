@@ -77,6 +77,11 @@ def attention_shapes(b, tq, tk, d, dv):
     return (b, tq, d), (b, tk, d), (b, tk, dv)
 
 
+def lstm_shapes(t, b, h):
+    """gx (T, B, 4H), h0 and c0 (B, H), w_hh (4H, H)."""
+    return (t, b, 4 * h), (b, h), (b, h), (4 * h, h)
+
+
 CASES = [
     *(Case("matmul", s, how) for s, how in [
         (((1, 1), (1, 1)), "contiguous"),
@@ -113,6 +118,9 @@ CASES = [
     *(Case(op, s, how) for op in ("gelu", "gelu_backward") for s, how in [
         (((1,),), "contiguous"), (((7,),), "contiguous"), (((0, 3),), "contiguous"),
         (((3, 5, 7),), "contiguous"), (((9, 6),), "transposed"), (((4, 11),), "strided"),
+    ]),
+    *(Case(op, lstm_shapes(*s), how) for op in ("lstm", "lstm_backward") for s, how in [
+        ((1, 1, 1), "contiguous"), ((3, 2, 5), "transposed"), ((4, 3, 9), "strided"), ((0, 2, 2), "contiguous"),
     ]),
 ]
 
@@ -168,6 +176,14 @@ def run(case, backend, dtype, seed=0):
         grad_out = rng.standard_normal(inputs[0].shape)
         return kernels.gelu_backward(cast[0], layout(cdf.astype(cast[0].dtype), case.how),
                                      layout(grad_out.astype(cast[0].dtype), case.how), backend=on)
+    if case.op == "lstm":
+        return kernels.lstm(*cast, backend=on)
+    if case.op == "lstm_backward":
+        # out and gates from the reference in float64, as for attention_backward
+        out, gates = numpy_backend.lstm(*inputs)
+        grad_out = layout(rng.standard_normal(out.shape).astype(cast[0].dtype), case.how)
+        saved = [layout(x.astype(cast[0].dtype), case.how) for x in (out, gates)]
+        return kernels.lstm_backward(*cast[1:], *saved, grad_out, backend=on)
     raise ValueError(case.op)
 
 

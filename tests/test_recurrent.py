@@ -285,15 +285,20 @@ def test_fused_layers_equal_the_composition_of_cells(cell):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
-def test_fused_lstm_saturated_gates_stay_exact():
-    """Pre-activations of ±30: σ via ½ + ½·tanh(x/2) still gives gates in [0, 1] and finite gradients."""
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_fused_lstm_saturated_gates_stay_exact(backend, request):
+    """Pre-activations of ±30: σ (the reference's ½ + ½·tanh(x/2), the C kernel's from e^−|x|) still gives gates in
+    [0, 1] and finite gradients."""
+    if backend == "c":
+        request.getfixturevalue("c_kernels_built")
     from minigrad.nn.recurrent import lstm_layer
     gx = t64(np.concatenate([np.full((3, 2, 4), 30.0), np.full((3, 2, 4), -30.0)], axis=-1))  # (T, B, 4H), H = 2
     h0, c0 = t64(np.zeros((2, 2))), t64(np.ones((2, 2)))
-    out = lstm_layer(gx, h0, c0, t64(np.zeros((8, 2))))
+    with mg.backend(backend, ops=("lstm",)):
+        out = lstm_layer(gx, h0, c0, t64(np.zeros((8, 2))))
+        out.sum().backward()
     i, f, g, o = 1.0, 1.0, np.tanh(-30.0), 1 / (1 + np.exp(30.0))  # blocks i, f = +30; g, o = −30
     c = 1.0 + np.cumsum(np.full(3, i * g))                        # c_t = f c_{t−1} + i g
     np.testing.assert_allclose(out.data[1, :, 0, 0], c, rtol=1e-12)
     np.testing.assert_allclose(out.data[0, :, 0, 0], o * np.tanh(c), rtol=1e-6, atol=1e-15)
-    out.sum().backward()
     assert np.all(np.isfinite(gx.grad)) and np.all(np.isfinite(c0.grad))

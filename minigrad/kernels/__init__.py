@@ -14,6 +14,11 @@
                                       AdamW on lists of arrays, in place, in one call
     gelu(x) -> (out, cdf)             the exact GELU x·Φ(x), any shape, and Φ(x) for the backward
     gelu_backward(x, cdf, grad_out) -> dx = grad_out·(Φ(x) + x·φ(x))
+    lstm(gx, h0, c0, w_hh) -> (out, gates)
+                                      one LSTM layer over all T steps: gx (T, B, 4H) the input projection,
+                                      h0, c0 (B, H), w_hh (4H, H) -> out (2, T, B, H) = [every h_t, every c_t],
+                                      gates (T, B, 4H) the activated i, f, g, o for the backward
+    lstm_backward(h0, c0, w_hh, out, gates, grad_out) -> (dgx, dh0, dc0, dw_hh)
 
 Each takes `backend=` "numpy" (the reference), "c", "cuda" or "cuda-sim";
 None means this thread's choice (`mg.set_backend`, `mg.backend`, see
@@ -41,10 +46,10 @@ from minigrad.dtypes import HALF_FLOATS
 from minigrad.kernels.halfconv import cast
 
 __all__ = ["matmul", "matmul_backward", "attention", "attention_backward", "layer_norm", "layer_norm_backward",
-           "cross_entropy", "cross_entropy_backward", "adamw_step", "gelu", "gelu_backward"]
+           "cross_entropy", "cross_entropy_backward", "adamw_step", "gelu", "gelu_backward", "lstm", "lstm_backward"]
 
 # The op families `mg.backend(name, ops=...)` can route; NAME_backward goes with NAME.
-OPS = ("matmul", "attention", "layer_norm", "cross_entropy", "adamw_step", "gelu")
+OPS = ("matmul", "attention", "layer_norm", "cross_entropy", "adamw_step", "gelu", "lstm")
 MODULES = {"numpy": "numpy_backend", "c": "c_backend", "cuda": "cuda_backend", "cuda-sim": "cuda_backend"}
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -79,9 +84,10 @@ def resolve(op, backend, dtype):
     return name
 
 
-# Outputs that are statistics for the backward pass (row log-sum-exp, mean, 1/σ, Φ(x)): kept in float32 for
-# 16-bit inputs, as PyTorch does, since rounding lse to bfloat16 would put a 2⁻⁸·|lse| error into exp(s − lse).
-STATISTICS = {"attention": (1,), "layer_norm": (1, 2), "cross_entropy": (1,), "gelu": (1,)}
+# Outputs that are statistics for the backward pass (row log-sum-exp, mean, 1/σ, Φ(x), the LSTM's gates): kept in
+# float32 for 16-bit inputs, as PyTorch does, since rounding lse to bfloat16 would put a 2⁻⁸·|lse| error into
+# exp(s − lse).
+STATISTICS = {"attention": (1,), "layer_norm": (1, 2), "cross_entropy": (1,), "gelu": (1,), "lstm": (1,)}
 
 
 def _call(op, backend, dtype, *args, **kwargs):
@@ -359,3 +365,50 @@ def gelu_backward(x, cdf, grad_out, backend=None):
     if x.size == 0:
         return array_module(x).zeros(x.shape, dtype)
     return _call("gelu_backward", backend, dtype, x, cdf, grad_out)
+
+
+# ----------------------------------------------------------------- the LSTM layer (kernels/lstm.c)
+
+def check_lstm(op, h0, c0, w_hh, gx=None, out=None, gates=None, grad_out=None):
+    """w_hh (4H, H), h0 and c0 (B, H), and gx (T, B, 4H) or the saved out (2, T, B, H), gates (T, B, 4H)
+    and grad_out (2, T, B, H); returns (T, B, H)."""
+    if w_hh.ndim != 2 or w_hh.shape[0] != 4 * w_hh.shape[1]:
+        raise ValueError(f"{op}: w_hh must be (4·H, H), the gates i, f, g, o stacked along dim 0; "
+                         f"got shape {tuple(w_hh.shape)}")
+    if h0.ndim != 2:
+        raise ValueError(f"{op}: h0 must be (B, H), got shape {tuple(h0.shape)}")
+    steps_name, steps = ("gx", gx) if gx is not None else ("gates", gates)
+    if steps.ndim != 3:
+        raise ValueError(f"{op}: {steps_name} must be (T, B, 4·H), got shape {tuple(steps.shape)}")
+    T, B, H = steps.shape[0], h0.shape[0], w_hh.shape[1]
+    for name, x, shape in (("gx", gx, (T, B, 4 * H)), ("h0", h0, (B, H)), ("c0", c0, (B, H)),
+                           ("out", out, (2, T, B, H)), ("gates", gates, (T, B, 4 * H)),
+                           ("grad_out", grad_out, (2, T, B, H))):
+        if x is not None and tuple(x.shape) != shape:
+            raise ValueError(f"{op}: {name} must have shape {shape} (T={T} steps, B={B}, H={H} from "
+                             f"{steps_name} {tuple(steps.shape)}, h0 {tuple(h0.shape)}, w_hh {tuple(w_hh.shape)}), "
+                             f"got {tuple(x.shape)}")
+    return T, B, H
+
+
+def lstm(gx, h0, c0, w_hh, backend=None):
+    """(out, gates): every step of c_t = f ⊙ c_{t−1} + i ⊙ g, h_t = o ⊙ tanh(c_t) with [i, f, g, o] = σ, σ, tanh, σ
+    of (gx_t + h_{t−1} W_hhᵀ). out (2, T, B, H) holds every h_t then every c_t; gates (T, B, 4H) the activations."""
+    dtype = check_arrays("lstm", backend, gx=gx, h0=h0, c0=c0, w_hh=w_hh)
+    T, B, H = check_lstm("lstm", h0, c0, w_hh, gx=gx)
+    if T * B * H == 0:
+        xp = array_module(gx)
+        return xp.zeros((2, T, B, H), dtype), xp.zeros(gx.shape, np.float32 if dtype in HALF_FLOATS else dtype)
+    return _call("lstm", backend, dtype, gx, h0, c0, w_hh)
+
+
+def lstm_backward(h0, c0, w_hh, out, gates, grad_out, backend=None):
+    """(dgx, dh0, dc0, dw_hh) of lstm, back through time from grad_out (2, T, B, H), the gradient of out."""
+    dtype = check_arrays("lstm_backward", backend, h0=h0, c0=c0, w_hh=w_hh, out=out, grad_out=grad_out)
+    check_statistics("lstm_backward", dtype, gates=gates)
+    T, B, H = check_lstm("lstm_backward", h0, c0, w_hh, out=out, gates=gates, grad_out=grad_out)
+    if T * B * H == 0:  # no step, no sample or no unit: nothing flows back
+        xp = array_module(h0)
+        return (xp.zeros(gates.shape, dtype), xp.zeros(h0.shape, dtype), xp.zeros(c0.shape, dtype),
+                xp.zeros(w_hh.shape, dtype))
+    return _call("lstm_backward", backend, dtype, h0, c0, w_hh, out, gates, grad_out)

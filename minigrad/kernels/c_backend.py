@@ -17,11 +17,11 @@ import sys
 
 import numpy as np
 
-from minigrad.kernels import FLOATS, check_attention, check_layer_norm, check_shape, check_targets
+from minigrad.kernels import FLOATS, check_attention, check_layer_norm, check_lstm, check_shape, check_targets
 
 KERNELS = {name: FLOATS for name in ("matmul", "matmul_backward", "attention", "attention_backward",
                                      "layer_norm", "layer_norm_backward", "cross_entropy", "cross_entropy_backward",
-                                     "adamw_step", "gelu", "gelu_backward")}
+                                     "adamw_step", "gelu", "gelu_backward", "lstm", "lstm_backward")}
 
 # ----------------------------------------------------------------- loader
 
@@ -544,3 +544,33 @@ def gelu_backward(x, cdf, grad_out, num_threads=None):
     getattr(lib, f"gelu_backward_{_suffix(dtype)}")(_pointer(x), _pointer(cdf), _pointer(grad_out), _pointer(dx),
                                                      x.size, _threads(num_threads))
     return dx
+
+
+# ----------------------------------------------------------------- the LSTM layer
+# kernels/lstm.c: every time step forward, and back through time, in one call each.
+
+def lstm(gx, h0, c0, w_hh):
+    """(out (2, T, B, H), gates (T, B, 4H)) of one LSTM layer over all T steps of gx (T, B, 4H), in C
+    (kernels/lstm.c). See numpy_backend.lstm for the formulas."""
+    dtype = _check_floats("lstm", gx=gx, h0=h0, c0=c0, w_hh=w_hh)
+    T, B, H = check_lstm("lstm", h0, c0, w_hh, gx=gx)
+    gx, h0, c0, w_hh = (_c_array(x) for x in (gx, h0, c0, w_hh))
+    out, gates = np.empty((2, T, B, H), dtype), np.empty((T, B, 4 * H), dtype)
+    _, lib = load()
+    status = getattr(lib, f"lstm_forward_{_suffix(dtype)}")(
+        *(_pointer(x) for x in (gx, h0, c0, w_hh, out, gates)), T, B, H)
+    _check_status(status, "lstm")
+    return out, gates
+
+
+def lstm_backward(h0, c0, w_hh, out, gates, grad_out, num_threads=None):
+    """(dgx, dh0, dc0, dw_hh) of lstm, back through time from grad_out (2, T, B, H), in C (kernels/lstm.c)."""
+    dtype = _check_floats("lstm_backward", h0=h0, c0=c0, w_hh=w_hh, out=out, gates=gates, grad_out=grad_out)
+    T, B, H = check_lstm("lstm_backward", h0, c0, w_hh, out=out, gates=gates, grad_out=grad_out)
+    arrays = [_c_array(x) for x in (h0, c0, w_hh, out, gates, grad_out)]
+    grads = np.empty((T, B, 4 * H), dtype), np.empty((B, H), dtype), np.empty((B, H), dtype), np.empty((4 * H, H), dtype)
+    _, lib = load()
+    status = getattr(lib, f"lstm_backward_{_suffix(dtype)}")(
+        *(_pointer(x) for x in arrays + list(grads)), T, B, H, _threads(num_threads))
+    _check_status(status, "lstm_backward")
+    return grads

@@ -148,3 +148,42 @@ def gelu(x):
 def gelu_backward(x, cdf, grad_out):
     """d GELU/dx = Φ(x) + x·φ(x), φ(x) = e^{−x²/2}/√(2π):  dx = grad_out·(Φ(x) + x·φ(x))."""
     return grad_out * (cdf + x * normal_pdf(x))
+
+
+# ----------------------------------------------------------------- the LSTM layer
+# The reference for kernels/lstm.c: the steps of minigrad/nn/recurrent.py (lesson 03_rnn), one NumPy call per
+# formula, their per-step products on the matmul family's backend (see recurrent.step_matmul).
+
+def lstm(gx, h0, c0, w_hh):
+    """All T steps of an LSTM layer, `lstm_step_forward` from t = 0 up (gates i, f, g, o):
+
+        [i, f, g, o] = σ, σ, tanh, σ of (gx_t + h_{t−1} W_hhᵀ),   c_t = f ⊙ c_{t−1} + i ⊙ g,   h_t = o ⊙ tanh(c_t)
+    gx (T, B, 4H), h0, c0 (B, H), w_hh (4H, H) → (out (2, T, B, H) = [every h_t, every c_t], gates (T, B, 4H)).
+    """
+    from minigrad.nn.recurrent import lstm_step_forward, step_matmul
+    T, B, H = gx.shape[0], gx.shape[1], w_hh.shape[1]
+    out = np.empty((2, T, B, H), dtype=gx.dtype)                       # [h_t for every t, c_t for every t]
+    hs, cs = out
+    gates, tanh_c = np.empty_like(gx), np.empty((B, H), gx.dtype)     # (T, B, 4H), (B, H)
+    matmul, h, c = step_matmul(gx.dtype), h0, c0
+    for t in range(T):
+        lstm_step_forward(gx[t], h, c, w_hh, gates[t], cs[t], tanh_c, hs[t], matmul)
+        h, c = hs[t], cs[t]
+    return out, gates
+
+
+def lstm_backward(h0, c0, w_hh, out, gates, grad_out):
+    """Back through time, `lstm_step_backward` from t = T−1 down, then dW_hh = Σ_t dgates_tᵀ h_{t−1} in one matmul.
+    Returns (dgx (T, B, 4H), dh0 (B, H), dc0 (B, H), dw_hh (4H, H)); dgx_t = dgates_t."""
+    from minigrad.nn.recurrent import lstm_step_backward, step_matmul
+    hs, cs = out                                                       # (T, B, H) each
+    T, H = hs.shape[0], w_hh.shape[1]
+    tanh_c = np.tanh(cs)                                               # (T, B, H)
+    dgx = np.empty(gates.shape, h0.dtype)                              # (T, B, 4H)
+    matmul, dh, dc = step_matmul(h0.dtype), np.zeros_like(h0), np.zeros_like(c0)
+    for t in reversed(range(T)):
+        c_prev = cs[t - 1] if t else c0
+        dc += grad_out[1, t]
+        dh, dc = lstm_step_backward(grad_out[0, t] + dh, dc, c_prev, gates[t], tanh_c[t], w_hh, dgx[t], matmul)
+    h_prev = np.concatenate([h0[None], hs[:-1]])                       # (T, B, H)
+    return dgx, dh, dc, dgx.reshape(-1, 4 * H).T @ h_prev.reshape(-1, H)

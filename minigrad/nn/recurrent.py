@@ -92,7 +92,7 @@ def lstm_step_forward(gx, h, c, w_hh, gates, c_new, tanh_c, h_new, matmul=np.mat
         c_t = f ⊙ c_{t−1} + i ⊙ g,   h_t = o ⊙ tanh(c_t)
 
     Writes the gates (B, 4H), c_t, tanh(c_t) and h_t (B, H) into the arrays given (the backward step
-    reads the gates and tanh(c_t) again, so the layer keeps them for every step).
+    reads the gates again, so the layer keeps them for every step).
     """
     H = c.shape[-1]
     np.add(gx, matmul(h, w_hh.T), out=gates)                           # (B, 4H)
@@ -160,31 +160,16 @@ def rnn_tanh_layer(gx, h0, w_hh):
 def lstm_layer(gx, h0, c0, w_hh):
     """All T LSTM steps as one op (lesson 03_rnn): gx (T, B, 4H) → (2, T, B, H), every h_t then every c_t.
 
-    gx = x W_ihᵀ + b_ih + b_hh for every step at once (one big matmul instead of T small ones). Backward
-    through time runs `lstm_step_backward` from t = T−1 down to 0, then sums dW_hh = Σ_t dgates_tᵀ h_{t−1}
-    in one matmul.
+    gx = x W_ihᵀ + b_ih + b_hh for every step at once (one big matmul instead of T small ones). The steps run
+    in `kernels.lstm` (kernels/lstm.c on backend "c"; on "numpy", `lstm_step_forward` from t = 0 up), and back
+    through time in `kernels.lstm_backward` (`lstm_step_backward` from t = T−1 down, then dW_hh = Σ_t dgates_tᵀ
+    h_{t−1} in one matmul).
     """
     gx, h0, c0, w_hh = _same_float(gx, h0, c0, w_hh)
-    gxd, wd = gx.data, w_hh.data
-    matmul = step_matmul(gxd.dtype)
-    T, B, H = gxd.shape[0], gxd.shape[1], wd.shape[1]
-    out = np.empty((2, T, B, H), dtype=gxd.dtype)                      # [h_t for every t, c_t for every t]
-    hs, cs = out
-    gates, tanh_c = np.empty_like(gxd), np.empty_like(hs)              # (T, B, 4H), (T, B, H)
-    h, c = h0.data, c0.data
-    for t in range(T):
-        lstm_step_forward(gxd[t], h, c, wd, gates[t], cs[t], tanh_c[t], hs[t], matmul)
-        h, c = hs[t], cs[t]
+    out, gates = kernels.lstm(gx.data, h0.data, c0.data, w_hh.data)   # (2, T, B, H), (T, B, 4H)
 
     def backward(grad):                                                # grad: (2, T, B, H)
-        dgx = np.empty_like(gates)                                     # (T, B, 4H)
-        dh, dc = np.zeros_like(h0.data), np.zeros_like(c0.data)
-        for t in reversed(range(T)):
-            c_prev = cs[t - 1] if t else c0.data
-            dc += grad[1, t]
-            dh, dc = lstm_step_backward(grad[0, t] + dh, dc, c_prev, gates[t], tanh_c[t], wd, dgx[t], matmul)
-        h_prev = np.concatenate([h0.data[None], hs[:-1]])              # (T, B, H)
-        return dgx, dh, dc, kernels.matmul(dgx.reshape(-1, 4 * H).T, h_prev.reshape(-1, H))
+        return kernels.lstm_backward(h0.data, c0.data, w_hh.data, out, gates, grad)
     return Tensor.from_op(out, (gx, h0, c0, w_hh), backward, "lstm_layer")
 
 
