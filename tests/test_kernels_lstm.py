@@ -23,8 +23,9 @@ def rand(*shape, dtype=np.float64, seed=0, scale=1.0):
 
 def problem(T, B, H, dtype=np.float64, seed=0):
     """gx (T, B, 4H), h0, c0 (B, H), w_hh (4H, H) and a grad_out (2, T, B, H), pre-activations of order 1."""
+    w_scale = 1 / np.sqrt(max(H, 1))
     return (rand(T, B, 4 * H, dtype=dtype, seed=seed, scale=1.5), rand(B, H, dtype=dtype, seed=seed + 1),
-            rand(B, H, dtype=dtype, seed=seed + 2), rand(4 * H, H, dtype=dtype, seed=seed + 3, scale=1 / np.sqrt(max(H, 1))),
+            rand(B, H, dtype=dtype, seed=seed + 2), rand(4 * H, H, dtype=dtype, seed=seed + 3, scale=w_scale),
             rand(2, T, B, H, dtype=dtype, seed=seed + 4))
 
 
@@ -180,7 +181,8 @@ def test_nn_lstm_matches_torch_values_and_gradients(dtype):
     theirs = torch.nn.LSTM(5, 33, num_layers=2, batch_first=True).to(torch.float32 if dtype == np.float32
                                                                       else torch.float64)
     theirs.load_state_dict({k: torch.tensor(v.numpy()) for k, v in ours.state_dict().items()})
-    x, h0, c0 = rand(3, 11, 5, dtype=dtype, seed=1), rand(2, 3, 33, dtype=dtype, seed=2), rand(2, 3, 33, dtype=dtype, seed=3)
+    x = rand(3, 11, 5, dtype=dtype, seed=1)                                            # (B, T, I)
+    h0, c0 = rand(2, 3, 33, dtype=dtype, seed=2), rand(2, 3, 33, dtype=dtype, seed=3)  # (layers, B, H)
     weights = rand(3, 11, 33, dtype=dtype, seed=4)
     ours_in = [mg.tensor(a, requires_grad=True) for a in (x, h0, c0)]
     out, (h_n, c_n) = ours(ours_in[0], (ours_in[1], ours_in[2]))
@@ -227,3 +229,9 @@ def test_bad_backward_input_is_refused_before_c(run):
         run(h0, c0, w_hh, out[0], gates, grad_out)
     with pytest.raises(TypeError, match="gates"):
         run(h0, c0, w_hh, out, gates.astype(np.float32), grad_out)
+
+
+def test_a_build_older_than_lstm_c_says_rebuild(monkeypatch):
+    monkeypatch.setattr(c_backend, "load", lambda: (None, object()))  # a compiled module without the LSTM kernels
+    with pytest.raises(RuntimeError, match=r"no lstm_forward_f64: they are older than kernels/lstm.c.*python build.py"):
+        c_backend.lstm(*problem(2, 1, 1)[:4])

@@ -549,6 +549,16 @@ def gelu_backward(x, cdf, grad_out, num_threads=None):
 # ----------------------------------------------------------------- the LSTM layer
 # kernels/lstm.c: every time step forward, and back through time, in one call each.
 
+def _lstm_function(direction, dtype):
+    _, lib = load()
+    name = f"lstm_{direction}_{_suffix(dtype)}"
+    try:
+        return getattr(lib, name)
+    except AttributeError:
+        raise RuntimeError(f"the compiled C kernels have no {name}: they are older than kernels/lstm.c. "
+                           "Rebuild them with `python build.py` in the repository root") from None
+
+
 def lstm(gx, h0, c0, w_hh):
     """(out (2, T, B, H), gates (T, B, 4H)) of one LSTM layer over all T steps of gx (T, B, 4H), in C
     (kernels/lstm.c). See numpy_backend.lstm for the formulas."""
@@ -556,9 +566,7 @@ def lstm(gx, h0, c0, w_hh):
     T, B, H = check_lstm("lstm", h0, c0, w_hh, gx=gx)
     gx, h0, c0, w_hh = (_c_array(x) for x in (gx, h0, c0, w_hh))
     out, gates = np.empty((2, T, B, H), dtype), np.empty((T, B, 4 * H), dtype)
-    _, lib = load()
-    status = getattr(lib, f"lstm_forward_{_suffix(dtype)}")(
-        *(_pointer(x) for x in (gx, h0, c0, w_hh, out, gates)), T, B, H)
+    status = _lstm_function("forward", dtype)(*(_pointer(x) for x in (gx, h0, c0, w_hh, out, gates)), T, B, H)
     _check_status(status, "lstm")
     return out, gates
 
@@ -568,9 +576,9 @@ def lstm_backward(h0, c0, w_hh, out, gates, grad_out, num_threads=None):
     dtype = _check_floats("lstm_backward", h0=h0, c0=c0, w_hh=w_hh, out=out, gates=gates, grad_out=grad_out)
     T, B, H = check_lstm("lstm_backward", h0, c0, w_hh, out=out, gates=gates, grad_out=grad_out)
     arrays = [_c_array(x) for x in (h0, c0, w_hh, out, gates, grad_out)]
-    grads = np.empty((T, B, 4 * H), dtype), np.empty((B, H), dtype), np.empty((B, H), dtype), np.empty((4 * H, H), dtype)
-    _, lib = load()
-    status = getattr(lib, f"lstm_backward_{_suffix(dtype)}")(
-        *(_pointer(x) for x in arrays + list(grads)), T, B, H, _threads(num_threads))
+    # dgx (T, B, 4H), dh0 (B, H), dc0 (B, H), dw_hh (4H, H)
+    grads = tuple(np.empty(shape, dtype) for shape in ((T, B, 4 * H), (B, H), (B, H), (4 * H, H)))
+    status = _lstm_function("backward", dtype)(*(_pointer(x) for x in arrays + list(grads)), T, B, H,
+                                               _threads(num_threads))
     _check_status(status, "lstm_backward")
     return grads
