@@ -370,6 +370,17 @@ def test_autocast_state_is_per_thread_and_nests():
     assert not mg.amp.is_autocast_enabled()
 
 
+def test_autocast_defaults_to_float16_and_takes_the_dtype_first():
+    a, b = mg.randn(2, 3), mg.randn(3, 2)
+    with mg.autocast():
+        default = (a @ b).dtype
+    with mg.autocast(mg.bfloat16):
+        positional = (a @ b).dtype
+    with mg.autocast("cpu", mg.bfloat16):
+        torch_order = (a @ b).dtype
+    assert (default, positional, torch_order) == (mg.float16, mg.bfloat16, mg.bfloat16)
+
+
 def test_autocast_rejects_a_non_16_bit_dtype():
     for bad in (mg.int32, mg.float32, mg.float64, "int8"):
         with pytest.raises(TypeError, match="autocast: dtype must be a 16-bit float, mg.float16 or mg.bfloat16"):

@@ -10,7 +10,7 @@ float32 parameters (master weights) receive float32 gradients. The state is per 
 import contextlib
 import threading
 
-from ..dtypes import HALF_FLOATS, as_dtype, bfloat16, float32
+from ..dtypes import HALF_FLOATS, as_dtype, float16, float32
 
 __all__ = ["autocast", "is_autocast_enabled", "get_autocast_dtype", "lower_precision", "full_precision"]
 
@@ -27,17 +27,21 @@ def is_autocast_enabled():
 
 
 class autocast(contextlib.ContextDecorator):
-    """`with mg.autocast(dtype=mg.bfloat16):` (or as a decorator): low precision for matrix products.
+    """`with mg.autocast(dtype=mg.float16):` (or as a decorator): low precision for matrix products.
 
-    device_type "cpu" or "cuda" is accepted for PyTorch's signature (the policy is the same); dtype defaults
-    to bfloat16, PyTorch's CPU default; enabled=False turns autocast off inside the block.
+    dtype defaults to float16 (the contract in shared/API.md; PyTorch's CPU default is bfloat16, so pass
+    dtype=mg.bfloat16 for that). device_type "cpu" or "cuda" is accepted for PyTorch's signature (the policy
+    is the same), and a dtype given first, `mg.autocast(mg.bfloat16)`, is taken as the dtype.
+    enabled=False turns autocast off inside the block.
     """
 
     def __init__(self, device_type="cpu", dtype=None, enabled=True, cache_enabled=None):
+        if dtype is None and not isinstance(device_type, str):
+            device_type, dtype = "cpu", device_type  # mg.autocast(mg.float16)
         if device_type not in ("cpu", "cuda"):
             raise ValueError(f"autocast: device_type must be 'cpu' or 'cuda', got {device_type!r}")
         try:
-            resolved = bfloat16 if dtype is None else as_dtype(dtype)
+            resolved = float16 if dtype is None else as_dtype(dtype)
         except TypeError:
             resolved = None
         if resolved not in HALF_FLOATS:

@@ -68,6 +68,7 @@ def load():
         if os.environ.get("MINIGRAD_ISA"):
             _select_isa(module.lib, os.environ["MINIGRAD_ISA"], "MINIGRAD_ISA")
         _ffi, _lib = module.ffi, module.lib
+        _matmul_functions.clear()  # they belong to the extension loaded before, if any
     return _ffi, _lib
 
 
@@ -112,14 +113,18 @@ def available():
     return True
 
 
+_parsed_num_threads = {}  # $MINIGRAD_NUM_THREADS's text -> its count: every kernel call reads it
+
+
 def num_threads():
     """Threads for the parallel kernels: $MINIGRAD_NUM_THREADS, else 0 (the kernels then use all cores)."""
-    value = os.environ.get("MINIGRAD_NUM_THREADS", "").strip()
-    if not value:
-        return 0
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"MINIGRAD_NUM_THREADS must be a positive integer, got {value!r}")
-    return int(value)
+    text = os.environ.get("MINIGRAD_NUM_THREADS", "")
+    if text not in _parsed_num_threads:
+        value = text.strip()
+        if value and (not value.isdigit() or int(value) < 1):
+            raise ValueError(f"MINIGRAD_NUM_THREADS must be a positive integer, got {value!r}")
+        _parsed_num_threads[text] = int(value) if value else 0
+    return _parsed_num_threads[text]
 
 
 def _threads(requested):
@@ -131,12 +136,16 @@ def _threads(requested):
     return threads
 
 
+_C_ARRAYS = {np.dtype(np.float32): "float[]", np.dtype(np.float64): "double[]"}
+_C_POINTERS = {np.dtype(np.float32): "float *", np.dtype(np.float64): "double *"}
+
+
 def _pointer(x):
     """A C pointer to x's first element (x stays alive as long as the caller holds it)."""
-    ffi, _ = load()
+    ffi = _ffi or load()[0]
     if x.flags.c_contiguous:  # the fast way, where the buffer protocol allows it
-        return ffi.from_buffer("float[]" if x.dtype == np.float32 else "double[]", x)
-    return ffi.cast("float *" if x.dtype == np.float32 else "double *", x.ctypes.data)
+        return ffi.from_buffer(_C_ARRAYS[x.dtype], x)
+    return ffi.cast(_C_POINTERS[x.dtype], x.ctypes.data)
 
 
 def _check_status(status, op):
@@ -165,6 +174,11 @@ def _operand(x, trans):
     (negative, zero or non-multiple strides, misaligned or byte-swapped data) is copied.
     """
     rows, cols = x.shape
+    flags = x.flags
+    if flags.c_contiguous and flags.aligned and x.dtype.isnative:  # the common cases first, checked fast
+        return x, trans, max(cols, 1)
+    if flags.f_contiguous and flags.aligned and x.dtype.isnative:
+        return x, not trans, max(rows, 1)
     row_step, col_step = (stride // x.itemsize if stride % x.itemsize == 0 else -1 for stride in x.strides)
     if x.flags.aligned and x.dtype.isnative:
         if (cols == 1 or col_step == 1) and (rows == 1 or row_step >= cols):
@@ -174,17 +188,23 @@ def _operand(x, trans):
     return np.array(x, order="C"), trans, max(cols, 1)  # a fresh, aligned copy (ascontiguousarray may not copy)
 
 
+_matmul_functions = {}  # (version, dtype) -> (version, C function): looked up once, used on every call
+
+
 def _matmul_function(version, dtype):
-    version = DEFAULT_MATMUL_VERSION if version is None else version
-    if version not in MATMUL_VERSIONS:
-        raise ValueError(f"unknown C matmul version {version!r}: choose one of {', '.join(MATMUL_VERSIONS)}")
-    _, lib = load()
-    name = f"matmul_{version}_{'f32' if dtype == np.float32 else 'f64'}"
-    try:
-        return version, getattr(lib, name)
-    except AttributeError:
-        raise RuntimeError(f"the compiled C kernels have no {name}: they are older than kernels/matmul.h. "
-                           "Rebuild them with `python build.py` in the repository root") from None
+    key = (version, dtype)
+    if _lib is None or key not in _matmul_functions:
+        name = DEFAULT_MATMUL_VERSION if version is None else version
+        if name not in MATMUL_VERSIONS:
+            raise ValueError(f"unknown C matmul version {name!r}: choose one of {', '.join(MATMUL_VERSIONS)}")
+        _, lib = load()
+        symbol = f"matmul_{name}_{'f32' if dtype == np.float32 else 'f64'}"
+        try:
+            _matmul_functions[key] = name, getattr(lib, symbol)
+        except AttributeError:
+            raise RuntimeError(f"the compiled C kernels have no {symbol}: they are older than kernels/matmul.h. "
+                               "Rebuild them with `python build.py` in the repository root") from None
+    return _matmul_functions[key]
 
 
 def _gemm(a, b, c, alpha, beta, trans_a, trans_b, version, threads):

@@ -218,29 +218,32 @@ class MultiheadAttention(Module):
         W, b = self.in_proj_weight, self.in_proj_bias
         if "in_proj_lora" in self._modules:  # set by nn.lora.apply_lora: W + (alpha/r)·B A, only A and B train
             W = W + self.in_proj_lora.delta()
-        # q = x W_qᵀ + b_q with W_q the first E rows of W_in, and so on: slicing the (3E, E) weight
-        # costs less in the backward pass than slicing a (B, T, 3E) activation
-        q, k, v = (linear(x, W[i * E:(i + 1) * E], None if b is None else b[i * E:(i + 1) * E])
-                   .reshape(B, T, H, hd).transpose(1, 2) for i in range(3))  # (B, H, T, hd) each
         if kv_cache is not None:
-            y = self._attend_cached(q, k, v, kv_cache, attn_mask, is_causal)  # (B, H, T, hd)
+            y = self._attend_cached(linear(x, W, b), kv_cache, attn_mask, is_causal)  # (B, H, T, hd)
         else:
+            # q = x W_qᵀ + b_q with W_q the first E rows of W_in, and so on: slicing the (3E, E) weight
+            # costs less in the backward pass than slicing a (B, T, 3E) activation
+            q, k, v = (linear(x, W[i * E:(i + 1) * E], None if b is None else b[i * E:(i + 1) * E])
+                       .reshape(B, T, H, hd).transpose(1, 2) for i in range(3))  # (B, H, T, hd) each
             mask = None if attn_mask is None else self._sdpa_mask(attn_mask, B, T)
             y = scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
                                              dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, hd)
         y = self.out_proj(y.transpose(1, 2).reshape(B, T, E))  # (B, T, E)
         return y if self.batch_first else y.transpose(0, 1)
 
-    def _attend_cached(self, q, k, v, cache, attn_mask, is_causal):
-        """The new queries (B, H, T, hd) against the cached keys and values followed by their own."""
+    def _attend_cached(self, qkv, cache, attn_mask, is_causal):
+        """The new tokens' queries against the cached keys and values followed by their own; qkv (B, T, 3E)
+        is their one fused projection (no backward pass here, so no reason to split the weight)."""
         if attn_mask is not None or not is_causal:
             raise ValueError("MultiheadAttention: a kv_cache is for causal self-attention (is_causal=True, "
                              "no attn_mask)")
-        if q.requires_grad:
+        if qkv.requires_grad:
             raise ValueError("MultiheadAttention: a kv_cache holds plain arrays and passes no gradient; "
                              "run it under mg.no_grad() (generation)")
-        T = q.shape[2]
-        keys, values = cache.append(k.data, v.data)  # (B, H, S, hd), S = positions cached so far + T
+        B, T, _ = qkv.shape
+        q, k, v = qkv.data.reshape(B, T, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)  # (B, H, T, hd)
+        q = Tensor(q)
+        keys, values = cache.append(k, v)  # (B, H, S, hd), S = positions cached so far + T
         S = keys.shape[2]
         if T == 1:  # one new token sees every key: no mask
             return scaled_dot_product_attention(q, Tensor(keys), Tensor(values))
