@@ -5,8 +5,9 @@ Conv2d(1,16,3,padding=1)-ReLU-MaxPool2d(2)-Conv2d(16,32,3,padding=1)-ReLU-MaxPoo
 cross-entropy loss, SGD(lr=0.1, momentum=0.9). PyTorch (when installed) runs the same model with the same
 weights and batch, in the same process, at the same thread count (threadpoolctl limits NumPy's BLAS,
 torch.set_num_threads limits PyTorch), one step of each in turn so that load from other processes
-falls on both alike. The pixels are random: the time of a step does not depend on them.
-Compare the ratio, not the absolute times.
+falls on both alike, with a 10 ms pause before each (bench_gpt_step.interleaved_median_ms: one library's
+spinning OpenMP workers are not billed to the other); medians of wall and CPU time. The pixels are random:
+the time of a step does not depend on them. Compare the ratio, not the absolute times.
 
     python benchmarks/bench_cnn_step.py                  # 1 and 2 threads, minigrad and PyTorch
     python benchmarks/bench_cnn_step.py --steps 50 --threads 1
@@ -14,6 +15,7 @@ Compare the ratio, not the absolute times.
 """
 import argparse
 import cProfile
+import os
 import pstats
 import time
 
@@ -23,6 +25,7 @@ import minigrad as mg
 import minigrad.nn as nn
 import minigrad.nn.functional as F
 import minigrad.optim as optim
+from bench_gpt_step import interleaved_median_ms, machine  # the same timing and machine report as the GPT's
 from machine import limited_threads  # BLAS, OpenMP and the C kernels on the same thread count
 
 BATCH = 64
@@ -64,21 +67,6 @@ def torch_step(model, opt, x, y):
     return loss.item()
 
 
-def median_ms(steps, rounds, warmup=5):
-    """Median ms per step of each function in `steps`, timed in alternation (one step of each per round),
-    so that load from other processes on the machine slows all of them alike."""
-    for step in steps:
-        for _ in range(warmup):
-            step()
-    times = [[] for _ in steps]
-    for _ in range(rounds):
-        for step, samples in zip(steps, times):
-            start = time.perf_counter()
-            step()
-            samples.append(time.perf_counter() - start)
-    return [1000 * float(np.median(samples)) for samples in times]
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=100)
@@ -105,26 +93,39 @@ def main():
         pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
         return
 
+    # The C kernels load first, and with them OpenMP with its passive wait policy (c_backend.load): PyTorch's
+    # libgomp has the same name, so whichever library loads first sets the one runtime's policy for both.
+    backend = mg.get_backend()
     try:
         import torch
     except ImportError:
         torch = None
         print("PyTorch is not installed: timing minigrad only (pip install torch==2.13.0 to compare)")
 
-    print(f"small CNN step, batch {BATCH}, 8x8x1 images, median of {args.steps} steps")
+    print(machine())
+    print(f"small CNN step, batch {BATCH}, 8x8x1 images, float32, backend {backend!r}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; median wall (median CPU) ms of {args.steps} steps; "
+          f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    steps = {"minigrad": lambda: minigrad_step(model, opt, x, labels)}
+    if torch is not None:
+        tmodel = torch_model(state)
+        topt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9)
+        tx, ty = torch.from_numpy(images), torch.from_numpy(labels)
+        with torch.no_grad():
+            same = np.abs(tmodel(tx).numpy() - model(x).data).max()
+        print(f"same model check: max |logits difference| minigrad vs PyTorch = {same:.1e}")
+        steps["torch"] = lambda: torch_step(tmodel, topt, tx, ty)
     for threads in args.threads:
-        steps = [lambda: minigrad_step(model, opt, x, labels)]
         if torch is not None:
             torch.set_num_threads(threads)
-            tmodel = torch_model(state)
-            topt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9)
-            tx, ty = torch.from_numpy(images), torch.from_numpy(labels)
-            steps.append(lambda: torch_step(tmodel, topt, tx, ty))
         with limited_threads(threads):
-            ms = median_ms(steps, args.steps)
-        line = f"threads={threads}: minigrad {ms[0]:7.2f} ms"
+            ms = interleaved_median_ms(steps, args.steps)
+        ours, ours_cpu = ms["minigrad"]
+        line = f"threads={threads}: minigrad {ours:6.2f} ms ({ours_cpu:5.2f} CPU)"
         if torch is not None:
-            line += f"   PyTorch eager {ms[1]:7.2f} ms   minigrad/PyTorch = {ms[0] / ms[1]:.2f}x"
+            theirs, theirs_cpu = ms["torch"]
+            line += (f"   PyTorch eager {theirs:6.2f} ms ({theirs_cpu:5.2f} CPU)   minigrad/PyTorch = "
+                     f"{ours / theirs:.2f}x ({ours_cpu / theirs_cpu:.2f}x CPU)")
         print(line)
 
 

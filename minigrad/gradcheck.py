@@ -76,20 +76,22 @@ def compare_gradients(fn, inputs, eps=1e-6):
     for i in checked:
         x = inputs[i]
         analytic = x.grad if x.grad is not None else np.zeros_like(x.data)
-        flat = x.data.reshape(-1)  # a view: perturbing it perturbs the input fn sees
-        if flat.size <= MAX_ELEMENTS_CHECKED:
-            elements = range(flat.size)
+        if x.data.size <= MAX_ELEMENTS_CHECKED:
+            elements = range(x.data.size)
         else:
-            elements = np.sort(rng.choice(flat.size, MAX_ELEMENTS_CHECKED, replace=False))
+            elements = np.sort(rng.choice(x.data.size, MAX_ELEMENTS_CHECKED, replace=False))
         for j in elements:
-            original = flat[j]
-            flat[j] = original + eps
+            # perturbed through its index, not through reshape(-1): that copies a non-contiguous input
+            # (a channels-last image), and fn would never see the change
+            index = np.unravel_index(j, x.shape)
+            original = x.data[index]
+            x.data[index] = original + eps
             plus = loss_at()
-            flat[j] = original - eps
+            x.data[index] = original - eps
             minus = loss_at()
-            flat[j] = original
-            yield i, np.unravel_index(j, x.shape), analytic.reshape(-1)[j], (plus - minus) / (2 * eps)
-        if flat.size > MAX_ELEMENTS_CHECKED:
+            x.data[index] = original
+            yield i, index, analytic[index], (plus - minus) / (2 * eps)
+        if x.data.size > MAX_ELEMENTS_CHECKED:
             original = x.data.copy()
             for k in range(DIRECTIONS):
                 u = rng.standard_normal(x.shape)

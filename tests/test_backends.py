@@ -122,7 +122,14 @@ CASES = [
     *(Case(op, lstm_shapes(*s), how) for op in ("lstm", "lstm_backward") for s, how in [
         ((1, 1, 1), "contiguous"), ((3, 2, 5), "transposed"), ((4, 3, 9), "strided"), ((0, 2, 2), "contiguous"),
     ]),
+    # images (N, C, H, W): a 3x2 window, stride (2, 1), padding (1, 0) for im2col; 2x2, stride (2, 1) for pooling
+    *(Case(op, s, how) for op in ("im2col", "im2col_backward", "max_pool2d", "max_pool2d_backward") for s, how in [
+        (((1, 1, 2, 2),), "contiguous"), (((2, 3, 5, 4),), "transposed"), (((1, 2, 6, 7),), "strided"),
+        (((0, 2, 3, 3),), "contiguous"),
+    ]),
 ]
+
+IM2COL_WINDOW, POOL_WINDOW = ((3, 2), (2, 1), (1, 0)), ((2, 2), (2, 1))
 
 
 def run(case, backend, dtype, seed=0):
@@ -184,6 +191,18 @@ def run(case, backend, dtype, seed=0):
         grad_out = layout(rng.standard_normal(out.shape).astype(cast[0].dtype), case.how)
         saved = [layout(x.astype(cast[0].dtype), case.how) for x in (out, gates)]
         return kernels.lstm_backward(*cast[1:], *saved, grad_out, backend=on)
+    if case.op == "im2col":
+        return kernels.im2col(cast[0], *IM2COL_WINDOW, backend=on)
+    if case.op == "im2col_backward":
+        shape = numpy_backend.im2col(inputs[0], *IM2COL_WINDOW).shape
+        grad_cols = layout(rng.standard_normal(shape).astype(cast[0].dtype), case.how)
+        return kernels.im2col_backward(grad_cols, inputs[0].shape, *IM2COL_WINDOW, backend=on)
+    if case.op == "max_pool2d":  # the maxima; their positions (argmax) are compared in test_kernels_conv.py
+        return kernels.max_pool2d(cast[0], *POOL_WINDOW, backend=on)[0]
+    if case.op == "max_pool2d_backward":
+        out, argmax = numpy_backend.max_pool2d(inputs[0], *POOL_WINDOW)
+        grad_out = layout(rng.standard_normal(out.shape).astype(cast[0].dtype), case.how)
+        return kernels.max_pool2d_backward(argmax, grad_out, inputs[0].shape, backend=on)
     raise ValueError(case.op)
 
 

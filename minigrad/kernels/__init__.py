@@ -19,6 +19,10 @@
                                       h0, c0 (B, H), w_hh (4H, H) -> out (2, T, B, H) = [every h_t, every c_t],
                                       gates (T, B, 4H) the activated i, f, g, o for the backward
     lstm_backward(h0, c0, w_hh, out, gates, grad_out) -> (dgx, dh0, dc0, dw_hh)
+    im2col(x, kernel_size, stride, padding) -> cols (N·Ho·Wo, kh·kw·C), every receptive field of x (N, C, H, W)
+    im2col_backward(grad_cols, x_shape, kernel_size, stride, padding) -> dx (N, C, H, W)   (col2im)
+    max_pool2d(x, kernel_size, stride) -> (out, argmax)   (N, C, Ho, Wo) each; argmax = h·W + w of the max
+    max_pool2d_backward(argmax, grad_out, x_shape) -> dx (N, C, H, W)
 
 Each takes `backend=` "numpy" (the reference), "c", "cuda" or "cuda-sim";
 None means this thread's choice (`mg.set_backend`, `mg.backend`, see
@@ -46,10 +50,11 @@ from minigrad.dtypes import HALF_FLOATS
 from minigrad.kernels.halfconv import cast
 
 __all__ = ["matmul", "matmul_backward", "attention", "attention_backward", "layer_norm", "layer_norm_backward",
-           "cross_entropy", "cross_entropy_backward", "adamw_step", "gelu", "gelu_backward", "lstm", "lstm_backward"]
+           "cross_entropy", "cross_entropy_backward", "adamw_step", "gelu", "gelu_backward", "lstm", "lstm_backward",
+           "im2col", "im2col_backward", "max_pool2d", "max_pool2d_backward"]
 
 # The op families `mg.backend(name, ops=...)` can route; NAME_backward goes with NAME.
-OPS = ("matmul", "attention", "layer_norm", "cross_entropy", "adamw_step", "gelu", "lstm")
+OPS = ("matmul", "attention", "layer_norm", "cross_entropy", "adamw_step", "gelu", "lstm", "im2col", "max_pool2d")
 MODULES = {"numpy": "numpy_backend", "c": "c_backend", "cuda": "cuda_backend", "cuda-sim": "cuda_backend"}
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -106,8 +111,9 @@ def _through_float32(op, backend, dtype, *args, **kwargs):
     result = _call(op, backend, np.dtype(np.float32), *widened, **kwargs)
     if not isinstance(result, tuple):
         return cast(result, dtype)
-    keep = STATISTICS.get(op, ())
-    return tuple(r if r is None or i in keep else cast(r, dtype) for i, r in enumerate(result))
+    keep = STATISTICS.get(op, ())  # and index results (max_pool2d's argmax) stay integers
+    return tuple(r if r is None or i in keep or r.dtype.kind in "iu" else cast(r, dtype)
+                 for i, r in enumerate(result))
 
 
 def check_statistics(op, dtype, **arrays):
@@ -412,3 +418,94 @@ def lstm_backward(h0, c0, w_hh, out, gates, grad_out, backend=None):
         return (xp.zeros(gates.shape, dtype), xp.zeros(h0.shape, dtype), xp.zeros(c0.shape, dtype),
                 xp.zeros(w_hh.shape, dtype))
     return _call("lstm_backward", backend, dtype, h0, c0, w_hh, out, gates, grad_out)
+
+
+# ----------------------------------------------------------------- convolution and pooling
+# kernels/conv.c; the references in numpy_backend.py (lesson 02_convolution).
+
+def _is_int_at_least(v, least):
+    return (type(v) is int or isinstance(v, np.integer)) and v >= least
+
+
+def _check_pair(op, name, value, least):
+    # written out, no generator: a conv or pooling call checks three pairs, on every call
+    if not (type(value) is tuple and len(value) == 2
+            and _is_int_at_least(value[0], least) and _is_int_at_least(value[1], least)):
+        raise ValueError(f"{op}: {name} must be a pair of ints >= {least}, got {value!r}")
+
+
+def check_window(op, shape, kernel_size, stride, padding=(0, 0)):
+    """An image shape (N, C, H, W) and a kh×kw window moved by stride over it zero-padded by padding:
+    returns the output size (Ho, Wo) after checking that the window fits."""
+    if len(shape) != 4:
+        raise ValueError(f"{op}: expected an image batch (N, C, H, W), got shape {tuple(shape)}")
+    _check_pair(op, "kernel_size", kernel_size, 1)
+    _check_pair(op, "stride", stride, 1)
+    _check_pair(op, "padding", padding, 0)
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    Hp, Wp = shape[2] + 2 * ph, shape[3] + 2 * pw
+    if Hp < kh or Wp < kw:
+        raise ValueError(f"{op}: the {kh}x{kw} window is larger than the padded input {Hp}x{Wp} "
+                         f"(input shape {tuple(shape)}, padding {padding})")
+    return (Hp - kh) // sh + 1, (Wp - kw) // sw + 1
+
+
+def check_image_shape(op, x_shape):
+    if not (type(x_shape) is tuple and len(x_shape) == 4 and _is_int_at_least(x_shape[0], 0)
+            and _is_int_at_least(x_shape[1], 0) and _is_int_at_least(x_shape[2], 0) and _is_int_at_least(x_shape[3], 0)):
+        raise ValueError(f"{op}: x_shape must be (N, C, H, W), four ints >= 0, got {x_shape!r}")
+
+
+def im2col(x, kernel_size, stride=(1, 1), padding=(0, 0), backend=None):
+    """cols (N·Ho·Wo, kh·kw·C): row (n, i, j), column (p, q, c) = x[n, c, i·sh + p − ph, j·sw + q − pw],
+    0 in the zero padding; x (N, C, H, W) in any layout. Pairs (vertical, horizontal) for the rest."""
+    dtype = check_arrays("im2col", backend, floats_only=False, x=x)
+    Ho, Wo = check_window("im2col", x.shape, kernel_size, stride, padding)
+    N, C = x.shape[:2]
+    if N == 0 or C == 0:
+        return array_module(x).zeros((N * Ho * Wo, kernel_size[0] * kernel_size[1] * C), dtype)
+    return _call("im2col", backend, dtype, x, kernel_size, stride, padding)
+
+
+def im2col_backward(grad_cols, x_shape, kernel_size, stride=(1, 1), padding=(0, 0), backend=None):
+    """col2im, im2col's adjoint: dx (N, C, H, W) = every entry of grad_cols (N·Ho·Wo, kh·kw·C) added onto the
+    pixel im2col read it from (none for the padding)."""
+    dtype = check_arrays("im2col_backward", backend, floats_only=False, grad_cols=grad_cols)
+    check_image_shape("im2col_backward", x_shape)
+    Ho, Wo = check_window("im2col_backward", x_shape, kernel_size, stride, padding)
+    N, C = x_shape[:2]
+    check_shape("im2col_backward", "grad_cols", grad_cols, (N * Ho * Wo, kernel_size[0] * kernel_size[1] * C))
+    if grad_cols.size == 0:
+        return array_module(grad_cols).zeros(x_shape, dtype)
+    return _call("im2col_backward", backend, dtype, grad_cols, tuple(x_shape), kernel_size, stride, padding)
+
+
+def max_pool2d(x, kernel_size, stride, backend=None):
+    """(out, argmax), each (N, C, Ho, Wo): the maximum of each kh×kw window of x (N, C, H, W) moved by stride,
+    and argmax = h·W + w, the pixel it came from (the first on ties; a NaN is the maximum)."""
+    dtype = check_arrays("max_pool2d", backend, floats_only=False, x=x)
+    Ho, Wo = check_window("max_pool2d", x.shape, kernel_size, stride)
+    if x.size == 0:
+        xp = array_module(x)
+        return xp.zeros(x.shape[:2] + (Ho, Wo), dtype), xp.zeros(x.shape[:2] + (Ho, Wo), np.int64)
+    return _call("max_pool2d", backend, dtype, x, kernel_size, stride)
+
+
+def max_pool2d_backward(argmax, grad_out, x_shape, backend=None):
+    """dx (N, C, H, W): each window's gradient added onto its maximum's pixel argmax (from max_pool2d)."""
+    dtype = check_arrays("max_pool2d_backward", backend, floats_only=False, grad_out=grad_out)
+    check_image_shape("max_pool2d_backward", x_shape)
+    if grad_out.ndim != 4 or tuple(grad_out.shape[:2]) != tuple(x_shape[:2]):
+        raise ValueError(f"max_pool2d_backward: grad_out must be (N, C, Ho, Wo) = {tuple(x_shape[:2])} + (Ho, Wo), "
+                         f"got {tuple(grad_out.shape)}")
+    check_shape("max_pool2d_backward", "argmax", argmax, grad_out.shape)
+    if not isinstance(argmax, type(grad_out)) or argmax.dtype != np.int64:
+        raise TypeError(f"max_pool2d_backward: argmax must be an int64 array like grad_out, got "
+                        f"{type(argmax).__name__} {getattr(argmax, 'dtype', '')}")
+    if grad_out.size == 0:
+        return array_module(grad_out).zeros(x_shape, dtype)
+    pixels = x_shape[2] * x_shape[3]
+    if argmax.min() < 0 or argmax.max() >= pixels:  # the kernels write dx at argmax: never outside the image
+        raise IndexError(f"max_pool2d_backward: argmax must lie in [0, H·W) = [0, {pixels}), got values in "
+                         f"[{argmax.min()}, {argmax.max()}]")
+    return _call("max_pool2d_backward", backend, dtype, argmax, grad_out, tuple(x_shape))

@@ -17,11 +17,13 @@ import sys
 
 import numpy as np
 
-from minigrad.kernels import FLOATS, check_attention, check_layer_norm, check_lstm, check_shape, check_targets
+from minigrad.kernels import (FLOATS, check_attention, check_image_shape, check_layer_norm, check_lstm, check_shape,
+                              check_targets, check_window, numpy_backend)
 
 KERNELS = {name: FLOATS for name in ("matmul", "matmul_backward", "attention", "attention_backward",
                                      "layer_norm", "layer_norm_backward", "cross_entropy", "cross_entropy_backward",
-                                     "adamw_step", "gelu", "gelu_backward", "lstm", "lstm_backward")}
+                                     "adamw_step", "gelu", "gelu_backward", "lstm", "lstm_backward", "im2col",
+                                     "im2col_backward", "max_pool2d", "max_pool2d_backward")}
 
 # ----------------------------------------------------------------- loader
 
@@ -602,3 +604,100 @@ def lstm_backward(h0, c0, w_hh, out, gates, grad_out, num_threads=None):
                                                _threads(num_threads))
     _check_status(status, "lstm_backward")
     return grads
+
+
+# ----------------------------------------------------------------- convolution and pooling
+# kernels/conv.c; see numpy_backend.im2col / max_pool2d for the formulas. Images come as (N, C, H, W) in any
+# layout (C reads x through its strides); results are (N, C, H, W) views of channels-last memory, like the
+# reference's. A build older than kernels/conv.c runs the reference until `python build.py`.
+
+def _image_strides(x):
+    """(x, its element strides (N, C, H, W)): x itself when C can index it (aligned, native order, strides
+    >= 0 and whole elements), else a C-contiguous copy."""
+    if x.flags.aligned and x.dtype.isnative and all(
+            step >= 0 and step % x.itemsize == 0 for step, size in zip(x.strides, x.shape) if size > 1):
+        return x, tuple(step // x.itemsize if size > 1 else 0 for step, size in zip(x.strides, x.shape))
+    x = _c_array(x)
+    return x, tuple(step // x.itemsize for step in x.strides)
+
+
+def _conv_function(name, dtype):
+    """lib's NAME_f32 / NAME_f64, or None for a build older than kernels/conv.c."""
+    _, lib = load()
+    return getattr(lib, f"{name}_{_suffix(dtype)}", None)
+
+
+def _channels_last(x):
+    """x (N, C, H, W) as C-contiguous (N, H, W, C) memory (a view when it already is)."""
+    return _c_array(x.transpose(0, 2, 3, 1))
+
+
+def im2col(x, kernel_size, stride, padding, num_threads=None):
+    """cols (N·Ho·Wo, kh·kw·C) of x (N, C, H, W), in C (kernels/conv.c)."""
+    dtype = _check_floats("im2col", x=x)
+    Ho, Wo = check_window("im2col", x.shape, kernel_size, stride, padding)
+    function = _conv_function("im2col", dtype)
+    if function is None:
+        return numpy_backend.im2col(x, kernel_size, stride, padding)
+    x, strides = _image_strides(x)
+    N, C, H, W = x.shape
+    cols = np.empty((N * Ho * Wo, kernel_size[0] * kernel_size[1] * C), dtype)  # (N·Ho·Wo, kh·kw·C)
+    function(_pointer(x), N, C, H, W, *strides, *kernel_size, *stride, *padding, _pointer(cols),
+             _threads(num_threads))
+    return cols
+
+
+def im2col_backward(grad_cols, x_shape, kernel_size, stride, padding, num_threads=None):
+    """col2im: dx (N, C, H, W) from grad_cols (N·Ho·Wo, kh·kw·C), in C (kernels/conv.c)."""
+    dtype = _check_floats("im2col_backward", grad_cols=grad_cols)
+    check_image_shape("im2col_backward", x_shape)
+    Ho, Wo = check_window("im2col_backward", x_shape, kernel_size, stride, padding)
+    N, C, H, W = x_shape
+    check_shape("im2col_backward", "grad_cols", grad_cols, (N * Ho * Wo, kernel_size[0] * kernel_size[1] * C))
+    function = _conv_function("col2im", dtype)
+    if function is None:
+        return numpy_backend.im2col_backward(grad_cols, x_shape, kernel_size, stride, padding)
+    grad_cols = _c_array(grad_cols)
+    dx = np.empty((N, H, W, C), dtype)  # (N, H, W, C)
+    function(_pointer(grad_cols), N, C, H, W, *kernel_size, *stride, *padding, _pointer(dx), _threads(num_threads))
+    return dx.transpose(0, 3, 1, 2)
+
+
+def max_pool2d(x, kernel_size, stride, num_threads=None):
+    """(out, argmax) of max pooling over x (N, C, H, W), in C (kernels/conv.c)."""
+    dtype = _check_floats("max_pool2d", x=x)
+    Ho, Wo = check_window("max_pool2d", x.shape, kernel_size, stride)
+    function = _conv_function("max_pool2d_forward", dtype)
+    if function is None:
+        return numpy_backend.max_pool2d(x, kernel_size, stride)
+    x, strides = _image_strides(x)
+    N, C, H, W = x.shape
+    out, argmax = np.empty((N, Ho, Wo, C), dtype), np.empty((N, Ho, Wo, C), np.int64)  # (N, Ho, Wo, C)
+    function(_pointer(x), N, C, H, W, *strides, *kernel_size, *stride, _pointer(out), _int64_pointer(argmax),
+             _threads(num_threads))
+    return out.transpose(0, 3, 1, 2), argmax.transpose(0, 3, 1, 2)
+
+
+def max_pool2d_backward(argmax, grad_out, x_shape, num_threads=None):
+    """dx (N, C, H, W): grad_out (N, C, Ho, Wo) added onto the pixels argmax names, in C (kernels/conv.c)."""
+    dtype = _check_floats("max_pool2d_backward", grad_out=grad_out)
+    check_image_shape("max_pool2d_backward", x_shape)
+    N, C, H, W = x_shape
+    if grad_out.ndim != 4 or tuple(grad_out.shape[:2]) != (N, C):
+        raise ValueError(f"max_pool2d_backward: grad_out must be (N, C, Ho, Wo) = {(N, C)} + (Ho, Wo), "
+                         f"got {tuple(grad_out.shape)}")
+    check_shape("max_pool2d_backward", "argmax", argmax, grad_out.shape)
+    if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int64:
+        raise TypeError(f"max_pool2d_backward: argmax must be an int64 NumPy array, got "
+                        f"{type(argmax).__name__} {getattr(argmax, 'dtype', '')}")
+    if argmax.size and (argmax.min() < 0 or argmax.max() >= H * W):  # C writes dx at argmax: never outside
+        raise IndexError(f"max_pool2d_backward: argmax must lie in [0, H·W) = [0, {H * W}), got values in "
+                         f"[{argmax.min()}, {argmax.max()}]")
+    function = _conv_function("max_pool2d_backward", dtype)
+    if function is None:
+        return numpy_backend.max_pool2d_backward(argmax, grad_out, x_shape)
+    Ho, Wo = grad_out.shape[2:]
+    argmax, grad_out = _channels_last(argmax), _channels_last(grad_out)  # (N, Ho, Wo, C)
+    dx = np.empty((N, H, W, C), dtype)  # (N, H, W, C)
+    function(_pointer(grad_out), _int64_pointer(argmax), N, C, H, W, Ho, Wo, _pointer(dx), _threads(num_threads))
+    return dx.transpose(0, 3, 1, 2)

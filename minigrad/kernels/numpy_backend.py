@@ -187,3 +187,78 @@ def lstm_backward(h0, c0, w_hh, out, gates, grad_out):
         dh, dc = lstm_step_backward(grad_out[0, t] + dh, dc, c_prev, gates[t], tanh_c[t], w_hh, dgx[t], matmul)
     h_prev = np.concatenate([h0[None], hs[:-1]])                       # (T, B, H)
     return dgx, dh, dc, dgx.reshape(-1, 4 * H).T @ h_prev.reshape(-1, H)
+
+
+# ----------------------------------------------------------------- convolution and pooling
+# The reference for kernels/conv.c (lesson 02_convolution). Images are (N, C, H, W); inside, channels-last
+# (N, H, W, C), so that a window's row is one contiguous run of kw·C values. Results that are images
+# are (N, C, H, W) views of channels-last memory, which the next layer reads without a copy.
+
+def sliding_windows(xp, kernel_size, stride):
+    """Strided view (N, Ho, Wo, kh, kw, C) of every kh×kw window of a channels-last image xp (N, Hp, Wp, C);
+    no copy."""
+    (kh, kw), (sh, sw) = kernel_size, stride
+    N, Hp, Wp, C = xp.shape
+    Ho, Wo = (Hp - kh) // sh + 1, (Wp - kw) // sw + 1
+    sN, sH, sW, sC = xp.strides
+    return np.lib.stride_tricks.as_strided(
+        xp, (N, Ho, Wo, kh, kw, C), (sN, sH * sh, sW * sw, sH, sW, sC), writeable=False)
+
+
+def im2col(x, kernel_size, stride, padding):
+    """cols[(n, i, j), (p, q, c)] = x[n, c, i·sh + p − ph, j·sw + q − pw], 0 in the padding: (N·Ho·Wo, kh·kw·C).
+
+    Every receptive field becomes a row, so a convolution is the one product cols Wᵀ. The zero-padded
+    channels-last copy of x, then the windows' strided view copied once.
+    """
+    N, C, H, W = x.shape
+    (kh, kw), (ph, pw) = kernel_size, padding
+    xp = np.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)  # (N, Hp, Wp, C)
+    xp[:, ph:ph + H, pw:pw + W] = x.transpose(0, 2, 3, 1)
+    windows = sliding_windows(xp, kernel_size, stride)  # (N, Ho, Wo, kh, kw, C)
+    return windows.reshape(-1, kh * kw * C)
+
+
+def im2col_backward(grad_cols, x_shape, kernel_size, stride, padding):
+    """col2im, the adjoint of im2col: each entry of grad_cols (N·Ho·Wo, kh·kw·C) added back onto the pixel
+    it was read from; pixels under several windows sum their terms. Returns dx (N, C, H, W)."""
+    N, C, H, W = x_shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    grad_cols = grad_cols.reshape(N, Ho, Wo, kh, kw, C)
+    dxp = np.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=grad_cols.dtype)  # (N, Hp, Wp, C)
+    # Only kh·kw slice-adds: each kernel offset (p, q) touches a strided grid of pixels exactly once.
+    for p in range(kh):
+        for q in range(kw):
+            dxp[:, p:p + sh * Ho:sh, q:q + sw * Wo:sw] += grad_cols[:, :, :, p, q]
+    return dxp[:, ph:ph + H, pw:pw + W].transpose(0, 3, 1, 2)  # (N, C, H, W)
+
+
+def max_pool2d(x, kernel_size, stride):
+    """out[n, c, i, j] = max_{p<kh, q<kw} x[n, c, i·sh + p, j·sw + q] and argmax = h·W + w, the pixel it came
+    from: the first in row-major order on ties; a NaN is the maximum (as in np.maximum), the first one if
+    several. Returns (out (N, C, Ho, Wo), argmax (N, C, Ho, Wo) int64)."""
+    (kh, kw), (sh, sw) = kernel_size, stride
+    N, C, H, W = x.shape
+    Ho, Wo = (H - kh) // sh + 1, (W - kw) // sw + 1
+    out = x[..., 0:sh * Ho:sh, 0:sw * Wo:sw].copy(order="K")  # (N, C, Ho, Wo), in x's memory order
+    which = np.zeros_like(out, dtype=np.int64)  # p·kw + q of the maximum so far, laid out like out
+    for p in range(kh):  # kh·kw strided slices, each element (p, q) of every window
+        for q in range(kw):
+            if p == q == 0:
+                continue
+            v = x[..., p:p + sh * Ho:sh, q:q + sw * Wo:sw]
+            wins = (v > out) | ((v != v) & (out == out))  # strictly greater: ties keep the first; NaN wins once
+            np.copyto(out, v, where=wins)
+            np.copyto(which, p * kw + q, where=wins)
+    corners = np.arange(Ho)[:, None] * sh * W + np.arange(Wo) * sw  # (Ho, Wo): h·W + w of each window's corner
+    return out, corners + which // kw * W + which % kw
+
+
+def max_pool2d_backward(argmax, grad_out, x_shape):
+    """dx[n, c, argmax[n, c, i, j]] += grad_out[n, c, i, j] (the flattened H·W pixel): each window's gradient
+    goes to its maximum; overlapping windows (stride < kernel) add up. Returns dx (N, C, H, W)."""
+    N, C, H, W = x_shape
+    dx = np.zeros((N * C, H * W), dtype=grad_out.dtype)  # (N·C, H·W)
+    np.add.at(dx, (np.arange(N * C)[:, None], argmax.reshape(N * C, -1)), grad_out.reshape(N * C, -1))
+    return dx.reshape(N, C, H, W)

@@ -1,8 +1,9 @@
 """Convolution (lesson `02_convolution`): the true convolution sum and the NCHW conv layer.
 
-conv2d gathers every receptive field into one matrix (im2col, a strided view
-copied once) so the whole layer is a single matmul; its backward is two more
-matmuls and a scatter of the columns back onto the image (col2im).
+conv2d gathers every receptive field into one matrix (im2col) so the whole
+layer is a single matmul; its backward is two more matmuls and a scatter of
+the columns back onto the image (col2im). im2col and col2im are ops of
+minigrad.kernels: a NumPy reference (strided views) and a C kernel.
 """
 import math
 
@@ -23,49 +24,14 @@ def as_pair(value, name, op):
     return int(pair[0]), int(pair[1])
 
 
-def sliding_windows(xp, kh, kw, stride):
-    """Strided view (N, Ho, Wo, kh, kw, C) of every kh×kw window of a channels-last image xp (N, Hp, Wp, C); no copy."""
-    N, Hp, Wp, C = xp.shape
-    sh, sw = stride
-    Ho, Wo = (Hp - kh) // sh + 1, (Wp - kw) // sw + 1
-    sN, sH, sW, sC = xp.strides
-    return np.lib.stride_tricks.as_strided(
-        xp, (N, Ho, Wo, kh, kw, C), (sN, sH * sh, sW * sw, sH, sW, sC), writeable=False)
-
-
-def im2col(xp, kh, kw, stride):
-    """Receptive fields as rows: (N·Ho·Wo, kh·kw·C), row (n, i, j) = xp[n, i·s:i·s+kh, j·s:j·s+kw, :] flattened.
-
-    xp is channels-last (N, Hp, Wp, C), so each window row is one contiguous run of kw·C
-    values and the gather copies long runs instead of single pixels.
-    """
-    win = sliding_windows(xp, kh, kw, stride)                          # (N, Ho, Wo, kh, kw, C)
-    N, Ho, Wo = win.shape[:3]
-    return win.reshape(N * Ho * Wo, kh * kw * xp.shape[3]), (Ho, Wo)
-
-
-def col2im(cols, xp_shape, kh, kw, stride, out_hw):
-    """The adjoint of im2col: add each row's values back onto the pixels (N, Hp, Wp, C) they were read from."""
-    N, Hp, Wp, C = xp_shape
-    Ho, Wo = out_hw
-    sh, sw = stride
-    cols = cols.reshape(N, Ho, Wo, kh, kw, C)
-    dxp = np.zeros(xp_shape, dtype=cols.dtype)
-    # Only kh·kw slice-adds: each kernel offset (i, j) touches a strided grid of pixels exactly once.
-    for i in range(kh):
-        for j in range(kw):
-            dxp[:, i:i + sh * Ho:sh, j:j + sw * Wo:sw] += cols[:, :, :, i, j]
-    return dxp
-
-
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     """y[n, o, i, j] = b[o] + Σ_c Σ_p Σ_q W[o, c, p, q] · x_pad[n, c, i·s + p, j·s + q]   (lesson 02_convolution)
 
     Cross-correlation on NCHW like PyTorch's conv2d: x (N, C, H, W) (or one image (C, H, W)),
     W (O, C, kh, kw), b (O,) → y (N, O, Ho, Wo), Ho = (H + 2·pad − kh)//s + 1. As matrices, Y = cols(x) Wᵀ,
-    so dW = dYᵀ cols(x), dcols = dY W, dx = col2im(dcols), db = Σ dY.
-    Internally the image is channels-last (the output is an NCHW view of NHWC memory,
-    which the next conv or pooling reads without a copy).
+    so dW = dYᵀ cols(x), dcols = dY W, dx = col2im(dcols), db = Σ dY: three products on the active
+    backend, and im2col / col2im (minigrad.kernels) move the pixels. The output is an NCHW view of
+    channels-last memory, which the next conv or pooling reads without a copy.
     """
     x, weight = as_tensor(x), as_tensor(weight)
     bias = None if bias is None else as_tensor(bias)
@@ -76,35 +42,28 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     _check_conv_args(x, weight, bias, stride, padding)
     N, C, H, W = x.shape
     O, _, kh, kw = weight.shape
-    ph, pw = padding
-    xp = np.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)      # (N, Hp, Wp, C)
-    xp[:, ph:ph + H, pw:pw + W] = x.data.transpose(0, 2, 3, 1)
-    cols, (Ho, Wo) = im2col(xp, kh, kw, stride)                        # (N·Ho·Wo, kh·kw·C)
-    wmat = weight.data.transpose(0, 2, 3, 1).reshape(O, kh * kw * C)   # (O, kh·kw·C)
-    y = product(cols, wmat.T)                                          # (N·Ho·Wo, O)
+    Ho, Wo = kernels.check_window("conv2d", x.shape, (kh, kw), stride, padding)
+    cols = kernels.im2col(x.data, (kh, kw), stride, padding)            # (N·Ho·Wo, kh·kw·C)
+    wmat = weight.data.transpose(0, 2, 3, 1).reshape(O, kh * kw * C)   # (O, kh·kw·C), columns in cols' order
+    y = kernels.matmul(cols, wmat.T)                                   # (N·Ho·Wo, O), a fresh array
     if bias is not None:
         y += bias.data
     out = y.reshape(N, Ho, Wo, O).transpose(0, 3, 1, 2)                # (N, O, Ho, Wo)
     parents = (x, weight) if bias is None else (x, weight, bias)
 
     def backward(grad):                                                # grad: (N, O, Ho, Wo)
-        g = grad.transpose(0, 2, 3, 1).reshape(N * Ho * Wo, O)         # (N·Ho·Wo, O)
-        dx = dw = None
-        if x.requires_grad:
-            dxp = col2im(product(g, wmat), xp.shape, kh, kw, stride, (Ho, Wo))  # (N, Hp, Wp, C)
-            dx = dxp[:, ph:ph + H, pw:pw + W].transpose(0, 3, 1, 2)    # (N, C, H, W)
+        g = grad.transpose(0, 2, 3, 1).reshape(N * Ho * Wo, O)         # (N·Ho·Wo, O), a view when channels-last
+        dx = dw = db = None
+        if x.requires_grad:  # not for the images fed to a first layer: the (N·Ho·Wo, kh·kw·C) product is skipped
+            dcols = kernels.matmul(g, wmat)                            # (N·Ho·Wo, kh·kw·C)
+            dx = kernels.im2col_backward(dcols, (N, C, H, W), (kh, kw), stride, padding)  # (N, C, H, W)
         if weight.requires_grad:
-            dw = product(g.T, cols).reshape(O, kh, kw, C).transpose(0, 3, 1, 2)  # (O, C, kh, kw)
-        if bias is None:
-            return dx, dw
-        return dx, dw, column_sums(g)
+            dw = kernels.matmul(g.T, cols).reshape(O, kh, kw, C).transpose(0, 3, 1, 2)  # (O, C, kh, kw)
+        if bias is not None and bias.requires_grad:
+            db = column_sums(g)                                        # (O,)
+        return (dx, dw) if bias is None else (dx, dw, db)
 
     return Tensor.from_op(out, parents, backward, "conv2d")
-
-
-def product(a, b):
-    """a @ b as the NumPy reference computes it (16-bit floats through float32, rounded once)."""
-    return kernels.matmul(a, b, backend="numpy")
 
 
 def _check_conv_args(x, weight, bias, stride, padding):

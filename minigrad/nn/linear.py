@@ -69,6 +69,10 @@ def column_sums(g):
     """Σ over rows of g (N, out): the bias gradient; 16-bit rows are summed in float32 and rounded once."""
     if g.dtype in HALF_FLOATS:
         return g.sum(axis=0, dtype=np.float32).astype(g.dtype)
+    if g.shape[1] < 256:
+        # NumPy's sum over axis 0 pays its iterator ~15 ns per row: for a conv layer's (N·Ho·Wo, 16) gradient
+        # einsum's own loop is 4-5x faster; from ~256 columns on, sum's vector loop is the faster one.
+        return np.einsum("ij->j", g)
     return g.sum(axis=0)
 
 

@@ -1,6 +1,5 @@
 """Max pooling over NCHW images, and its module."""
-import numpy as np
-
+from .. import kernels
 from ..tensor import Tensor, as_tensor
 from .conv import as_pair
 from .module import Module
@@ -11,7 +10,8 @@ def max_pool2d(x, kernel_size, stride=None):
 
     x: (N, C, H, W) or (C, H, W) → (…, Ho, Wo), Ho = (H − kh)//s + 1 (rows that do not fill a
     window are dropped, like PyTorch). Backward: each output's gradient goes to the one input
-    that was the maximum of its window (the first in row-major order on ties, like PyTorch).
+    that was the maximum of its window (the first in row-major order on ties, like PyTorch; a NaN
+    is the maximum), remembered by the forward as argmax (minigrad.kernels.max_pool2d).
     """
     x = as_tensor(x)
     kh, kw = as_pair(kernel_size, "kernel_size", "max_pool2d")
@@ -23,32 +23,14 @@ def max_pool2d(x, kernel_size, stride=None):
     if x.shape[-2] < kh or x.shape[-1] < kw:
         raise ValueError(f"max_pool2d: the {kh}x{kw} window is larger than the input {x.shape[-2:]} "
                          f"(input shape {x.shape})")
-    Ho, Wo = (x.shape[-2] - kh) // sh + 1, (x.shape[-1] - kw) // sw + 1
+    if x.ndim == 3:  # one unbatched image (C, H, W)
+        return max_pool2d(x.unsqueeze(0), (kh, kw), (sh, sw)).squeeze(0)
+    out, argmax = kernels.max_pool2d(x.data, (kh, kw), (sh, sw))       # (N, C, Ho, Wo) each
 
-    def offset_view(a, p, q):
-        """Element (p, q) of every window: a strided slice, (…, Ho, Wo), no copy."""
-        return a[..., p:p + sh * Ho:sh, q:q + sw * Wo:sw]
+    def backward(grad):                                                # grad: (N, C, Ho, Wo)
+        return (kernels.max_pool2d_backward(argmax, grad, x.shape),)   # (N, C, H, W)
 
-    # kh·kw elementwise maxima over strided slices, in the input's own memory order
-    # (channels-last after a conv). Even when the windows tile the image this beats
-    # reshaping it into window-major order, which has to copy it (benchmarks/bench_cnn_step.py
-    # times the pooling inside the CNN step).
-    offsets = [(p, q) for p in range(kh) for q in range(kw)]
-    out = offset_view(x.data, 0, 0).copy(order="K")                   # (…, Ho, Wo)
-    for p, q in offsets[1:]:
-        np.maximum(out, offset_view(x.data, p, q), out=out)
-
-    def backward(grad):
-        dx = np.zeros_like(x.data, dtype=grad.dtype)
-        unclaimed = grad.copy(order="K")                               # zeroed once a window's max is found
-        for p, q in offsets:
-            claimed = unclaimed * (offset_view(x.data, p, q) == out)
-            dx_pq = offset_view(dx, p, q)
-            dx_pq += claimed
-            unclaimed -= claimed                                       # so only the first maximum gets it
-        return (dx,)
-
-    return Tensor.from_op(out, (x,), backward, "max_pool2d")
+    return Tensor.from_op(out, (x,), backward, "max_pool2d", saved=())
 
 
 class MaxPool2d(Module):
