@@ -5,6 +5,9 @@
  *   cols[(n, i, j), (p, q, c)] = x[n, c, i·sh + p − ph, j·sw + q − pw]   (0 in the zero padding)
  *   y = cols Wᵀ,   dW = dyᵀ cols,   dcols = dy W,   dx = col2im(dcols)
  *
+ * With bias_column, each row ends in a 1: the bias is then the weight of that constant input, so
+ * [cols 1][W b]ᵀ adds it inside the product and [dW db] = dyᵀ[cols 1] sums its gradient there too.
+ *
  * col2im is im2col's adjoint: each entry of dcols is added back onto the pixel it was read from
  * (pixels under several windows collect several terms). Max pooling keeps, per window, the input
  * pixel of the maximum (argmax = h·W + w; the first in row-major order on ties, the first NaN if
@@ -30,17 +33,17 @@
 #include "instantiate.h"
 
 void im2col_f32(const float *x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t sN, int64_t sC, int64_t sH,
-                int64_t sW, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, float *cols,
-                int nthreads)
+                int64_t sW, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int bias_column,
+                float *cols, int nthreads)
 {
-    DISPATCH(im2col_f32, (x, N, C, H, W, sN, sC, sH, sW, kh, kw, sh, sw, ph, pw, cols, nthreads));
+    DISPATCH(im2col_f32, (x, N, C, H, W, sN, sC, sH, sW, kh, kw, sh, sw, ph, pw, bias_column, cols, nthreads));
 }
 
 void im2col_f64(const double *x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t sN, int64_t sC, int64_t sH,
-                int64_t sW, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, double *cols,
-                int nthreads)
+                int64_t sW, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int bias_column,
+                double *cols, int nthreads)
 {
-    DISPATCH(im2col_f64, (x, N, C, H, W, sN, sC, sH, sW, kh, kw, sh, sw, ph, pw, cols, nthreads));
+    DISPATCH(im2col_f64, (x, N, C, H, W, sN, sC, sH, sW, kh, kw, sh, sw, ph, pw, bias_column, cols, nthreads));
 }
 
 void col2im_f32(const float *cols, int64_t N, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh,
@@ -85,32 +88,40 @@ void max_pool2d_backward_f64(const double *grad, const int64_t *argmax, int64_t 
 
 void FN(im2col)(const real *restrict x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t sN, int64_t sC,
                 int64_t sH, int64_t sW, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
-                real *restrict cols, int nthreads)
+                int bias_column, real *restrict cols, int nthreads)
 {
-    int64_t Ho = (H + 2 * ph - kh) / sh + 1, Wo = (W + 2 * pw - kw) / sw + 1, row = kh * kw * C;
+    int64_t Ho = (H + 2 * ph - kh) / sh + 1, Wo = (W + 2 * pw - kw) / sw + 1, K = kh * kw * C;
+    int64_t row = K + (bias_column != 0);
     /* A window row's kw pixels of C channels are one contiguous run of x when channels are contiguous
      * and pixels follow each other (channels-last, or NCHW with C = 1): copied as one run then. */
     int runs = (C == 1 || sC == 1) && (kw == 1 || sW == C);
 #pragma omp parallel for schedule(static) \
     num_threads(thread_count(nthreads, N, (double)N * Ho * Wo * row, MIN_ELEMENTS_PER_THREAD))
-    for (int64_t n = 0; n < N; n++) {
-        real *dst = cols + n * Ho * Wo * row;  /* row (n, i, j), advanced kw·C values per p */
-        for (int64_t i = 0; i < Ho; i++)
-            for (int64_t j = 0; j < Wo; j++)
-                for (int64_t p = 0; p < kh; p++, dst += kw * C) {
-                    int64_t h = i * sh + p - ph;
-                    /* the columns q in [q0, q1) read pixels inside the image; the others, the zero padding */
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t i = 0; i < Ho; i++) {
+            real *rows = cols + (n * Ho + i) * Wo * row;  /* the Wo rows (n, i, j) */
+            for (int64_t p = 0; p < kh; p++) {
+                /* one image row h for all j: the loop over j, innermost, only moves along it */
+                int64_t h = i * sh + p - ph;
+                real *dst = rows + p * kw * C;
+                if (h < 0 || h >= H) {  /* the zero padding above or below */
+                    for (int64_t j = 0; j < Wo; j++, dst += row)
+                        for (int64_t k = 0; k < kw * C; k++)
+                            dst[k] = 0;
+                    continue;
+                }
+                const real *line = x + n * sN + h * sH;
+                for (int64_t j = 0; j < Wo; j++, dst += row) {
+                    /* the columns q in [q0, q1) read pixels inside the image; the others, the padding */
                     int64_t q0 = min_i64(max_i64(pw - j * sw, 0), kw);
                     int64_t q1 = max_i64(min_i64(W + pw - j * sw, kw), q0);
-                    if (h < 0 || h >= H)
-                        q0 = q1 = kw;
                     for (int64_t k = 0; k < q0 * C; k++)
                         dst[k] = 0;
                     for (int64_t k = q1 * C; k < kw * C; k++)
                         dst[k] = 0;
                     if (q0 == q1)  /* no pixel to read (and no pointer formed outside x) */
                         continue;
-                    const real *src = x + n * sN + h * sH + (j * sw + q0 - pw) * sW;
+                    const real *src = line + (j * sw + q0 - pw) * sW;
                     if (runs) {
                         for (int64_t k = 0; k < (q1 - q0) * C; k++)
                             dst[q0 * C + k] = src[k];
@@ -120,7 +131,11 @@ void FN(im2col)(const real *restrict x, int64_t N, int64_t C, int64_t H, int64_t
                         for (int64_t c = 0; c < C; c++)
                             dst[q * C + c] = src[c * sC];
                 }
-    }
+            }
+            if (bias_column)  /* the constant input whose weight is the bias */
+                for (int64_t j = 0; j < Wo; j++)
+                    rows[j * row + K] = 1;
+        }
 }
 
 void FN(col2im)(const real *restrict cols, int64_t N, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw,

@@ -143,6 +143,8 @@ def test_im2col_and_its_backward_match_the_loops(backend, dtype, how, shape, ker
     cols = kernels.im2col(laid_out(x, how), kernel, stride, padding, backend=backend)
     assert cols.dtype == dtype and cols.flags.c_contiguous
     np.testing.assert_array_equal(cols, im2col_loop(x, kernel, stride, padding))  # a copy: exact
+    with_ones = kernels.im2col(laid_out(x, how), kernel, stride, padding, bias_column=True, backend=backend)
+    np.testing.assert_array_equal(with_ones, np.concatenate([cols, np.ones((len(cols), 1), dtype)], axis=1))
 
     grad_cols = rng.standard_normal(cols.shape).astype(dtype)
     dx = kernels.im2col_backward(grad_cols, shape, kernel, stride, padding, backend=backend)
@@ -167,6 +169,8 @@ def test_im2col_of_empty_batches_and_channels(backend):
         x = np.zeros(shape, np.float32)
         cols = kernels.im2col(x, (3, 3), (1, 1), (1, 1), backend=backend)
         assert cols.shape == (shape[0] * 25, 9 * shape[1])
+        with_ones = kernels.im2col(x, (3, 3), (1, 1), (1, 1), bias_column=True, backend=backend)
+        assert with_ones.shape == (shape[0] * 25, 9 * shape[1] + 1) and (with_ones[:, -1] == 1).all()
         dx = kernels.im2col_backward(cols, shape, (3, 3), (1, 1), (1, 1), backend=backend)
         assert dx.shape == shape and not dx.any()
 
@@ -179,6 +183,8 @@ def test_im2col_bad_arguments(backend):
         kernels.im2col(x, (3, 3), (0, 1), (0, 0), backend=backend)
     with pytest.raises(ValueError, match=r"im2col: padding must be a pair of ints >= 0, got 1"):
         kernels.im2col(x, (3, 3), (1, 1), 1, backend=backend)
+    with pytest.raises(TypeError, match=r"im2col: bias_column must be True or False, got 1"):
+        kernels.im2col(x, (3, 3), (1, 1), (0, 0), bias_column=1, backend=backend)
     with pytest.raises(ValueError, match=r"im2col: expected an image batch \(N, C, H, W\), got shape \(2, 4, 4\)"):
         kernels.im2col(x[0], (3, 3), (1, 1), (0, 0), backend=backend)
     with pytest.raises(ValueError, match=r"im2col_backward: grad_cols must have shape \(4, 18\), got \(4, 9\)"):
@@ -247,6 +253,7 @@ def test_every_instruction_set_copy_matches_the_reference(isa, dtype):
         x = laid_out(rng.standard_normal(shape).astype(dtype), "channels_last")
         cols = c_backend.im2col(x, kernel, stride, padding)
         np.testing.assert_array_equal(cols, im2col_loop(x, kernel, stride, padding))
+        np.testing.assert_array_equal(c_backend.im2col(x, kernel, stride, padding, bias_column=True)[:, :-1], cols)
         np.testing.assert_allclose(c_backend.im2col_backward(cols, shape, kernel, stride, padding),
                                    col2im_loop(cols, shape, kernel, stride, padding), rtol=tol(dtype), atol=tol(dtype))
         out, argmax = c_backend.max_pool2d(x, kernel, stride)
@@ -327,6 +334,18 @@ def test_a_first_layer_skips_the_input_gradient(backend):
         assert mg.gradcheck(lambda k, c: F.conv2d(x, k, c, padding=1), [w, b])
         F.conv2d(x, w, b, padding=1).sum().backward()
     assert x.grad is None
+
+
+def test_bias_and_weight_gradients_each_on_their_own(backend):
+    """The bias gradient comes out of the weight gradient's product ([dW db] = dYᵀ[cols 1]): right also when only
+    one of the two is trained, and without a bias at all."""
+    rng = np.random.default_rng(11)
+    x = t64(rng.standard_normal((2, 3, 5, 4)))
+    w, b = rng.standard_normal((2, 3, 3, 3)), rng.standard_normal(2)
+    with mg.backend(backend):
+        assert mg.gradcheck(lambda c: F.conv2d(x, t64(w, False), c, stride=2, padding=1), [t64(b)])
+        assert mg.gradcheck(lambda k: F.conv2d(x, k, t64(b, False), stride=2, padding=1), [t64(w)])
+        assert mg.gradcheck(lambda a, k: F.conv2d(a, k, None, stride=(1, 2), padding=(2, 0)), [x, t64(w)])
 
 
 def cnn(framework):

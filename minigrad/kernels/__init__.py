@@ -456,15 +456,19 @@ def check_image_shape(op, x_shape):
         raise ValueError(f"{op}: x_shape must be (N, C, H, W), four ints >= 0, got {x_shape!r}")
 
 
-def im2col(x, kernel_size, stride=(1, 1), padding=(0, 0), backend=None):
+def im2col(x, kernel_size, stride=(1, 1), padding=(0, 0), bias_column=False, backend=None):
     """cols (N·Ho·Wo, kh·kw·C): row (n, i, j), column (p, q, c) = x[n, c, i·sh + p − ph, j·sw + q − pw],
-    0 in the zero padding; x (N, C, H, W) in any layout. Pairs (vertical, horizontal) for the rest."""
+    0 in the zero padding; x (N, C, H, W) in any layout. Pairs (vertical, horizontal) for the rest.
+    bias_column=True appends a column of ones (kh·kw·C + 1 columns): the input the bias multiplies."""
     dtype = check_arrays("im2col", backend, floats_only=False, x=x)
     Ho, Wo = check_window("im2col", x.shape, kernel_size, stride, padding)
+    _check_flag("im2col", "bias_column", bias_column)
     N, C = x.shape[:2]
     if N == 0 or C == 0:
-        return array_module(x).zeros((N * Ho * Wo, kernel_size[0] * kernel_size[1] * C), dtype)
-    return _call("im2col", backend, dtype, x, kernel_size, stride, padding)
+        cols = array_module(x).zeros((N * Ho * Wo, kernel_size[0] * kernel_size[1] * C + bias_column), dtype)
+        cols[:, kernel_size[0] * kernel_size[1] * C:] = 1
+        return cols
+    return _call("im2col", backend, dtype, x, kernel_size, stride, padding, bool(bias_column))
 
 
 def im2col_backward(grad_cols, x_shape, kernel_size, stride=(1, 1), padding=(0, 0), backend=None):

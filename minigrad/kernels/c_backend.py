@@ -632,17 +632,18 @@ def _channels_last(x):
     return _c_array(x.transpose(0, 2, 3, 1))
 
 
-def im2col(x, kernel_size, stride, padding, num_threads=None):
-    """cols (N·Ho·Wo, kh·kw·C) of x (N, C, H, W), in C (kernels/conv.c)."""
+def im2col(x, kernel_size, stride, padding, bias_column=False, num_threads=None):
+    """cols (N·Ho·Wo, kh·kw·C [+ 1 column of ones]) of x (N, C, H, W), in C (kernels/conv.c)."""
     dtype = _check_floats("im2col", x=x)
     Ho, Wo = check_window("im2col", x.shape, kernel_size, stride, padding)
     function = _conv_function("im2col", dtype)
     if function is None:
-        return numpy_backend.im2col(x, kernel_size, stride, padding)
+        return numpy_backend.im2col(x, kernel_size, stride, padding, bias_column)
     x, strides = _image_strides(x)
     N, C, H, W = x.shape
-    cols = np.empty((N * Ho * Wo, kernel_size[0] * kernel_size[1] * C), dtype)  # (N·Ho·Wo, kh·kw·C)
-    function(_pointer(x), N, C, H, W, *strides, *kernel_size, *stride, *padding, _pointer(cols),
+    bias_column = bool(bias_column)
+    cols = np.empty((N * Ho * Wo, kernel_size[0] * kernel_size[1] * C + bias_column), dtype)  # (N·Ho·Wo, kh·kw·C [+ 1])
+    function(_pointer(x), N, C, H, W, *strides, *kernel_size, *stride, *padding, int(bias_column), _pointer(cols),
              _threads(num_threads))
     return cols
 

@@ -205,18 +205,24 @@ def sliding_windows(xp, kernel_size, stride):
         xp, (N, Ho, Wo, kh, kw, C), (sN, sH * sh, sW * sw, sH, sW, sC), writeable=False)
 
 
-def im2col(x, kernel_size, stride, padding):
+def im2col(x, kernel_size, stride, padding, bias_column=False):
     """cols[(n, i, j), (p, q, c)] = x[n, c, i·sh + p − ph, j·sw + q − pw], 0 in the padding: (N·Ho·Wo, kh·kw·C).
 
     Every receptive field becomes a row, so a convolution is the one product cols Wᵀ. The zero-padded
-    channels-last copy of x, then the windows' strided view copied once.
+    channels-last copy of x, then the windows' strided view copied once. With bias_column, one more
+    column of ones: the bias is the weight of that constant input, [cols 1][W b]ᵀ adds it inside the
+    product, and [dW db] = dYᵀ[cols 1] gives both gradients from one product.
     """
     N, C, H, W = x.shape
     (kh, kw), (ph, pw) = kernel_size, padding
     xp = np.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)  # (N, Hp, Wp, C)
     xp[:, ph:ph + H, pw:pw + W] = x.transpose(0, 2, 3, 1)
     windows = sliding_windows(xp, kernel_size, stride)  # (N, Ho, Wo, kh, kw, C)
-    return windows.reshape(-1, kh * kw * C)
+    cols = np.empty((windows.shape[0] * windows.shape[1] * windows.shape[2], kh * kw * C + bias_column), x.dtype)
+    cols[:, :kh * kw * C].reshape(windows.shape)[...] = windows  # (N·Ho·Wo, kh·kw·C [+ 1])
+    if bias_column:
+        cols[:, -1] = 1
+    return cols
 
 
 def im2col_backward(grad_cols, x_shape, kernel_size, stride, padding):

@@ -12,7 +12,7 @@ import numpy as np
 from .. import kernels
 from ..amp.autocast import lower_precision
 from ..tensor import Tensor, as_tensor
-from .linear import column_sums, uniform_parameter
+from .linear import uniform_parameter
 from .module import Module
 
 
@@ -30,7 +30,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     Cross-correlation on NCHW like PyTorch's conv2d: x (N, C, H, W) (or one image (C, H, W)),
     W (O, C, kh, kw), b (O,) → y (N, O, Ho, Wo), Ho = (H + 2·pad − kh)//s + 1. As matrices, Y = cols(x) Wᵀ,
     so dW = dYᵀ cols(x), dcols = dY W, dx = col2im(dcols), db = Σ dY: three products on the active
-    backend, and im2col / col2im (minigrad.kernels) move the pixels. The output is an NCHW view of
+    backend (the bias rides in two of them as the weight of a column of ones), and im2col / col2im
+    (minigrad.kernels) move the pixels. The output is an NCHW view of
     channels-last memory, which the next conv or pooling reads without a copy.
     """
     x, weight = as_tensor(x), as_tensor(weight)
@@ -43,24 +44,26 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     N, C, H, W = x.shape
     O, _, kh, kw = weight.shape
     Ho, Wo = kernels.check_window("conv2d", x.shape, (kh, kw), stride, padding)
-    cols = kernels.im2col(x.data, (kh, kw), stride, padding)            # (N·Ho·Wo, kh·kw·C)
-    wmat = weight.data.transpose(0, 2, 3, 1).reshape(O, kh * kw * C)   # (O, kh·kw·C), columns in cols' order
-    y = kernels.matmul(cols, wmat.T)                                   # (N·Ho·Wo, O), a fresh array
-    if bias is not None:
-        y += bias.data
+    K = kh * kw * C
+    # With a bias, cols gets a last column of ones and the weight matrix the bias as its last column:
+    # the product adds the bias, and its backward's dYᵀ cols holds db beside dW.
+    cols = kernels.im2col(x.data, (kh, kw), stride, padding, bias_column=bias is not None)  # (N·Ho·Wo, K [+ 1])
+    wmat = weight.data.transpose(0, 2, 3, 1).reshape(O, K)             # (O, K), columns in cols' order (p, q, c)
+    wb = wmat if bias is None else np.concatenate([wmat, bias.data[:, None]], axis=1)  # (O, K [+ 1])
+    y = kernels.matmul(cols, wb.T)                                     # (N·Ho·Wo, O)
     out = y.reshape(N, Ho, Wo, O).transpose(0, 3, 1, 2)                # (N, O, Ho, Wo)
     parents = (x, weight) if bias is None else (x, weight, bias)
 
     def backward(grad):                                                # grad: (N, O, Ho, Wo)
         g = grad.transpose(0, 2, 3, 1).reshape(N * Ho * Wo, O)         # (N·Ho·Wo, O), a view when channels-last
         dx = dw = db = None
-        if x.requires_grad:  # not for the images fed to a first layer: the (N·Ho·Wo, kh·kw·C) product is skipped
-            dcols = kernels.matmul(g, wmat)                            # (N·Ho·Wo, kh·kw·C)
+        if x.requires_grad:  # not for the images fed to a first layer: the (N·Ho·Wo, K) product is skipped
+            dcols = kernels.matmul(g, wmat)                            # (N·Ho·Wo, K)
             dx = kernels.im2col_backward(dcols, (N, C, H, W), (kh, kw), stride, padding)  # (N, C, H, W)
-        if weight.requires_grad:
-            dw = kernels.matmul(g.T, cols).reshape(O, kh, kw, C).transpose(0, 3, 1, 2)  # (O, C, kh, kw)
-        if bias is not None and bias.requires_grad:
-            db = column_sums(g)                                        # (O,)
+        if weight.requires_grad or bias is not None and bias.requires_grad:
+            dwb = kernels.matmul(g.T, cols)                            # (O, K [+ 1]) = [dW db]
+            dw = dwb[:, :K].reshape(O, kh, kw, C).transpose(0, 3, 1, 2)  # (O, C, kh, kw)
+            db = None if bias is None else dwb[:, K]                   # (O,)
         return (dx, dw) if bias is None else (dx, dw, db)
 
     return Tensor.from_op(out, parents, backward, "conv2d")
