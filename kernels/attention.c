@@ -29,7 +29,9 @@
  *          arrays per thread, plus D (bh * Tq); never Tq x Tk.
  *          Threads: OpenMP over heads or (head, block) pairs; `nthreads` from
  *          the Python wrapper (env MINIGRAD_NUM_THREADS, default all cores),
- *          fewer for problems too small to repay waking them.
+ *          fewer for problems too small to repay waking them. Fewer than MR
+ *          queries (one new token against a KV cache) run the naive forward:
+ *          packing K and V into blocks would cost more than the product.
  *
  * The block products all go through one register-tiled micro-kernel
  * (gemm_acc): an MR x NR tile of C lives in registers while the shared
@@ -143,6 +145,7 @@ int FN(attention_forward_naive)(const real *q, const real *k, const real *v,
             for (int64_t j = 0; j < nk; j++) {
                 const real *kj = k + (b * tk + j) * d;
                 real dot = 0;
+#pragma omp simd reduction(+ : dot)
                 for (int64_t c = 0; c < d; c++)
                     dot += qi[c] * kj[c];
                 s[j] = dot * scale;
@@ -336,6 +339,8 @@ int FN(attention_forward_flash)(const real *q, const real *k, const real *v,
 {
     if (tk < 1 || d < 1)
         return -2; /* softmax over no keys, or scale 1/sqrt(0) */
+    if (tq < MR) /* a few queries against cached keys (generation): packing K and V would cost more */
+        return FN(attention_forward_naive)(q, k, v, out, lse, bh, tq, tk, d, dv, causal);
     real scale = 1 / sqrt((real)d);
     int64_t dvpad = round_up(dv, NR), tkpad = round_up(tk, BK);
     int64_t nqb = (tq + BQ - 1) / BQ;

@@ -24,6 +24,7 @@ import numpy as np
 
 DEFAULTS = dict(block_size=128, batch_size=16, n_layer=4, n_head=4, d_model=128)
 DEFAULT_TOKENIZER, DEFAULT_VOCAB_SIZE = "bpe", 512  # chosen by measurement: see make_tokenizer
+DEFAULT_DROPOUT = 0.0
 CONFIG_KEYS = ("vocab_size", "block_size", "n_layer", "n_head", "d_model")
 # Entries of a checkpoint that are not model parameters: the rest is the model's state dict.
 RUN_PREFIXES = ("config.", "vocab", "tokenizer.", "optimizer.", "train.")
@@ -242,8 +243,9 @@ def _tokenizer(path, state, vocab_size):
         raise UserError(f"{path}: bad vocabulary: {exc}") from None
 
 
-def load_checkpoint(path, with_run_state=False):
-    """(model, tokenizer, config), plus the run's state ("optimizer.*", "train.*" entries) if asked.
+def load_checkpoint(path, with_run_state=False, dropout=0.0):
+    """(model, tokenizer, config), plus the run's state ("optimizer.*", "train.*" entries) if asked;
+    `dropout` is the model's training-time dropout (a resumed run keeps training with it).
 
     Every way a checkpoint can be unusable becomes one UserError naming the file and the problem.
     """
@@ -260,7 +262,7 @@ def load_checkpoint(path, with_run_state=False):
     config = _config(path, state)
     tokenizer = _tokenizer(path, state, config["vocab_size"])
     try:
-        model = nn.GPT(**config)
+        model = nn.GPT(**config, dropout=dropout)
     except (ValueError, TypeError, MemoryError) as exc:
         raise UserError(f"{path}: its configuration {config} cannot build a GPT: {exc}") from None
     run_state = {k: state.pop(k) for k in list(state) if k.startswith(RUN_PREFIXES)}
@@ -404,13 +406,13 @@ def train(args):
     rngs = {"batch_rng": np.random.default_rng(args.seed), "eval_rng": np.random.default_rng(args.seed + 1),
             "minigrad_rng": generator()}
     if args.resume:
-        model, tokenizer, resumed, run_state = load_checkpoint(args.resume, with_run_state=True)
+        model, tokenizer, resumed, run_state = load_checkpoint(args.resume, with_run_state=True, dropout=args.dropout)
         check_same_tokenizer(args, tokenizer)
         config = model_config(args, tokenizer.vocab_size, resumed)
     else:
         tokenizer = make_tokenizer(args, text)
         config = model_config(args, tokenizer.vocab_size)
-        model = nn.GPT(**config)
+        model = nn.GPT(**config, dropout=args.dropout)
     try:
         train_tokens, val_tokens, chars_per_token = encode_splits(tokenizer, text, config["block_size"])
     except ValueError as exc:
@@ -519,6 +521,14 @@ def probability(text):
     return value
 
 
+def dropout_probability(text):
+    """argparse type for --dropout: a number in [0, 1)."""
+    value = _number(float, -math.inf, False, text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
+    return value
+
+
 def positive_float(text):
     return _number(float, 0, True, text)
 
@@ -556,6 +566,8 @@ def parse_args(argv):
                      help="continue the run saved in FILE: model, optimizer, step and random state")
     gpt.add_argument("--lr", type=positive_float, default=3e-3, help="peak learning rate")
     gpt.add_argument("--weight-decay", type=nonnegative_float, default=0.01)
+    gpt.add_argument("--dropout", type=dropout_probability, default=DEFAULT_DROPOUT,
+                     help="dropout on attention weights and residual branches while training")
     gpt.add_argument("--warmup", type=nonnegative_int, default=50, help="steps of linear learning-rate warm-up")
     gpt.add_argument("--eval-seconds", type=nonnegative_float, default=30,
                      help="report train and val loss this often")

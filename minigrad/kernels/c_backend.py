@@ -180,7 +180,7 @@ def _operand(x, trans):
     if flags.c_contiguous and flags.aligned and x.dtype.isnative:  # the common cases first, checked fast
         return x, trans, max(cols, 1)
     if flags.f_contiguous and flags.aligned and x.dtype.isnative:
-        return x, not trans, max(rows, 1)
+        return x.T, not trans, max(rows, 1)  # its row-major storage (x.T), which _pointer passes fastest
     row_step, col_step = (stride // x.itemsize if stride % x.itemsize == 0 else -1 for stride in x.strides)
     if x.flags.aligned and x.dtype.isnative:
         if (cols == 1 or col_step == 1) and (rows == 1 or row_step >= cols):

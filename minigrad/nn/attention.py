@@ -219,7 +219,7 @@ class MultiheadAttention(Module):
         if "in_proj_lora" in self._modules:  # set by nn.lora.apply_lora: W + (alpha/r)·B A, only A and B train
             W = W + self.in_proj_lora.delta()
         if kv_cache is not None:
-            y = self._attend_cached(linear(x, W, b), kv_cache, attn_mask, is_causal)  # (B, H, T, hd)
+            y = self._attend_cached(linear(x, W, b), kv_cache, attn_mask, is_causal)  # (B, T, E)
         else:
             # q = x W_qᵀ + b_q with W_q the first E rows of W_in, and so on: slicing the (3E, E) weight
             # costs less in the backward pass than slicing a (B, T, 3E) activation
@@ -228,28 +228,31 @@ class MultiheadAttention(Module):
             mask = None if attn_mask is None else self._sdpa_mask(attn_mask, B, T)
             y = scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
                                              dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, hd)
-        y = self.out_proj(y.transpose(1, 2).reshape(B, T, E))  # (B, T, E)
+            y = y.transpose(1, 2).reshape(B, T, E)  # (B, T, E): the heads side by side
+        y = self.out_proj(y)  # (B, T, E)
         return y if self.batch_first else y.transpose(0, 1)
 
     def _attend_cached(self, qkv, cache, attn_mask, is_causal):
         """The new tokens' queries against the cached keys and values followed by their own; qkv (B, T, 3E)
-        is their one fused projection (no backward pass here, so no reason to split the weight)."""
+        is their one fused projection (no backward pass here, so no reason to split the weight). Returns
+        the heads side by side, (B, T, E). Plain arrays throughout: a cache passes no gradient."""
         if attn_mask is not None or not is_causal:
             raise ValueError("MultiheadAttention: a kv_cache is for causal self-attention (is_causal=True, "
                              "no attn_mask)")
         if qkv.requires_grad:
             raise ValueError("MultiheadAttention: a kv_cache holds plain arrays and passes no gradient; "
                              "run it under mg.no_grad() (generation)")
-        B, T, _ = qkv.shape
-        q, k, v = qkv.data.reshape(B, T, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)  # (B, H, T, hd)
-        q = Tensor(q)
+        B, T, E = qkv.shape[0], qkv.shape[1], self.embed_dim
+        H, hd = self.num_heads, self.head_dim
+        q, k, v = qkv.data.reshape(B, T, 3, H, hd).transpose(2, 0, 3, 1, 4)  # (B, H, T, hd) each
         keys, values = cache.append(k, v)  # (B, H, S, hd), S = positions cached so far + T
         S = keys.shape[2]
-        if T == 1:  # one new token sees every key: no mask
-            return scaled_dot_product_attention(q, Tensor(keys), Tensor(values))
-        if S == T:  # an empty cache: the ordinary causal attention over the prompt
-            return scaled_dot_product_attention(q, Tensor(keys), Tensor(values), is_causal=True)
-        return scaled_dot_product_attention(q, Tensor(keys), Tensor(values), attn_mask=causal_mask(T, S, offset=S - T))
+        if T == 1 or S == T:  # one new token sees every key; an empty cache: causal attention over the prompt
+            y = kernels.attention(*(a.reshape(B * H, -1, hd) for a in (q, keys, values)), is_causal=T > 1)
+        else:  # new tokens after cached ones: query i sees keys j <= S - T + i
+            y = scaled_dot_product_attention(Tensor(q), Tensor(keys), Tensor(values),
+                                             attn_mask=causal_mask(T, S, offset=S - T)).data
+        return Tensor(y.reshape(B, H, T, hd).transpose(0, 2, 1, 3).reshape(B, T, E))  # (B, T, E)
 
     def _sdpa_mask(self, attn_mask, B, T):
         """PyTorch's MHA mask (True = blocked; (T, T) or (B·H, T, T)) → SDPA's (True = take part; (B, H, T, T))."""
