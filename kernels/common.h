@@ -26,6 +26,7 @@
 #endif
 
 #include "isa.h"
+#include "threadpool.h"
 
 /* ------------------------------------------------------------ helpers -- */
 
@@ -60,22 +61,15 @@ static inline void *aligned_buffer(size_t bytes)
  * thread costs microseconds on an idle machine and can cost milliseconds on
  * a busy one, more than a small product takes. The Python side starts
  * OpenMP with OMP_WAIT_POLICY=passive, so idle threads sleep instead of
- * spinning on a core another process needs. */
+ * spinning on a core another process needs; matmul.c runs on threadpool.c,
+ * whose idle threads sleep too. */
 static inline int thread_count(int requested, int64_t items, double flops, double min_flops)
 {
-#ifdef _OPENMP
-    int64_t cores = omp_get_num_procs();
+    int64_t cores = threadpool_cores();
     int64_t threads = requested > 0 ? min_i64(requested, cores) : cores;
     threads = min_i64(threads, items);
     threads = min_i64(threads, (int64_t)(flops / min_flops));
     return threads > 1 ? (int)threads : 1;
-#else
-    (void)requested;
-    (void)items;
-    (void)flops;
-    (void)min_flops;
-    return 1;
-#endif
 }
 
 /* ---------------------------------------------------------------- exp -- */

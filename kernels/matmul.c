@@ -23,9 +23,13 @@
  *                Clang vector extensions) compiled for each instruction set
  *                (kernels/instantiate.h): 6x32 float32 / 6x16 float64 tiles
  *                with AVX-512, 6x16 / 6x8 with AVX2, 6x8 / 6x4 with SSE2.
- *   5. parallel  version 4 with OpenMP threads: all threads pack the shared
- *                B panel, then take (row block x column chunk) work items
- *                dynamically, so a thread paused by the OS holds nobody up.
+ *   5. parallel  version 4 on the threads of kernels/threadpool.c. Per B
+ *                panel two jobs of numbered work items: pack the panel
+ *                (groups of slivers), then multiply it by A (a row block x
+ *                a chunk of columns, about 4 items per thread). Threads
+ *                claim items as they come free and the caller takes what no
+ *                worker has claimed, so a worker the OS runs late (a shared
+ *                machine) holds nobody up; no barrier waits for it.
  *                Thread count from the caller (Python reads
  *                MINIGRAD_NUM_THREADS, default all cores), never more than
  *                the cores, and one thread per 4 MFLOP at most: small
@@ -44,7 +48,7 @@
  * active instruction set (benchmarks/bench_matmul.py reports the fraction).
  *
  * Build:     python build.py        (or pip install -e .; flags: MINIGRAD_CFLAGS)
- * Test:      python -m pytest tests/test_kernels_matmul.py tests/test_kernels_fuzz.py -q
+ * Test:      python -m pytest tests/test_kernels_matmul.py tests/test_kernels_fuzz.py tests/test_threadpool.py -q
  *            python -m pytest tests/test_kernels_isa.py -q    (every instruction set's copy)
  *            python -m pytest tests/test_kernels_asan.py -q   (AddressSanitizer + UBSan)
  * Benchmark: env -u OPENBLAS_CORETYPE python benchmarks/bench_matmul.py
@@ -331,12 +335,63 @@ static void FN(macro_kernel)(FN(micro_kernel_fn) micro_kernel, int64_t mc, int64
                          min_i64(MR, mc - ir), min_i64(NR, nc - jr));
 }
 
-/* Versions 3-5: the packed loop nest (see the top of matmul.c), run by
-   num_threads threads. All threads pack each B panel together; the work on
-   it is then cut into items (a row block of A x a chunk of B's NR-column
-   slivers) that threads take dynamically, so a thread the OS pauses (a
-   shared machine) holds nobody up. A thread packs the A block of its item
-   unless it packed that block for its previous item. */
+/* One B panel of a product, shared by the threads that work on it
+   (threadpool.c's context): the operands, the panel's place and the split
+   of its work into items. */
+typedef struct {
+    FN(micro_kernel_fn) micro_kernel;
+    int trans_a, trans_b;
+    const real *a, *b;
+    int64_t lda, ldb;
+    real *c;
+    int64_t ldc;
+    real alpha, beta;     /* beta for this panel: the caller's at pc == 0, else 1 */
+    int64_t m, jc, nc, pc, kc;
+    int64_t mc_step;      /* rows of a row block (a multiple of MR) */
+    int64_t chunks;       /* column chunks of the panel per row block */
+    int64_t slivers;      /* NR-column slivers of the panel */
+    real *bp;             /* the packed panel */
+    real *ap;             /* one packed A block per thread slot */
+    int64_t *packed_block; /* per slot: the row block in its ap, -1 for none */
+} FN(panel);
+
+/* Slivers of B packed per item of the packing job. */
+#define PACK_SLIVERS 4
+
+/* Work item `item` of packing the panel: slivers [4 item, 4 item + 4). */
+static void FN(pack_b_item)(void *context, int64_t item, int slot)
+{
+    (void)slot;
+    FN(panel) *w = context;
+    FN(pack_b)(w->trans_b, w->nc, w->kc, w->b, w->ldb, w->pc, w->jc, item * PACK_SLIVERS,
+               min_i64((item + 1) * PACK_SLIVERS, w->slivers), w->bp);
+}
+
+/* Work item `item` of the panel's product: a row block of A times a chunk
+   of the panel's slivers. The thread packs the A block unless its slot
+   holds it from its previous item (items of a row block are consecutive). */
+static void FN(panel_item)(void *context, int64_t item, int slot)
+{
+    FN(panel) *w = context;
+    int64_t block = item / w->chunks, chunk = item % w->chunks;
+    int64_t ic = block * w->mc_step, mc = min_i64(w->mc_step, w->m - ic);
+    int64_t j0 = w->slivers * chunk / w->chunks * NR;
+    int64_t j1 = min_i64(w->slivers * (chunk + 1) / w->chunks * NR, w->nc);
+    real *ap = w->ap + (size_t)slot * (size_t)(w->mc_step * w->kc);
+    if (w->packed_block[slot] != block) {
+        FN(pack_a)(w->trans_a, mc, w->kc, w->a, w->lda, ic, w->pc, ap);
+        w->packed_block[slot] = block;
+    }
+    FN(macro_kernel)(w->micro_kernel, mc, j1 - j0, w->kc, ap, w->bp + j0 * w->kc, w->alpha,
+                     w->beta, w->c + ic * w->ldc + w->jc + j0, w->ldc);
+}
+
+/* Versions 3-5: the packed loop nest (see the top of matmul.c) on up to
+   num_threads threads of threadpool.c. For each B panel, two jobs: pack
+   the panel (items of PACK_SLIVERS slivers), then multiply it by the
+   row blocks of A (items of a row block x a chunk of columns). Threads
+   claim items as they come free, and the caller takes whatever no worker
+   has claimed: a worker the OS has not run yet holds nobody up. */
 static int FN(matmul_packed_threads)(FN(micro_kernel_fn) micro_kernel, int num_threads,
                                      int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                                      real alpha, const real *a, int64_t lda, const real *b,
@@ -350,60 +405,45 @@ static int FN(matmul_packed_threads)(FN(micro_kernel_fn) micro_kernel, int num_t
     }
     int64_t kc_max = min_i64(KC, k);
     int64_t slivers_max = ceil_div(min_i64(NC, n), NR);
-    /* Row blocks of at most MC rows, as equal as multiples of MR allow. */
-    int64_t mc_step = round_up(ceil_div(m, ceil_div(m, MC)), MR);
-    int64_t m_blocks = ceil_div(m, mc_step);
+    /* Items: with more than one thread, about 4 per thread, so that a thread
+       that starts late or runs slowly leaves the others little to wait for.
+       Row blocks of at most MC rows, and at least 4 * MR rows when there are
+       more threads than blocks; columns are split only when rows run out,
+       since every chunk of a row block packs that block again. */
+    int64_t target = num_threads > 1 ? 4 * (int64_t)num_threads : 1;
+    int64_t m_blocks = max_i64(ceil_div(m, MC), min_i64(target, ceil_div(m, 4 * MR)));
+    int64_t mc_step = round_up(ceil_div(m, m_blocks), MR);
+    m_blocks = ceil_div(m, mc_step);
 
     real *bp = aligned_buffer((size_t)(kc_max * slivers_max * NR) * sizeof(real));
-    real *ap_all = aligned_buffer((size_t)num_threads * (size_t)(mc_step * kc_max) * sizeof(real));
-    if (bp == NULL || ap_all == NULL) {
+    real *ap = aligned_buffer((size_t)num_threads * (size_t)(mc_step * kc_max) * sizeof(real));
+    int64_t *packed_block = malloc((size_t)num_threads * sizeof(int64_t));
+    if (bp == NULL || ap == NULL || packed_block == NULL) {
         free(bp);
-        free(ap_all);
+        free(ap);
+        free(packed_block);
         return -1;
     }
-
-#pragma omp parallel num_threads(num_threads) if (num_threads > 1)
-    {
-        int thread = 0, team = 1;
-#ifdef _OPENMP
-        thread = omp_get_thread_num();
-        team = omp_get_num_threads();
-#endif
-        real *ap = ap_all + (size_t)thread * (size_t)(mc_step * kc_max);
-        for (int64_t jc = 0; jc < n; jc += NC) {
-            int64_t nc = min_i64(NC, n - jc);
-            int64_t slivers = ceil_div(nc, NR);
-            /* Whole rows of the panel when there are enough row blocks to share
-               (no A block packed twice), else two column chunks per thread. */
-            int64_t chunks = m_blocks >= 2 * (int64_t)team ? 1 : min_i64(slivers, 2 * (int64_t)team);
-            for (int64_t pc = 0; pc < k; pc += KC) {
-                int64_t kc = min_i64(KC, k - pc);
-                real beta_pc = pc == 0 ? beta : 1;
-                /* Slivers in groups of 4, taken as threads come free; the implicit
-                   barrier of `omp for`: the panel is whole before anyone uses it. */
-#pragma omp for schedule(dynamic, 1)
-                for (int64_t s0 = 0; s0 < slivers; s0 += 4)
-                    FN(pack_b)(trans_b, nc, kc, b, ldb, pc, jc, s0, min_i64(s0 + 4, slivers), bp);
-                int64_t packed_block = -1;
-#pragma omp for schedule(dynamic, 1)
-                for (int64_t item = 0; item < m_blocks * chunks; item++) {
-                    int64_t block = item / chunks, chunk = item % chunks;
-                    int64_t ic = block * mc_step, mc = min_i64(mc_step, m - ic);
-                    int64_t j0 = slivers * chunk / chunks * NR;
-                    int64_t j1 = min_i64(slivers * (chunk + 1) / chunks * NR, nc);
-                    if (block != packed_block) {
-                        FN(pack_a)(trans_a, mc, kc, a, lda, ic, pc, ap);
-                        packed_block = block;
-                    }
-                    FN(macro_kernel)(micro_kernel, mc, j1 - j0, kc, ap, bp + j0 * kc, alpha,
-                                     beta_pc, c + ic * ldc + jc + j0, ldc);
-                }
-                /* The implicit barrier of `omp for`: the panel is free for the next pack_b. */
-            }
+    FN(panel) w = {micro_kernel, trans_a, trans_b, a, b, lda, ldb, c, ldc, alpha, beta, m,
+                   .mc_step = mc_step, .bp = bp, .ap = ap, .packed_block = packed_block};
+    for (int64_t jc = 0; jc < n; jc += NC) {
+        w.jc = jc;
+        w.nc = min_i64(NC, n - jc);
+        w.slivers = ceil_div(w.nc, NR);
+        w.chunks = m_blocks >= target ? 1 : min_i64(w.slivers, ceil_div(target, m_blocks));
+        for (int64_t pc = 0; pc < k; pc += KC) {
+            w.pc = pc;
+            w.kc = min_i64(KC, k - pc);
+            w.beta = pc == 0 ? beta : 1;
+            threadpool_run(num_threads, ceil_div(w.slivers, PACK_SLIVERS), FN(pack_b_item), &w);
+            for (int slot = 0; slot < num_threads; slot++)
+                packed_block[slot] = -1;
+            threadpool_run(num_threads, m_blocks * w.chunks, FN(panel_item), &w);
         }
     }
     free(bp);
-    free(ap_all);
+    free(ap);
+    free(packed_block);
     return 0;
 }
 
@@ -482,7 +522,7 @@ static void FN(matmul_thin)(int trans_a, int trans_b, int64_t m, int64_t n, int6
     }
 }
 
-/* Version 5: version 4 on num_threads OpenMP threads (<= 0: all cores). */
+/* Version 5: version 4 on num_threads threads (<= 0: all cores). */
 int FN(matmul_parallel)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                         real alpha, const real *a, int64_t lda, const real *b, int64_t ldb,
                         real beta, real *c, int64_t ldc, int num_threads)
@@ -528,5 +568,6 @@ double FN(matmul_fma_peak)(int64_t iterations)
 #undef KC
 #undef MC
 #undef NC
+#undef PACK_SLIVERS
 
 #endif /* TEMPLATE */

@@ -17,9 +17,9 @@ import importlib.util
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-C_KERNEL_TESTS = ("test_kernels_matmul.py", "test_kernels_fuzz.py", "test_kernels_attention.py", "test_gelu_kernel.py",
-                  "test_quantization.py", "test_kernels_fused.py", "test_kernels_isa.py", "test_precision.py",
-                  "test_kernels_lstm.py", "test_kernels_conv.py")
+C_KERNEL_TESTS = ("test_kernels_matmul.py", "test_kernels_fuzz.py", "test_threadpool.py", "test_kernels_attention.py",
+                  "test_gelu_kernel.py", "test_quantization.py", "test_kernels_fused.py", "test_kernels_isa.py",
+                  "test_precision.py", "test_kernels_lstm.py", "test_kernels_conv.py")
 
 
 def c_compiler():
