@@ -6,8 +6,11 @@
 Speed is reported as ratios measured in one run: in every round each
 contender runs once on the same inputs, back to back, so load from other
 processes hits them alike; the table shows the median over rounds of the
-GFLOP/s and of the ratio to NumPy. NumPy's and PyTorch's thread counts are
-set with threadpoolctl / torch.set_num_threads; the C kernels get
+GFLOP/s and of the ratio to NumPy. On more than one thread, each contender
+starts after a pause of SETTLE seconds: OpenBLAS's idle workers spin for
+about 0.1 s of CPU time after a call (measured), and on a 2-core machine the
+next contender's second thread would share a core with that spinning.
+NumPy's and PyTorch's thread counts are set with threadpoolctl / torch.set_num_threads; the C kernels get
 num_threads. "peak" is the share of the FMA peak measured here and now: a
 register-only FMA loop in C (matmul_fma_peak_*) on the active instruction
 set, times the thread count. Target (issue 15): the parallel version
@@ -26,6 +29,7 @@ from minigrad.kernels import c_backend
 # Slow versions only where they finish in reasonable time.
 MAX_SIZE = {"naive": 256, "blocked": 1024, "packed": 2048, "simd": 2048, "parallel": 4096}
 TARGET_RATIO, TARGET_SIZES, TARGET_VERSION = 1.0, (256, 512, 1024, 2048), "parallel"
+SETTLE = 0.2
 
 
 def fma_peak_gflops(dtype, rounds=5):
@@ -81,6 +85,8 @@ def measure(size, dtype, threads, versions, rounds, torch, clock=time.perf_count
     rates = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
+            if threads > 1:
+                time.sleep(SETTLE)  # the previous contender's idle threads stop spinning
             rates[name].append(flops / seconds(call, clock=clock) / 1e9)
     return {name: (statistics.median(r), statistics.median(x / y for x, y in zip(r, rates["numpy"])))
             for name, r in rates.items()}

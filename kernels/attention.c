@@ -27,7 +27,8 @@
  *          less than synchronising the writes).
  *          Extra memory: block buffers and whole-head copies of a few (T, d)
  *          arrays per thread, plus D (bh * Tq); never Tq x Tk.
- *          Threads: OpenMP over heads or (head, block) pairs; `nthreads` from
+ *          Threads: kernels/threadpool.c's, over heads or (head, block) pairs
+ *          (work items claimed as threads come free); `nthreads` from
  *          the Python wrapper (env MINIGRAD_NUM_THREADS, default all cores),
  *          fewer for problems too small to repay waking them. Fewer than MR
  *          queries (one new token against a KV cache) run the naive forward:
@@ -332,6 +333,70 @@ static void FN(probabilities)(real *p, real *rowsum, const real *s, const real *
     memset(p + bq * BK, 0, sizeof(real) * (bq_pad - bq) * BK);
 }
 
+/* One thread slot's buffers for the forward, carved from one arena. */
+typedef struct {
+    char *base;
+    int64_t packed_head;                      /* the head whose K and V sit in kt, vp; -1 none */
+    real *kt, *vp, *qs, *s, *p, *o, *m, *l, *m_new, *rowsum;
+} FN(forward_slot);
+
+/* The forward's shared state (threadpool.c's context). */
+typedef struct {
+    const real *q, *k, *v;
+    real *out, *lse;
+    int64_t tq, tk, d, dv, dvpad, tkpad, nqb;
+    int causal;
+    real scale;
+    FN(forward_slot) *slots;
+} FN(forward_job);
+
+/* Work item `item`: query block item % nqb of head item / nqb, against
+   every key block it sees. */
+static void FN(forward_item)(void *context, int64_t item, int slot)
+{
+    const FN(forward_job) *j = context;
+    FN(forward_slot) *w = &j->slots[slot];
+    int64_t tq = j->tq, tk = j->tk, d = j->d, dv = j->dv, dvpad = j->dvpad;
+    int causal = j->causal;
+    real *s = w->s, *p = w->p, *o = w->o, *m = w->m, *l = w->l, *m_new = w->m_new;
+    int64_t b = item / j->nqb, qb = item % j->nqb;
+    int64_t q0 = qb * BQ, bq = min_i64(BQ, tq - q0), bq_pad = round_up(bq, MR);
+    if (b != w->packed_head) {
+        FN(pack_panels_t)(w->kt, j->k + b * tk * d, tk, d);
+        FN(pack_rows)(w->vp, j->tkpad, dvpad, j->v + b * tk * dv, tk, dv, 1);
+        w->packed_head = b;
+    }
+    FN(pack_rows)(w->qs, bq_pad, d, j->q + (b * tq + q0) * d, bq, d, j->scale);
+    memset(o, 0, sizeof(real) * bq_pad * dvpad);
+    for (int64_t r = 0; r < bq; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0;
+    }
+
+    int64_t nkb = FN(key_blocks_seen)(qb, tq, tk, causal);
+    for (int64_t kb = 0; kb < nkb; kb++) {
+        int64_t k0 = kb * BK, bk = min_i64(BK, tk - k0), kn = round_up(bk, NR);
+        FN(gemm_acc)(bq_pad, kn, d, w->qs, d, 1, w->kt + k0 * d, BK, s, BK, 0); /* S = Q K^T / sqrt(d) */
+        for (int64_t r = 0; r < bq; r++)
+            m_new[r] = FN(row_max)(s + r * BK, FN(visible_keys)(q0 + r, k0, bk, causal), m[r]);
+        FN(probabilities)(p, w->rowsum, s, m_new, q0, bq, bq_pad, k0, bk, causal);
+        for (int64_t r = 0; r < bq; r++) {
+            real alpha = EXP(m[r] - m_new[r]); /* rescales what came before */
+            l[r] = alpha * l[r] + w->rowsum[r];
+            m[r] = m_new[r];
+            for (int64_t c = 0; c < dvpad; c++)
+                o[r * dvpad + c] *= alpha;
+        }
+        FN(gemm_acc)(bq_pad, dvpad, bk, p, BK, 1, w->vp + k0 * dvpad, dvpad, o, dvpad, 1); /* O += P V */
+    }
+    for (int64_t r = 0; r < bq; r++) {
+        real *orow = j->out + (b * tq + q0 + r) * dv;
+        for (int64_t c = 0; c < dv; c++)
+            orow[c] = o[r * dvpad + c] / l[r];
+        j->lse[b * tq + q0 + r] = m[r] + LOG(l[r]);
+    }
+}
+
 int FN(attention_forward_flash)(const real *q, const real *k, const real *v,
                                   real *out, real *lse, int64_t bh, int64_t tq,
                                   int64_t tk, int64_t d, int64_t dv, int causal,
@@ -341,79 +406,41 @@ int FN(attention_forward_flash)(const real *q, const real *k, const real *v,
         return -2; /* softmax over no keys, or scale 1/sqrt(0) */
     if (tq < MR) /* a few queries against cached keys (generation): packing K and V would cost more */
         return FN(attention_forward_naive)(q, k, v, out, lse, bh, tq, tk, d, dv, causal);
-    real scale = 1 / sqrt((real)d);
     int64_t dvpad = round_up(dv, NR), tkpad = round_up(tk, BK);
     int64_t nqb = (tq + BQ - 1) / BQ;
-    int failed = 0;
+    int threads = thread_count(nthreads, bh * nqb, 2.0 * bh * tq * tk * (d + dv), MIN_FLOPS_PER_THREAD);
     size_t bytes = sizeof(real) * (d * tkpad + tkpad * dvpad + BQ * d + 2 * BQ * BK +
                                    BQ * dvpad + 4 * BQ) + 9 * ALIGNMENT; /* 9 pieces */
-
-#pragma omp parallel num_threads(thread_count(nthreads, bh * nqb, 2.0 * bh * tq * tk * (d + dv), MIN_FLOPS_PER_THREAD))
-    {
+    FN(forward_slot) *slots = calloc((size_t)threads, sizeof *slots);
+    int failed = slots == NULL;
+    for (int t = 0; t < threads && !failed; t++) {
+        FN(forward_slot) *w = &slots[t];
         arena buf;
-        int ok = arena_open(&buf, bytes);
-        int64_t packed_head = -1; /* the head whose K and V sit in kt, vp */
-        real *kt = NULL, *vp = NULL, *qs = NULL, *s = NULL, *p = NULL, *o = NULL;
-        real *m = NULL, *l = NULL, *m_new = NULL, *rowsum = NULL;
-        if (ok) {
-            kt = arena_take(&buf, sizeof(real) * d * tkpad);     /* (Tk/BK, d, BK) K^T panels */
-            vp = arena_take(&buf, sizeof(real) * tkpad * dvpad); /* (Tk, dv) V */
-            qs = arena_take(&buf, sizeof(real) * BQ * d);        /* (BQ, d) Q / sqrt(d) */
-            s = arena_take(&buf, sizeof(real) * BQ * BK);        /* (BQ, BK) scores */
-            p = arena_take(&buf, sizeof(real) * BQ * BK);        /* (BQ, BK) exp(S - m) */
-            o = arena_take(&buf, sizeof(real) * BQ * dvpad);     /* (BQ, dv) unnormalised O */
-            m = arena_take(&buf, sizeof(real) * BQ);             /* (BQ,) running max */
-            l = arena_take(&buf, sizeof(real) * BQ);             /* (BQ,) running sum */
-            m_new = arena_take(&buf, sizeof(real) * BQ);         /* (BQ,) max after this block */
-            rowsum = arena_take(&buf, sizeof(real) * BQ);        /* (BQ,) sum of this block's P */
-        } else {
-#pragma omp atomic write
+        if (!arena_open(&buf, bytes)) {
             failed = 1;
+            break;
         }
-
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t item = 0; item < bh * nqb; item++) {
-            if (!ok)
-                continue;
-            int64_t b = item / nqb, qb = item % nqb;
-            int64_t q0 = qb * BQ, bq = min_i64(BQ, tq - q0), bq_pad = round_up(bq, MR);
-            if (b != packed_head) {
-                FN(pack_panels_t)(kt, k + b * tk * d, tk, d);
-                FN(pack_rows)(vp, tkpad, dvpad, v + b * tk * dv, tk, dv, 1);
-                packed_head = b;
-            }
-            FN(pack_rows)(qs, bq_pad, d, q + (b * tq + q0) * d, bq, d, scale);
-            memset(o, 0, sizeof(real) * bq_pad * dvpad);
-            for (int64_t r = 0; r < bq; r++) {
-                m[r] = -INFINITY;
-                l[r] = 0;
-            }
-
-            int64_t nkb = FN(key_blocks_seen)(qb, tq, tk, causal);
-            for (int64_t kb = 0; kb < nkb; kb++) {
-                int64_t k0 = kb * BK, bk = min_i64(BK, tk - k0), kn = round_up(bk, NR);
-                FN(gemm_acc)(bq_pad, kn, d, qs, d, 1, kt + k0 * d, BK, s, BK, 0); /* S = Q K^T / sqrt(d) */
-                for (int64_t r = 0; r < bq; r++)
-                    m_new[r] = FN(row_max)(s + r * BK, FN(visible_keys)(q0 + r, k0, bk, causal), m[r]);
-                FN(probabilities)(p, rowsum, s, m_new, q0, bq, bq_pad, k0, bk, causal);
-                for (int64_t r = 0; r < bq; r++) {
-                    real alpha = EXP(m[r] - m_new[r]); /* rescales what came before */
-                    l[r] = alpha * l[r] + rowsum[r];
-                    m[r] = m_new[r];
-                    for (int64_t c = 0; c < dvpad; c++)
-                        o[r * dvpad + c] *= alpha;
-                }
-                FN(gemm_acc)(bq_pad, dvpad, bk, p, BK, 1, vp + k0 * dvpad, dvpad, o, dvpad, 1); /* O += P V */
-            }
-            for (int64_t r = 0; r < bq; r++) {
-                real *orow = out + (b * tq + q0 + r) * dv;
-                for (int64_t c = 0; c < dv; c++)
-                    orow[c] = o[r * dvpad + c] / l[r];
-                lse[b * tq + q0 + r] = m[r] + LOG(l[r]);
-            }
-        }
-        free(buf.base);
+        w->base = buf.base;
+        w->packed_head = -1;
+        w->kt = arena_take(&buf, sizeof(real) * d * tkpad);     /* (Tk/BK, d, BK) K^T panels */
+        w->vp = arena_take(&buf, sizeof(real) * tkpad * dvpad); /* (Tk, dv) V */
+        w->qs = arena_take(&buf, sizeof(real) * BQ * d);        /* (BQ, d) Q / sqrt(d) */
+        w->s = arena_take(&buf, sizeof(real) * BQ * BK);        /* (BQ, BK) scores */
+        w->p = arena_take(&buf, sizeof(real) * BQ * BK);        /* (BQ, BK) exp(S - m) */
+        w->o = arena_take(&buf, sizeof(real) * BQ * dvpad);     /* (BQ, dv) unnormalised O */
+        w->m = arena_take(&buf, sizeof(real) * BQ);             /* (BQ,) running max */
+        w->l = arena_take(&buf, sizeof(real) * BQ);             /* (BQ,) running sum */
+        w->m_new = arena_take(&buf, sizeof(real) * BQ);         /* (BQ,) max after this block */
+        w->rowsum = arena_take(&buf, sizeof(real) * BQ);        /* (BQ,) sum of this block's P */
     }
+    if (!failed) {
+        FN(forward_job) job = {q, k, v, out, lse, tq, tk, d, dv, dvpad, tkpad, nqb, causal,
+                               1 / sqrt((real)d), slots};
+        threadpool_run(threads, bh * nqb, FN(forward_item), &job);
+    }
+    for (int t = 0; slots != NULL && t < threads; t++)
+        free(slots[t].base);
+    free(slots);
     return failed ? -1 : 0;
 }
 
@@ -505,6 +532,109 @@ static void FN(query_block_grads)(const FN(grad_buffers) *w, const FN(head_probl
             dq_b[(q0 + r) * d + c] = w->dqacc[r * dpad + c] * scale;
 }
 
+/* One thread slot's buffers for the backward, carved from one arena. */
+typedef struct {
+    char *base;
+    int64_t packed_head; /* the head whose copies sit in w.head; -1 none */
+    FN(grad_buffers) w;
+} FN(backward_slot);
+
+/* The backward's shared state (threadpool.c's context). */
+typedef struct {
+    const real *q, *k, *v, *out, *lse, *dout;
+    real *dq, *dk, *dvout, *drows;
+    int64_t bh, tq, tk, d, dv, dpad, dvpad, tqpad, tkpad, nqb, nkb;
+    int causal;
+    real scale;
+    FN(backward_slot) *slots;
+} FN(backward_job);
+
+/* Rows of D = rowsum(dO * O) per work item of the first job. */
+#define DROWS_PER_ITEM 1024
+
+static void FN(drows_item)(void *context, int64_t item, int slot)
+{
+    (void)slot;
+    const FN(backward_job) *j = context;
+    int64_t dv = j->dv;
+    for (int64_t row = item * DROWS_PER_ITEM; row < min_i64((item + 1) * DROWS_PER_ITEM, j->bh * j->tq); row++) {
+        real acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t c = 0; c < dv; c++)
+            acc += j->dout[row * dv + c] * j->out[row * dv + c];
+        j->drows[row] = acc;
+    }
+}
+
+/* Head b's slices of the inputs and outputs. */
+static FN(head_problem) FN(head_of)(const FN(backward_job) *j, int64_t b)
+{
+    int64_t tq = j->tq, tk = j->tk, d = j->d, dv = j->dv;
+    FN(head_problem) h = {j->k + b * tk * d, j->v + b * tk * dv, j->lse + b * tq, j->drows + b * tq,
+                          j->dk + b * tk * d, j->dvout + b * tk * dv, tq, tk, d, dv, j->dpad, j->dvpad,
+                          j->causal};
+    return h;
+}
+
+/* The head's scaled Q and dO (and dQ, per head) sit in w.head: */
+#define QS_ALL(w) ((w)->head)                                  /* (Tq, d) Q / sqrt(d) */
+#define DO_ALL(w, j) ((w)->head + (j)->tqpad * (j)->dpad)      /* (Tq, dv) dO */
+#define DQ_ALL(w, j) ((w)->head + (j)->tqpad * ((j)->dpad + (j)->dvpad)) /* (Tq, d) dQ */
+
+/* Work item of the one sweep per head: head `item`, all of it. */
+static void FN(head_item)(void *context, int64_t b, int slot)
+{
+    const FN(backward_job) *j = context;
+    FN(grad_buffers) *w = &j->slots[slot].w;
+    FN(head_problem) h = FN(head_of)(j, b);
+    int64_t tq = j->tq, d = j->d, dpad = j->dpad;
+    real *dq_all = DQ_ALL(w, j);
+    FN(pack_rows)(QS_ALL(w), j->tqpad, dpad, j->q + b * tq * d, tq, d, j->scale);
+    FN(pack_rows)(DO_ALL(w, j), j->tqpad, j->dvpad, j->dout + b * tq * j->dv, tq, j->dv, 1);
+    memset(dq_all, 0, sizeof(real) * j->tqpad * dpad);
+    for (int64_t k0 = 0; k0 < j->tk; k0 += BK)
+        FN(key_block_grads)(w, &h, QS_ALL(w), DO_ALL(w, j), dq_all, k0);
+    for (int64_t r = 0; r < tq; r++)
+        for (int64_t c = 0; c < d; c++)
+            j->dq[(b * tq + r) * d + c] = dq_all[r * dpad + c] * j->scale;
+}
+
+/* Work item of sweep 1: key block item % nkb of head item / nkb owns its rows of dK and dV. */
+static void FN(key_item)(void *context, int64_t item, int slot)
+{
+    const FN(backward_job) *j = context;
+    FN(backward_slot) *t = &j->slots[slot];
+    int64_t b = item / j->nkb;
+    FN(head_problem) h = FN(head_of)(j, b);
+    if (b != t->packed_head) {
+        FN(pack_rows)(QS_ALL(&t->w), j->tqpad, j->dpad, j->q + b * j->tq * j->d, j->tq, j->d, j->scale);
+        FN(pack_rows)(DO_ALL(&t->w, j), j->tqpad, j->dvpad, j->dout + b * j->tq * j->dv, j->tq, j->dv, 1);
+        t->packed_head = b;
+    }
+    FN(key_block_grads)(&t->w, &h, QS_ALL(&t->w), DO_ALL(&t->w, j), NULL, item % j->nkb * BK);
+}
+
+/* Work item of sweep 2: query block item % nqb of head item / nqb owns its rows of dQ. */
+static void FN(query_item)(void *context, int64_t item, int slot)
+{
+    const FN(backward_job) *j = context;
+    FN(backward_slot) *t = &j->slots[slot];
+    int64_t b = item / j->nqb, tk = j->tk, d = j->d, dv = j->dv, tkpad = j->tkpad;
+    FN(head_problem) h = FN(head_of)(j, b);
+    if (b != t->packed_head) {
+        FN(pack_panels_t)(t->w.head, h.k, tk, d);
+        FN(pack_panels_t)(t->w.head + d * tkpad, h.v, tk, dv);
+        FN(pack_rows)(t->w.head + (d + dv) * tkpad, tkpad, j->dpad, h.k, tk, d, 1);
+        t->packed_head = b;
+    }
+    FN(query_block_grads)(&t->w, &h, j->q + b * j->tq * d, j->dout + b * j->tq * dv, j->dq + b * j->tq * d,
+                          item % j->nqb * BQ, j->scale);
+}
+
+#undef QS_ALL
+#undef DO_ALL
+#undef DQ_ALL
+
 int FN(attention_backward_flash)(const real *q, const real *k, const real *v,
                                    const real *out, const real *lse, const real *dout,
                                    real *dq, real *dk, real *dvout, int64_t bh,
@@ -513,119 +643,68 @@ int FN(attention_backward_flash)(const real *q, const real *k, const real *v,
 {
     if (tk < 1 || d < 1)
         return -2; /* softmax over no keys, or scale 1/sqrt(0) */
-    real scale = 1 / sqrt((real)d);
     int64_t dpad = round_up(d, NR), dvpad = round_up(dv, NR);
     int64_t tqpad = round_up(tq, BQ), tkpad = round_up(tk, BK);
     int64_t nqb = tqpad / BQ, nkb = tkpad / BK;
-    int threads = thread_count(nthreads, bh * nkb, 2.0 * bh * tq * tk * (3 * d + 2 * dv), MIN_FLOPS_PER_THREAD), failed = 0;
+    int threads = thread_count(nthreads, bh * nkb, 2.0 * bh * tq * tk * (3 * d + 2 * dv), MIN_FLOPS_PER_THREAD);
     /* One sweep per head costs 5 block products per block pair, two sweeps
      * over blocks 7; one sweep wins unless it would leave threads idle. */
     int per_head = 5 * ((bh + threads - 1) / threads) * threads <= 7 * bh;
     real *drows = malloc(sizeof(real) * (bh * tq + 1)); /* (bh, Tq) D = rowsum(dO * O) */
     /* whole-head copies: scaled Q and dO (plus dQ in the per-head sweep), or
-     * K^T, V^T and K for the dQ sweep; the sweeps take turns in one region */
+     * K^T, V^T and K for the dQ sweep; the sweeps take turns in one buffer */
     int64_t head_q = tqpad * (dpad + dvpad + (per_head ? dpad : 0));
     int64_t head_k = per_head ? 0 : tkpad * (d + dv + dpad);
     int64_t head = head_q > head_k ? head_q : head_k;
     size_t bytes = sizeof(real) * (head + d * BK + dv * BK + BK * dpad + BQ * dpad + BQ * dvpad +
                                    2 * BQ * BK + BK * dpad + BK * dvpad + BQ * dpad + BQ) +
                    12 * ALIGNMENT; /* 12 pieces */
-    if (drows == NULL)
-        return -1;
-
-#pragma omp parallel num_threads(threads)
-    {
+    FN(backward_slot) *slots = calloc((size_t)threads, sizeof *slots);
+    int failed = drows == NULL || slots == NULL;
+    for (int t = 0; t < threads && !failed; t++) {
+        FN(grad_buffers) *w = &slots[t].w;
         arena buf;
-        int ok = arena_open(&buf, bytes);
-        FN(grad_buffers) w = {0};
-        if (ok) {
-            w.head = arena_take(&buf, sizeof(real) * head);
-            w.kt = arena_take(&buf, sizeof(real) * d * BK);       /* (d, BK) K^T */
-            w.vt = arena_take(&buf, sizeof(real) * dv * BK);      /* (dv, BK) V^T */
-            w.kblk = arena_take(&buf, sizeof(real) * BK * dpad);  /* (BK, d) K */
-            w.qs = arena_take(&buf, sizeof(real) * BQ * dpad);    /* (BQ, d) Q / sqrt(d) */
-            w.dob = arena_take(&buf, sizeof(real) * BQ * dvpad);  /* (BQ, dv) dO */
-            w.p = arena_take(&buf, sizeof(real) * BQ * BK);       /* (BQ, BK) P */
-            w.ds = arena_take(&buf, sizeof(real) * BQ * BK);      /* (BQ, BK) S, dP, then dS */
-            w.dkacc = arena_take(&buf, sizeof(real) * BK * dpad); /* (BK, d) */
-            w.dvacc = arena_take(&buf, sizeof(real) * BK * dvpad); /* (BK, dv) */
-            w.dqacc = arena_take(&buf, sizeof(real) * BQ * dpad); /* (BQ, d) */
-            w.rowsum = arena_take(&buf, sizeof(real) * BQ);       /* (BQ,) unused: P is normalised */
-        } else {
-#pragma omp atomic write
+        if (!arena_open(&buf, bytes)) {
             failed = 1;
+            break;
         }
-        int64_t packed_head = -1;
-        real *qs_all = w.head;                         /* (Tq, d) Q / sqrt(d) of one head */
-        real *do_all = w.head + tqpad * dpad;          /* (Tq, dv) dO of one head */
-        real *dq_all = w.head + tqpad * (dpad + dvpad); /* (Tq, d) dQ of one head (per_head) */
-
-#pragma omp for schedule(static)
-        for (int64_t row = 0; row < bh * tq; row++) {
-            real acc = 0;
-#pragma omp simd reduction(+ : acc)
-            for (int64_t c = 0; c < dv; c++)
-                acc += dout[row * dv + c] * out[row * dv + c];
-            drows[row] = acc;
-        }
-
-        if (per_head) {
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t b = 0; b < bh; b++) {
-                if (!ok)
-                    continue;
-                FN(head_problem) h = {k + b * tk * d, v + b * tk * dv, lse + b * tq, drows + b * tq,
-                                        dk + b * tk * d, dvout + b * tk * dv, tq, tk, d, dv, dpad, dvpad, causal};
-                FN(pack_rows)(qs_all, tqpad, dpad, q + b * tq * d, tq, d, scale);
-                FN(pack_rows)(do_all, tqpad, dvpad, dout + b * tq * dv, tq, dv, 1);
-                memset(dq_all, 0, sizeof(real) * tqpad * dpad);
-                for (int64_t k0 = 0; k0 < tk; k0 += BK)
-                    FN(key_block_grads)(&w, &h, qs_all, do_all, dq_all, k0);
-                for (int64_t r = 0; r < tq; r++)
-                    for (int64_t c = 0; c < d; c++)
-                        dq[(b * tq + r) * d + c] = dq_all[r * dpad + c] * scale;
-            }
-        } else {
-            /* Sweep 1: each (bh, key block) owns its rows of dK and dV. */
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t item = 0; item < bh * nkb; item++) {
-                if (!ok)
-                    continue;
-                int64_t b = item / nkb;
-                FN(head_problem) h = {k + b * tk * d, v + b * tk * dv, lse + b * tq, drows + b * tq,
-                                        dk + b * tk * d, dvout + b * tk * dv, tq, tk, d, dv, dpad, dvpad, causal};
-                if (b != packed_head) {
-                    FN(pack_rows)(qs_all, tqpad, dpad, q + b * tq * d, tq, d, scale);
-                    FN(pack_rows)(do_all, tqpad, dvpad, dout + b * tq * dv, tq, dv, 1);
-                    packed_head = b;
-                }
-                FN(key_block_grads)(&w, &h, qs_all, do_all, NULL, item % nkb * BK);
-            }
-            /* Sweep 2: each (bh, query block) owns its rows of dQ. */
-            packed_head = -1;
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t item = 0; item < bh * nqb; item++) {
-                if (!ok)
-                    continue;
-                int64_t b = item / nqb;
-                FN(head_problem) h = {k + b * tk * d, v + b * tk * dv, lse + b * tq, drows + b * tq,
-                                        dk + b * tk * d, dvout + b * tk * dv, tq, tk, d, dv, dpad, dvpad, causal};
-                if (b != packed_head) {
-                    FN(pack_panels_t)(w.head, h.k, tk, d);
-                    FN(pack_panels_t)(w.head + d * tkpad, h.v, tk, dv);
-                    FN(pack_rows)(w.head + (d + dv) * tkpad, tkpad, dpad, h.k, tk, d, 1);
-                    packed_head = b;
-                }
-                FN(query_block_grads)(&w, &h, q + b * tq * d, dout + b * tq * dv, dq + b * tq * d,
-                                        item % nqb * BQ, scale);
-            }
-        }
-        free(buf.base);
+        slots[t].base = buf.base;
+        w->head = arena_take(&buf, sizeof(real) * head);
+        w->kt = arena_take(&buf, sizeof(real) * d * BK);       /* (d, BK) K^T */
+        w->vt = arena_take(&buf, sizeof(real) * dv * BK);      /* (dv, BK) V^T */
+        w->kblk = arena_take(&buf, sizeof(real) * BK * dpad);  /* (BK, d) K */
+        w->qs = arena_take(&buf, sizeof(real) * BQ * dpad);    /* (BQ, d) Q / sqrt(d) */
+        w->dob = arena_take(&buf, sizeof(real) * BQ * dvpad);  /* (BQ, dv) dO */
+        w->p = arena_take(&buf, sizeof(real) * BQ * BK);       /* (BQ, BK) P */
+        w->ds = arena_take(&buf, sizeof(real) * BQ * BK);      /* (BQ, BK) S, dP, then dS */
+        w->dkacc = arena_take(&buf, sizeof(real) * BK * dpad); /* (BK, d) */
+        w->dvacc = arena_take(&buf, sizeof(real) * BK * dvpad); /* (BK, dv) */
+        w->dqacc = arena_take(&buf, sizeof(real) * BQ * dpad); /* (BQ, d) */
+        w->rowsum = arena_take(&buf, sizeof(real) * BQ);       /* (BQ,) unused: P is normalised */
     }
+    if (!failed) {
+        FN(backward_job) job = {q, k, v, out, lse, dout, dq, dk, dvout, drows, bh, tq, tk, d, dv, dpad, dvpad,
+                                tqpad, tkpad, nqb, nkb, causal, 1 / sqrt((real)d), slots};
+        threadpool_run(threads, ceil_div(bh * tq, DROWS_PER_ITEM), FN(drows_item), &job);
+        if (per_head) {
+            threadpool_run(threads, bh, FN(head_item), &job);
+        } else {
+            for (int t = 0; t < threads; t++)
+                slots[t].packed_head = -1;
+            threadpool_run(threads, bh * nkb, FN(key_item), &job);
+            for (int t = 0; t < threads; t++)
+                slots[t].packed_head = -1;
+            threadpool_run(threads, bh * nqb, FN(query_item), &job);
+        }
+    }
+    for (int t = 0; slots != NULL && t < threads; t++)
+        free(slots[t].base);
+    free(slots);
     free(drows);
     return failed ? -1 : 0;
 }
 
+#undef DROWS_PER_ITEM
 #undef NR
 
 #endif /* real */
