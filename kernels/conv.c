@@ -72,16 +72,16 @@ void max_pool2d_forward_f64(const double *x, int64_t N, int64_t C, int64_t H, in
     DISPATCH(max_pool2d_forward_f64, (x, N, C, H, W, sN, sC, sH, sW, kh, kw, sh, sw, out, argmax, nthreads));
 }
 
-void max_pool2d_backward_f32(const float *grad, const int64_t *argmax, int64_t N, int64_t C, int64_t H, int64_t W,
-                             int64_t Ho, int64_t Wo, float *dx, int nthreads)
+int max_pool2d_backward_f32(const float *grad, const int64_t *argmax, int64_t N, int64_t C, int64_t H, int64_t W,
+                            int64_t Ho, int64_t Wo, float *dx, int nthreads)
 {
-    DISPATCH(max_pool2d_backward_f32, (grad, argmax, N, C, H, W, Ho, Wo, dx, nthreads));
+    return DISPATCH(max_pool2d_backward_f32, (grad, argmax, N, C, H, W, Ho, Wo, dx, nthreads));
 }
 
-void max_pool2d_backward_f64(const double *grad, const int64_t *argmax, int64_t N, int64_t C, int64_t H, int64_t W,
-                             int64_t Ho, int64_t Wo, double *dx, int nthreads)
+int max_pool2d_backward_f64(const double *grad, const int64_t *argmax, int64_t N, int64_t C, int64_t H, int64_t W,
+                            int64_t Ho, int64_t Wo, double *dx, int nthreads)
 {
-    DISPATCH(max_pool2d_backward_f64, (grad, argmax, N, C, H, W, Ho, Wo, dx, nthreads));
+    return DISPATCH(max_pool2d_backward_f64, (grad, argmax, N, C, H, W, Ho, Wo, dx, nthreads));
 }
 
 #else /* TEMPLATE: real, FN */
@@ -198,18 +198,26 @@ void FN(max_pool2d_forward)(const real *restrict x, int64_t N, int64_t C, int64_
             }
 }
 
-void FN(max_pool2d_backward)(const real *restrict grad, const int64_t *restrict argmax, int64_t N, int64_t C,
-                             int64_t H, int64_t W, int64_t Ho, int64_t Wo, real *restrict dx, int nthreads)
+int FN(max_pool2d_backward)(const real *restrict grad, const int64_t *restrict argmax, int64_t N, int64_t C,
+                            int64_t H, int64_t W, int64_t Ho, int64_t Wo, real *restrict dx, int nthreads)
 {
-#pragma omp parallel for schedule(static) \
+    int outside = 0;  /* an argmax outside the image: skipped, and reported (argmax may come from the caller) */
+#pragma omp parallel for schedule(static) reduction(| : outside) \
     num_threads(thread_count(nthreads, N, (double)N * H * W * C, MIN_ELEMENTS_PER_THREAD))
     for (int64_t n = 0; n < N; n++) {
         real *image = dx + n * H * W * C;  /* (H, W, C) */
         memset(image, 0, (size_t)(H * W * C) * sizeof(real));
         for (int64_t at = n * Ho * Wo; at < (n + 1) * Ho * Wo; at++)  /* output pixel (n, i, j) */
-            for (int64_t c = 0; c < C; c++)  /* overlapping windows (stride < kernel) may share a pixel: += */
-                image[argmax[at * C + c] * C + c] += grad[at * C + c];
+            for (int64_t c = 0; c < C; c++) {  /* overlapping windows (stride < kernel) may share a pixel: += */
+                int64_t pixel = argmax[at * C + c];
+                if (pixel < 0 || pixel >= H * W) {
+                    outside = 1;
+                    continue;
+                }
+                image[pixel * C + c] += grad[at * C + c];
+            }
     }
+    return outside ? -1 : 0;
 }
 
 #endif /* TEMPLATE */

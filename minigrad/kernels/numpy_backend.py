@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from minigrad.device import array_module
+from minigrad.kernels import raise_outside_image
 from minigrad.shapes import sum_to_shape
 from minigrad.special import logsumexp, normal_cdf, normal_pdf
 
@@ -265,6 +266,8 @@ def max_pool2d_backward(argmax, grad_out, x_shape):
     """dx[n, c, argmax[n, c, i, j]] += grad_out[n, c, i, j] (the flattened H·W pixel): each window's gradient
     goes to its maximum; overlapping windows (stride < kernel) add up. Returns dx (N, C, H, W)."""
     N, C, H, W = x_shape
+    if argmax.min() < 0 or argmax.max() >= H * W:  # add.at would wrap a negative index around silently
+        raise_outside_image("max_pool2d_backward", argmax, H * W)
     dx = np.zeros((N * C, H * W), dtype=grad_out.dtype)  # (N·C, H·W)
     np.add.at(dx, (np.arange(N * C)[:, None], argmax.reshape(N * C, -1)), grad_out.reshape(N * C, -1))
     return dx.reshape(N, C, H, W)
