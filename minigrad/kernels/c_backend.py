@@ -614,17 +614,30 @@ def lstm_backward(h0, c0, w_hh, out, gates, grad_out, num_threads=None):
 def _image_strides(x):
     """(x, its element strides (N, C, H, W)): x itself when C can index it (aligned, native order, strides
     >= 0 and whole elements), else a C-contiguous copy."""
-    if x.flags.aligned and x.dtype.isnative and all(
-            step >= 0 and step % x.itemsize == 0 for step, size in zip(x.strides, x.shape) if size > 1):
-        return x, tuple(step // x.itemsize if size > 1 else 0 for step, size in zip(x.strides, x.shape))
+    if x.flags.aligned and x.dtype.isnative:
+        strides = []
+        for step, size in zip(x.strides, x.shape):  # a plain loop: this runs on every conv and pooling call
+            if size == 1:
+                step = 0  # never moved along, whatever NumPy stored
+            elif step < 0 or step % x.itemsize:
+                break
+            strides.append(step // x.itemsize)
+        else:
+            return x, tuple(strides)
     x = _c_array(x)
     return x, tuple(step // x.itemsize for step in x.strides)
 
 
+_conv_functions = {}
+
+
 def _conv_function(name, dtype):
-    """lib's NAME_f32 / NAME_f64, or None for a build older than kernels/conv.c."""
-    _, lib = load()
-    return getattr(lib, f"{name}_{_suffix(dtype)}", None)
+    """lib's NAME_f32 / NAME_f64 (looked up once), or None for a build older than kernels/conv.c."""
+    key = (name, dtype)
+    if key not in _conv_functions:
+        _, lib = load()
+        _conv_functions[key] = getattr(lib, f"{name}_{_suffix(dtype)}", None)
+    return _conv_functions[key]
 
 
 def _channels_last(x):
