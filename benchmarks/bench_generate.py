@@ -48,7 +48,8 @@ def main():
           f"{os.environ.get('MINIGRAD_NUM_THREADS', 'unset')}; GPT {config}; {args.tokens} new tokens from a "
           f"1-token prompt, greedy; median of {args.repeats} (wall s); load average {os.getloadavg()[0]:.1f}")
     if args.tokens + 1 > args.block_size:
-        print(f"note: past block_size {args.block_size} the window slides and both modes recompute it every step")
+        print(f"note: past block_size {args.block_size} the window jumps to its newest half (GPT.generate); "
+              "both modes read the same window")
     print(f"{'threads':>7} {'':>5} {'no cache':>10} {'cache':>10} {'speed-up':>9}")
     for threads in args.threads:
         with limited_threads(threads):

@@ -42,12 +42,14 @@ def test_cached_causal_mask_is_aligned_bottom_right():
 def test_greedy_tokens_are_the_same_with_and_without_the_cache_past_block_size(dtype):
     model = gpt(dtype)
     prompt = np.array([[1, 2, 3], [4, 4, 4]])
-    cached = model.generate(prompt, 30, temperature=0, use_cache=True)  # 33 tokens: the window slides 25 times
+    cached = model.generate(prompt, 30, temperature=0, use_cache=True)  # 33 tokens: the window jumps 6 times
     plain = model.generate(prompt, 30, temperature=0, use_cache=False)
     np.testing.assert_array_equal(cached, plain)
-    expected = prompt.copy()  # greedy by hand: argmax of the last position, fed the last block_size tokens
+    expected, start = prompt.copy(), 0  # greedy by hand: the window holds 4 to 8 tokens, jumping when full
     for _ in range(30):
-        logits = model(expected[:, -8:]).data[:, -1]
+        if expected.shape[1] - start > 8:
+            start = expected.shape[1] - 4
+        logits = model(expected[:, start:]).data[:, -1]
         expected = np.concatenate([expected, logits.argmax(-1)[:, None]], axis=1)
     np.testing.assert_array_equal(cached, expected)
     assert len(set(cached[0, 3:].tolist())) > 2  # not a constant sequence
@@ -69,6 +71,10 @@ def test_a_prompt_longer_than_block_size_is_cropped():
     out = model.generate(prompt, 5, temperature=0)
     assert out.shape == (1, 17)
     np.testing.assert_array_equal(out, model.generate(prompt, 5, temperature=0, use_cache=False))
+    first = model(prompt[:, -8:]).data[0, -1].argmax()  # the first new token sees the prompt's last 8 tokens
+    assert out[0, 12] == first
+    second = model(out[:, 9:13]).data[0, -1].argmax()  # then the window jumps: the newest 4 tokens
+    assert out[0, 13] == second
 
 
 def test_cache_misuse_is_refused():

@@ -139,30 +139,38 @@ class GPT(Module):
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True):
         """Extend idx (B, T) by max_new_tokens sampled tokens, one at a time; returns (B, T + max_new_tokens).
 
-        Each step takes the logits of the last position, conditioned on the last block_size tokens, and
-        draws the next token from sampling_probs(logits, temperature, top_k, top_p) with minigrad's
-        generator (`mg.manual_seed` makes it reproducible); temperature=0 takes the most likely token.
+        Each step takes the logits of the last position and draws the next token from
+        sampling_probs(logits, temperature, top_k, top_p) with minigrad's generator (`mg.manual_seed` makes
+        it reproducible); temperature=0 takes the most likely token.
 
-        use_cache=True keeps each layer's keys and values (KVCache): the prompt is run once, then each
-        step feeds only the newest token, O(T) work per token instead of O(T²). Once the text is longer
-        than block_size the window slides, every position embedding shifts and the cached keys no longer
-        hold, so from then on each step recomputes the cropped window, as use_cache=False does: the tokens
-        are the same either way. Returns a Tensor if idx was one, else a NumPy array. Call model.eval()
-        first to turn dropout off.
+        The context window: the model reads at most block_size tokens, the last ones (a longer prompt is
+        cropped). When a new token would overflow the window, the window jumps forward and keeps only its
+        newest block_size // 2 tokens, then grows again; so the model always sees between half a window
+        and a whole one. (Sliding by one token per step would shift every learned position embedding at
+        every step, and no cached key would ever be reusable; jumping by half a window recomputes half a
+        window once per block_size // 2 tokens, as llama.cpp's context shift does.)
+
+        use_cache=True keeps each layer's keys and values (KVCache): the window is run once, then each
+        step feeds only the newest token, O(T) work per token instead of O(T²); after a jump the kept
+        tokens are run once more. use_cache=False reruns the whole window every step. Both read the same
+        window, so the tokens are the same either way. Returns a Tensor if idx was one, else a NumPy
+        array. Call model.eval() first to turn dropout off.
         """
         as_tensor = isinstance(idx, Tensor)
         idx = np.array(idx.data if as_tensor else idx, dtype=np.int64)
         if idx.ndim != 2 or idx.shape[1] == 0:
             raise ValueError(f"GPT.generate expects token ids of shape (B, T) with T >= 1, got shape {idx.shape}")
         check_sampling(temperature, top_k, top_p)
-        caches = None
+        keep = max(1, self.block_size // 2)  # tokens the window keeps when it jumps
+        start, caches = max(0, idx.shape[1] - self.block_size), None  # the model reads idx[:, start:]
         for _ in range(max_new_tokens):
-            T = idx.shape[1]
-            if not use_cache or T > self.block_size:
-                logits = self(idx[:, -self.block_size:])  # (B, min(T, block_size), V)
+            if idx.shape[1] - start > self.block_size:  # the window is full: keep its newest `keep` tokens
+                start, caches = idx.shape[1] - keep, None
+            if not use_cache:
+                logits = self(idx[:, start:])  # (B, T - start, V)
             elif caches is None:
                 caches = self.new_kv_caches(idx.shape[0])
-                logits = self(idx, kv_caches=caches)  # the prompt fills the caches: (B, T, V)
+                logits = self(idx[:, start:], kv_caches=caches)  # the window fills the caches
             else:
                 logits = self(idx[:, -1:], kv_caches=caches)  # the newest token only: (B, 1, V)
             probs = sampling_probs(logits.data[:, -1, :].astype(np.float64), temperature, top_k, top_p)  # (B, V)
