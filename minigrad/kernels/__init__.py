@@ -101,7 +101,10 @@ def _call(op, backend, dtype, *args, **kwargs):
     name = resolve(op, backend, dtype)
     if name in ("cuda", "cuda-sim"):
         kwargs["sim"] = name == "cuda-sim"
-    return getattr(backend_module(name), op)(*args, **kwargs)
+    module = backend_module(name)
+    # a backend's DISPATCHED entries skip re-checking what this module has just checked
+    kernel = getattr(module, "DISPATCHED", {}).get(op) or getattr(module, op)
+    return kernel(*args, **kwargs)
 
 
 def _through_float32(op, backend, dtype, *args, **kwargs):

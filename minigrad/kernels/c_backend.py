@@ -368,6 +368,10 @@ def attention(q, k, v, is_causal=False, return_lse=False, version=None, num_thre
     the log-sum-exp of each row of scaled scores.
     """
     _check_attention_arrays("attention", q, k, v)
+    return _attention(q, k, v, is_causal, return_lse, version, num_threads)
+
+
+def _attention(q, k, v, is_causal=False, return_lse=False, version=None, num_threads=None):
     q, k, v = _c_array(q), _c_array(k), _c_array(v)
     batch, tq, d = q.shape
     tk, dv = v.shape[1:]
@@ -386,6 +390,10 @@ def attention_backward(q, k, v, out, lse, grad_out, is_causal=False, version=Non
     P = exp(S - lse) block by block: dv = P^T dO, dS = P * (dO v^T - rowsum(dO * out)),
     dq = dS k / sqrt(d), dk = dS^T q / sqrt(d)."""
     _check_attention_arrays("attention_backward", q, k, v, out=out, lse=lse, grad_out=grad_out)
+    return _attention_backward(q, k, v, out, lse, grad_out, is_causal, version, num_threads)
+
+
+def _attention_backward(q, k, v, out, lse, grad_out, is_causal=False, version=None, num_threads=None):
     q, k, v, out, lse, grad_out = (_c_array(x) for x in (q, k, v, out, lse, grad_out))
     batch, tq, d = q.shape
     tk, dv = v.shape[1:]
@@ -438,9 +446,14 @@ def layer_norm(x, weight, bias, eps=1e-5, num_threads=None):
     weight and bias (C,) or None. See numpy_backend.layer_norm for the formula."""
     dtype = _check_floats("layer_norm", x=x, weight=weight, bias=bias)
     check_layer_norm("layer_norm", x, weight, bias=bias)
-    c = x.shape[-1]
     if not eps >= 0:
         raise ValueError(f"layer_norm: eps must be >= 0, got {eps!r}")
+    return _layer_norm(x, weight, bias, eps, num_threads, dtype)
+
+
+def _layer_norm(x, weight, bias, eps=1e-5, num_threads=None, dtype=None):
+    dtype = x.dtype if dtype is None else dtype
+    c = x.shape[-1]
     x, weight, bias = (None if a is None else _c_array(a) for a in (x, weight, bias))
     out = np.empty(x.shape, dtype)  # (..., C)
     mean, rstd = np.empty(x.shape[:-1], dtype), np.empty(x.shape[:-1], dtype)  # (...)
@@ -456,6 +469,11 @@ def layer_norm_backward(x, weight, mean, rstd, grad_out, num_threads=None):
     """(dx, dweight, dbias) of LayerNorm from the saved mean and rstd, in C (kernels/layernorm.c)."""
     dtype = _check_floats("layer_norm_backward", x=x, weight=weight, mean=mean, rstd=rstd, grad_out=grad_out)
     check_layer_norm("layer_norm_backward", x, weight, mean, rstd, grad_out)
+    return _layer_norm_backward(x, weight, mean, rstd, grad_out, num_threads, dtype)
+
+
+def _layer_norm_backward(x, weight, mean, rstd, grad_out, num_threads=None, dtype=None):
+    dtype = x.dtype if dtype is None else dtype
     c = x.shape[-1]
     x, weight, mean, rstd, grad_out = (None if a is None else _c_array(a) for a in (x, weight, mean, rstd, grad_out))
     dx, dweight, dbias = np.empty(x.shape, dtype), np.empty(c, dtype), np.empty(c, dtype)
@@ -546,7 +564,11 @@ def adamw_step(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, ep
 
 def gelu(x, num_threads=None):
     """(GELU(x), Φ(x)) in one pass, in C (kernels/activation.c). See numpy_backend.gelu."""
-    dtype = _check_floats("gelu", x=x)
+    return _gelu(x, num_threads, _check_floats("gelu", x=x))
+
+
+def _gelu(x, num_threads=None, dtype=None):
+    dtype = x.dtype if dtype is None else dtype
     x = _c_array(x)
     out, cdf = np.empty(x.shape, dtype), np.empty(x.shape, dtype)
     _, lib = load()
@@ -560,6 +582,11 @@ def gelu_backward(x, cdf, grad_out, num_threads=None):
     dtype = _check_floats("gelu_backward", x=x, cdf=cdf, grad_out=grad_out)
     check_shape("gelu_backward", "cdf", cdf, x.shape)
     check_shape("gelu_backward", "grad_out", grad_out, x.shape)
+    return _gelu_backward(x, cdf, grad_out, num_threads, dtype)
+
+
+def _gelu_backward(x, cdf, grad_out, num_threads=None, dtype=None):
+    dtype = x.dtype if dtype is None else dtype
     x, cdf, grad_out = _c_array(x), _c_array(cdf), _c_array(grad_out)
     dx = np.empty(x.shape, dtype)
     _, lib = load()
@@ -714,3 +741,9 @@ def max_pool2d_backward(argmax, grad_out, x_shape, num_threads=None):
     if function(_pointer(grad_out), _int64_pointer(argmax), N, C, H, W, Ho, Wo, _pointer(dx), _threads(num_threads)):
         raise_outside_image("max_pool2d_backward", argmax, H * W)
     return dx.transpose(0, 3, 1, 2)
+
+
+# What minigrad.kernels calls once it has checked the arguments (dtypes, ranks, shapes): these functions
+# without their own second check, which is there for direct calls (lessons, tests, benchmarks).
+DISPATCHED = dict(attention=_attention, attention_backward=_attention_backward, layer_norm=_layer_norm,
+                  layer_norm_backward=_layer_norm_backward, gelu=_gelu, gelu_backward=_gelu_backward)
