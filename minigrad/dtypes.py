@@ -13,7 +13,7 @@ float16, float32, float64 = np.dtype("float16"), np.dtype("float32"), np.dtype("
 int8, int16, int32, int64 = np.dtype("int8"), np.dtype("int16"), np.dtype("int32"), np.dtype("int64")
 uint8, bool_ = np.dtype("uint8"), np.dtype("bool")
 bfloat16 = np.dtype(ml_dtypes.bfloat16)
-HALF_FLOATS = (float16, bfloat16)
+HALF_FLOATS = frozenset((float16, bfloat16))  # a set: `dtype in HALF_FLOATS` runs on every op
 DTYPES = {"float16": float16, "half": float16, "bfloat16": bfloat16, "float32": float32, "float": float32, "float64": float64,
           "double": float64, "int8": int8, "int16": int16, "int32": int32, "int": int32, "int64": int64,
           "long": int64, "uint8": uint8, "bool": bool_}

@@ -12,7 +12,7 @@ from ..tensor import Tensor, as_tensor
 from .module import Module, Parameter
 
 
-_KERNEL_FLOATS = (np.dtype(np.float32), np.dtype(np.float64)) + HALF_FLOATS  # what minigrad.kernels.matmul takes
+_KERNEL_FLOATS = frozenset((np.dtype(np.float32), np.dtype(np.float64))) | HALF_FLOATS  # what kernels.matmul takes
 
 
 def uniform_parameter(shape, bound):
