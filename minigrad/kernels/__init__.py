@@ -442,9 +442,14 @@ def check_window(op, shape, kernel_size, stride, padding=(0, 0)):
     returns the output size (Ho, Wo) after checking that the window fits."""
     if len(shape) != 4:
         raise ValueError(f"{op}: expected an image batch (N, C, H, W), got shape {tuple(shape)}")
-    _check_pair(op, "kernel_size", kernel_size, 1)
-    _check_pair(op, "stride", stride, 1)
-    _check_pair(op, "padding", padding, 0)
+    if not (type(kernel_size) is type(stride) is type(padding) is tuple  # the common case in one test: plain ints
+            and len(kernel_size) == len(stride) == len(padding) == 2
+            and type(kernel_size[0]) is type(kernel_size[1]) is type(stride[0]) is type(stride[1]) is int
+            and type(padding[0]) is type(padding[1]) is int
+            and min(kernel_size) >= 1 and min(stride) >= 1 and min(padding) >= 0):
+        _check_pair(op, "kernel_size", kernel_size, 1)  # NumPy ints pass; anything else says what is wrong
+        _check_pair(op, "stride", stride, 1)
+        _check_pair(op, "padding", padding, 0)
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     Hp, Wp = shape[2] + 2 * ph, shape[3] + 2 * pw
     if Hp < kh or Wp < kw:

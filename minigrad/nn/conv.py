@@ -18,6 +18,11 @@ from .module import Module
 
 def as_pair(value, name, op):
     """An int or a pair of ints → (vertical, horizontal)."""
+    # the common cases first, on every conv and pooling call: no generator below
+    if type(value) is int:
+        return value, value
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        return value
     pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair):
         raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
@@ -41,9 +46,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     if x.ndim == 3 and weight.ndim == 4 and x.shape[0] == weight.shape[1]:  # one unbatched image
         return conv2d(x.unsqueeze(0), weight, bias, stride, padding).squeeze(0)
     _check_conv_args(x, weight, bias, stride, padding)
-    N, C, H, W = x.shape
-    O, _, kh, kw = weight.shape
-    Ho, Wo = kernels.check_window("conv2d", x.shape, (kh, kw), stride, padding)
+    N, C, H, W = x.data.shape
+    O, _, kh, kw = weight.data.shape
+    Ho, Wo = kernels.check_window("conv2d", x.data.shape, (kh, kw), stride, padding)
     K = kh * kw * C
     # With a bias, cols gets a last column of ones and the weight matrix the bias as its last column:
     # the product adds the bias, and its backward's dYᵀ cols holds db beside dW.
