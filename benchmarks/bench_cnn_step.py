@@ -12,6 +12,12 @@ the time of a step does not depend on them. Compare the ratio, not the absolute 
     python benchmarks/bench_cnn_step.py                  # 1 and 2 threads, minigrad and PyTorch
     python benchmarks/bench_cnn_step.py --steps 50 --threads 1
     python benchmarks/bench_cnn_step.py --profile        # cProfile of minigrad's step (1 thread)
+    python benchmarks/bench_cnn_step.py --torch-first    # PyTorch's OpenMP keeps its default (spinning) waits
+
+OpenMP's wait policy: PyTorch and minigrad's C kernels share one libgomp (the same library name), and
+whichever loads first sets its policy. By default minigrad loads first (passive waits: idle threads
+sleep, which a busy machine needs), and PyTorch's 2-thread step, which spins by default, then pays a
+wake-up per parallel region; --torch-first gives PyTorch its own default instead. Report both.
 """
 import argparse
 import cProfile
@@ -72,6 +78,8 @@ def main():
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--profile", action="store_true", help="cProfile minigrad's step instead of timing")
+    parser.add_argument("--torch-first", action="store_true",
+                        help="import PyTorch before the C kernels load: its OpenMP keeps PyTorch's default waits")
     args = parser.parse_args()
 
     mg.manual_seed(0)
@@ -93,8 +101,14 @@ def main():
         pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
         return
 
-    # The C kernels load first, and with them OpenMP with its passive wait policy (c_backend.load): PyTorch's
-    # libgomp has the same name, so whichever library loads first sets the one runtime's policy for both.
+    # Whichever loads first sets the one OpenMP runtime's wait policy for both (see the docstring): by default
+    # the C kernels, whose c_backend.load sets passive waits.
+    policy = os.environ.get("OMP_WAIT_POLICY")  # what the first library to load OpenMP finds
+    if args.torch_first:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            pass
     backend = mg.get_backend()
     try:
         import torch
@@ -104,7 +118,8 @@ def main():
 
     print(machine())
     print(f"small CNN step, batch {BATCH}, 8x8x1 images, float32, backend {backend!r}, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; median wall (median CPU) ms of {args.steps} steps; "
+          f"OpenMP loaded by {'PyTorch' if args.torch_first else 'minigrad'} "
+          f"with OMP_WAIT_POLICY={policy or ('unset' if args.torch_first else 'PASSIVE')}; median wall (median CPU) ms of {args.steps} steps; "
           f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     steps = {"minigrad": lambda: minigrad_step(model, opt, x, labels)}
     if torch is not None:
